@@ -1,0 +1,2 @@
+//! CPU reference backend (in progress)
+pub struct Cpu;

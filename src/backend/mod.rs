@@ -1,0 +1,270 @@
+//! The `Backend` boundary: the operations the models need, one to one with the CUDA kernels.
+//!
+//! Every array is a flat, row-major buffer of `Self::F` on the backend's device. Shapes use the
+//! letters of SPEC.md: T frames, B sequences in a batch, V visible units, H hidden units, U
+//! recurrent (LSTM or RNN) units, N = T*B conditional RBMs, K Gibbs steps, M AIS runs.
+//! Time-major layout: frame s of sequence b of a `[T, B, X]` array starts at `(s*B + b)*X`.
+//! State arrays have T+1 rows: row 0 is the initial state (r_0, l_0, c_0 or u_0) and row s+1 is
+//! the state after frame s (0-based frames s = 0..T, i.e. the spec's t = s+1).
+//!
+//! `Cpu` (in `cpu.rs`) is the readable reference; `Cuda` (in `cuda.rs`) runs the kernels of
+//! `kernels/`. A model written against this trait runs on either without change.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::float::Float;
+use crate::rng::RngKey;
+
+pub use cpu::Cpu;
+
+/// Sizes shared by the sequence operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Frames per chunk (T).
+    pub t: usize,
+    /// Sequences per batch (B).
+    pub b: usize,
+    /// Visible units (V).
+    pub v: usize,
+    /// Hidden units of the RBM (H).
+    pub h: usize,
+    /// Units of the LSTM or RNN (U); 0 for models without one.
+    pub u: usize,
+}
+
+impl Dims {
+    /// N = T*B conditional RBMs.
+    pub fn n(&self) -> usize {
+        self.t * self.b
+    }
+}
+
+/// A matrix operand of [`Backend::gemm`]: a row-major `rows x cols` matrix starting `offset`
+/// elements into a buffer, read transposed when `trans` is set.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a, Buf> {
+    pub buf: &'a Buf,
+    pub offset: usize,
+    pub trans: bool,
+}
+
+/// The operations of a compute device. See the module comment for layouts.
+pub trait Backend: Send + Sync {
+    /// Element type of the device buffers.
+    type F: Float;
+    /// A device buffer of `F`.
+    type Buf: Send + Sync;
+
+    /// Human-readable device name (e.g. `cpu (2 threads, f32)` or `NVIDIA H100 80GB HBM3`).
+    fn name(&self) -> String;
+
+    // ----- memory ---------------------------------------------------------------------------
+
+    /// A buffer of `n` zeros.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A buffer holding a copy of `host`.
+    fn upload(&self, host: &[Self::F]) -> Result<Self::Buf>;
+    /// Overwrites `dst` (same length) with `host`.
+    fn write(&self, dst: &mut Self::Buf, host: &[Self::F]) -> Result<()>;
+    /// Copies the buffer to the host (synchronises).
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<Self::F>>;
+    /// Number of elements.
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
+    fn copy(&self, src: &Self::Buf, src_off: usize, dst: &mut Self::Buf, dst_off: usize, n: usize) -> Result<()>;
+    /// Sets every element to `value`.
+    fn fill(&self, x: &mut Self::Buf, value: Self::F) -> Result<()>;
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<()>;
+
+    // ----- dense linear algebra ---------------------------------------------------------------
+
+    /// `C[m,n] (at c_off) = alpha * op(A)[m,k] op(B)[k,n] + beta * C`, all row-major.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: Self::F,
+        a: Mat<'_, Self::Buf>,
+        b: Mat<'_, Self::Buf>,
+        beta: Self::F,
+        c: &mut Self::Buf,
+        c_off: usize,
+    ) -> Result<()>;
+
+    /// `x[r, :] += bias` for each of `rows` rows of width `cols`.
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+
+    /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`.
+    fn sum_rows(&self, x: &Self::Buf, rows: usize, cols: usize, alpha: Self::F, beta: Self::F, out: &mut Self::Buf) -> Result<()>;
+
+    /// `y = y + alpha * x` over all elements.
+    fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+
+    /// `out[n, :] = scale * mask[n] * (a[n, :] - b[n, :])` for `rows` rows of width `cols`
+    /// (the CD gradient of the dynamic biases, SPEC 3).
+    #[allow(clippy::too_many_arguments)]
+    fn masked_diff(&self, a: &Self::Buf, b: &Self::Buf, mask: &Self::Buf, scale: Self::F, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<()>;
+
+    /// `x[n, :] *= mask[n]` (zeroes the rows of padded frames).
+    fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+
+    // ----- conditional RBMs ---------------------------------------------------------------------
+
+    /// `out[n, :] = sigma(v[n, :] W + bh_t[n, :])`, n < N: P(h = 1 | v) of each RBM.
+    /// `w` is `[V, H]`, `v` is `[N, V]`, `bh_t` and `out` are `[N, H]`.
+    #[allow(clippy::too_many_arguments)]
+    fn hidden_probs(&self, w: &Self::Buf, v: &Self::Buf, bh_t: &Self::Buf, n: usize, nv: usize, nh: usize, out: &mut Self::Buf) -> Result<()>;
+
+    /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:
+    /// `v` `[N, V]` holds the start and receives the last visible sample. Step k draws
+    /// h ~ Bernoulli(sigma(v W + bh_t)) with uniforms of counter `counter + 2k` at index `n*H + j`,
+    /// then v ~ Bernoulli(sigma(W h + bv_t)) (or Normal(W h + bv_t, 1) when `gaussian`) with
+    /// counter `counter + 2k + 1` at index `n*V + i` (normals at uniform indices 2(n*V+i), +1).
+    #[allow(clippy::too_many_arguments)]
+    fn gibbs(
+        &self,
+        w: &Self::Buf,
+        bv_t: &Self::Buf,
+        bh_t: &Self::Buf,
+        v: &mut Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        k: usize,
+        gaussian: bool,
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<()>;
+
+    /// Free energies F_t(v) of SPEC 1 for N RBMs: `out[n] = F(v[n])`.
+    #[allow(clippy::too_many_arguments)]
+    fn free_energy(
+        &self,
+        w: &Self::Buf,
+        bv_t: &Self::Buf,
+        bh_t: &Self::Buf,
+        v: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        gaussian: bool,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ----- recurrences (sequential in T) ---------------------------------------------------------
+
+    /// RTRBM mean-field recurrence (SPEC 2). For frames s = 0..T:
+    /// `bh_t[s] = pre[s] + r[s] WR` and `r[s+1] = sigma(vw[s] + bh_t[s])`, where `pre` `[T,B,H]`
+    /// holds bh (+ WL^T l_{t-1} for LSTM-RTRBM), `vw` `[T,B,H]` holds v_t W, `wr` is `[H,H]`,
+    /// `r` is `[T+1,B,H]` with row 0 the initial state (read), `bh_t` is `[T,B,H]`.
+    fn rtrbm_forward(&self, wr: &Self::Buf, pre: &Self::Buf, vw: &Self::Buf, r: &mut Self::Buf, bh_t: &mut Self::Buf, d: Dims) -> Result<()>;
+
+    /// Backward pass of [`Backend::rtrbm_forward`]: given `dbh` `[T,B,H]`, the gradient of the
+    /// cost w.r.t. bh_t through the free energies alone, writes `g` `[T,B,H]`, the total gradient
+    /// w.r.t. bh_t: `g[T-1] = dbh[T-1]`, `g[s] = dbh[s] + (g[s+1] WR^T) * r[s+1] * (1 - r[s+1])`.
+    fn rtrbm_backward(&self, wr: &Self::Buf, r: &Self::Buf, dbh: &Self::Buf, g: &mut Self::Buf, d: Dims) -> Result<()>;
+
+    /// RNN-RBM state recurrence (SPEC 2): `u[s+1] = tanh(pre[s] + u[s] Wuu)` with `pre` `[T,B,U]`
+    /// holding bu + v_t Wvu, `wuu` `[U,U]`, `u` `[T+1,B,U]` with row 0 the initial state.
+    fn rnn_forward(&self, wuu: &Self::Buf, pre: &Self::Buf, u: &mut Self::Buf, d: Dims) -> Result<()>;
+
+    /// Backward of [`Backend::rnn_forward`]: `e` `[T,B,U]` is the gradient arriving at u[s+1]
+    /// from outside the recurrence; writes `dz` `[T,B,U]`, the gradient w.r.t. the pre-activation
+    /// of u[s+1]: `dz[s] = (e[s] + dz[s+1] Wuu^T) * (1 - u[s+1]^2)`, `dz[T]` taken as 0.
+    fn rnn_backward(&self, wuu: &Self::Buf, u: &Self::Buf, e: &Self::Buf, dz: &mut Self::Buf, d: Dims) -> Result<()>;
+
+    /// LSTM over a chunk (SPEC 2). Gate pre-activations are `pre[s] + l[s] Wl` (+ peepholes),
+    /// with `pre` `[T,B,4U]` holding b + v_t Wx, `wl` `[U,4U]`, gate order (i, f, o, g).
+    /// `peep` `[3U]` (p_i, p_f, p_o: i and f see c_{t-1}, o sees c_t) or `None`.
+    /// `l`, `c` `[T+1,B,U]` with row 0 the initial state; writes rows 1..=T and the
+    /// post-activation `gates` `[T,B,4U]`.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_forward(
+        &self,
+        wl: &Self::Buf,
+        peep: Option<&Self::Buf>,
+        pre: &Self::Buf,
+        l: &mut Self::Buf,
+        c: &mut Self::Buf,
+        gates: &mut Self::Buf,
+        d: Dims,
+    ) -> Result<()>;
+
+    /// Backward of [`Backend::lstm_forward`]. `dl` `[T+1,B,U]` is the gradient arriving at each
+    /// l[s] from outside the LSTM (row 0 included). Writes `dpre` `[T,B,4U]` (gradient w.r.t. the
+    /// gate pre-activations), `dstate0` `[2,B,U]` (gradients w.r.t. l[0] and c[0]) and, with
+    /// peepholes, adds to `dpeep` `[3U]`.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_backward(
+        &self,
+        wl: &Self::Buf,
+        peep: Option<&Self::Buf>,
+        l: &Self::Buf,
+        c: &Self::Buf,
+        gates: &Self::Buf,
+        dl: &Self::Buf,
+        dpre: &mut Self::Buf,
+        dstate0: &mut Self::Buf,
+        dpeep: Option<&mut Self::Buf>,
+        d: Dims,
+    ) -> Result<()>;
+
+    // ----- optimisation -----------------------------------------------------------------------
+
+    /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`.
+    fn sgd_momentum(&self, param: &mut Self::Buf, grad: &Self::Buf, vel: &mut Self::Buf, lr: Self::F, momentum: Self::F, weight_decay: Self::F) -> Result<()>;
+
+    /// `x *= alpha`.
+    fn scale(&self, x: &mut Self::Buf, alpha: Self::F) -> Result<()>;
+
+    /// Sum of squares of all elements, in f64 (NaN if any element is NaN or infinite).
+    fn sum_squares(&self, x: &Self::Buf) -> Result<f64>;
+
+    // ----- evaluation ---------------------------------------------------------------------------
+
+    /// Annealed importance sampling (SPEC 4.1) for N conditional RBMs, M runs each, through the
+    /// inverse temperatures `betas` (ascending, betas[0] = 0, last = 1). Returns the log-weights
+    /// `[N, M]` in f64 (log Z_t estimate = log Z_0 + logmeanexp over M). Chain (n, m) starts
+    /// from the base distribution (W = 0), drawing v with counter `counter` at index
+    /// `(n*M + m)*V + i`; transition k >= 1 uses counters `counter + 2k - 1` (hidden, index
+    /// `(n*M+m)*H + j`) and `counter + 2k` (visible).
+    #[allow(clippy::too_many_arguments)]
+    fn ais(
+        &self,
+        w: &Self::Buf,
+        bv_t: &Self::Buf,
+        bh_t: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        runs: usize,
+        betas: &[f64],
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<Vec<f64>>;
+
+    /// Marginals P(v_i = 1) of N conditional RBMs by Gibbs sampling (SPEC 4.2): `chains` chains
+    /// per RBM start at v = 0, run `burn_in` steps, then average P(v = 1 | h) over `samples`
+    /// further steps. Writes `out` `[N, V]`. Chain c of RBM n is chain `n*chains + c` of
+    /// [`Backend::gibbs`]'s numbering, counters as there.
+    #[allow(clippy::too_many_arguments)]
+    fn gibbs_marginals(
+        &self,
+        w: &Self::Buf,
+        bv_t: &Self::Buf,
+        bh_t: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        chains: usize,
+        burn_in: usize,
+        samples: usize,
+        rng: RngKey,
+        counter: u32,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+}

@@ -1,0 +1,2 @@
+//! The `rtrbm` command line: one module per subcommand family.
+pub mod data;
