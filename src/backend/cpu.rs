@@ -1,2 +1,750 @@
-//! CPU reference backend (in progress)
-pub struct Cpu;
+//! The CPU reference backend: SPEC.md made executable.
+//!
+//! Plain loops over row-major slices, one comment per step, generic over the float type so the
+//! same code runs in f64 for gradient checks. Work that is independent across chains (Gibbs, AIS,
+//! marginals) is split over `threads` OS threads; because every random number is a function of
+//! (seed, stream, counter, index), the result does not depend on the thread count.
+//!
+//! Each method is the reference for a CUDA kernel in `kernels/` (named in the comment).
+
+use super::{Backend, Dims, Mat};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::rng::RngKey;
+use std::marker::PhantomData;
+
+/// The CPU backend over float type `F` (f32 for speed, f64 for gradient checks).
+#[derive(Clone, Debug)]
+pub struct Cpu<F: Float = f32> {
+    threads: usize,
+    _f: PhantomData<F>,
+}
+
+impl<F: Float> Default for Cpu<F> {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl<F: Float> Cpu<F> {
+    /// A CPU backend using `threads` threads (at least 1) for chain-parallel work.
+    pub fn new(threads: usize) -> Self {
+        Self { threads: threads.max(1), _f: PhantomData }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(first_item, items)` over `out` split into contiguous blocks of whole items of
+    /// `item_len` elements, one block per thread.
+    fn par_items<T: Send>(&self, out: &mut [T], item_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+        let items = if item_len == 0 { 0 } else { out.len() / item_len };
+        let threads = self.threads.min(items).max(1);
+        if threads == 1 {
+            f(0, out);
+            return;
+        }
+        let per = items.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (i, block) in out.chunks_mut(per * item_len).enumerate() {
+                let f = &f;
+                scope.spawn(move || f(i * per, block));
+            }
+        });
+    }
+}
+
+fn check_len<F>(name: &str, buf: &[F], need: usize) -> Result<()> {
+    if buf.len() < need {
+        return Err(Error::Shape(format!("{name}: buffer has {} elements, operation needs {need}", buf.len())));
+    }
+    Ok(())
+}
+
+/// Bernoulli draw: 1 when the uniform `u` is below the probability `p`.
+#[inline(always)]
+fn bernoulli<F: Float>(u: f32, p: F) -> F {
+    if F::from_f64(u as f64) < p {
+        F::ONE
+    } else {
+        F::ZERO
+    }
+}
+
+/// `acc[j] = bias[j] + sum_i x[i] * m[i, j]` for a row-major `[len(x), len(acc)]` matrix `m`,
+/// skipping zero entries of `x` (visible and hidden samples are exactly 0/1, mostly 0).
+#[inline]
+fn affine_rows<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
+    let width = acc.len();
+    acc.copy_from_slice(bias);
+    for (i, &xi) in x.iter().enumerate() {
+        if xi == F::ZERO {
+            continue;
+        }
+        let row = &m[i * width..(i + 1) * width];
+        if xi == F::ONE {
+            for (a, &w) in acc.iter_mut().zip(row) {
+                *a += w;
+            }
+        } else {
+            for (a, &w) in acc.iter_mut().zip(row) {
+                *a += xi * w;
+            }
+        }
+    }
+}
+
+/// `W^T` of a row-major `[rows, cols]` matrix, as a row-major `[cols, rows]` matrix.
+fn transpose<F: Float>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
+    let mut t = vec![F::ZERO; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = m[i * cols + j];
+        }
+    }
+    t
+}
+
+impl<F: Float> Cpu<F> {
+    /// One block-Gibbs step of one chain: h ~ P(h | v), then v ~ P(v | h) (SPEC 1), returning
+    /// P(v = 1 | h) in `pv` (the visible means before sampling).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn gibbs_step(
+        w: &[F],
+        wt: &[F],
+        bv: &[F],
+        bh: &[F],
+        v: &mut [F],
+        h: &mut [F],
+        pv: &mut [F],
+        u: &mut [f32],
+        gaussian: bool,
+        rng: RngKey,
+        counter: u32,
+        chain: usize,
+    ) {
+        let (nv, nh) = (v.len(), h.len());
+        // Hidden: a = v W + bh, h_j = [u_j < sigma(a_j)] with uniforms (counter, chain*H + j).
+        affine_rows(v, w, bh, h);
+        rng.fill_uniform(counter, (chain * nh) as u32, &mut u[..nh]);
+        for (hj, &uj) in h.iter_mut().zip(u.iter()) {
+            *hj = bernoulli(uj, hj.sigmoid());
+        }
+        // Visible: b = W h + bv; binary: v_i = [u_i < sigma(b_i)], Gaussian: v_i = b_i + N(0,1).
+        affine_rows(h, wt, bv, pv);
+        if gaussian {
+            for (i, (vi, &mean)) in v.iter_mut().zip(pv.iter()).enumerate() {
+                *vi = mean + F::from_f64(rng.normal(counter + 1, (chain * nv + i) as u32));
+            }
+        } else {
+            rng.fill_uniform(counter + 1, (chain * nv) as u32, &mut u[..nv]);
+            for ((vi, p), &ui) in v.iter_mut().zip(pv.iter_mut()).zip(u.iter()) {
+                *p = p.sigmoid();
+                *vi = bernoulli(ui, *p);
+            }
+        }
+    }
+}
+
+impl<F: Float> Backend for Cpu<F> {
+    type F = F;
+    type Buf = Vec<F>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} thread{}, {})", self.threads, if self.threads == 1 { "" } else { "s" }, F::NAME)
+    }
+
+    fn zeros(&self, n: usize) -> Result<Vec<F>> {
+        Ok(vec![F::ZERO; n])
+    }
+
+    fn upload(&self, host: &[F]) -> Result<Vec<F>> {
+        Ok(host.to_vec())
+    }
+
+    fn write(&self, dst: &mut Vec<F>, host: &[F]) -> Result<()> {
+        if dst.len() != host.len() {
+            return Err(Error::Shape(format!("write: buffer {} vs host {}", dst.len(), host.len())));
+        }
+        dst.copy_from_slice(host);
+        Ok(())
+    }
+
+    fn download(&self, buf: &Vec<F>) -> Result<Vec<F>> {
+        Ok(buf.clone())
+    }
+
+    fn len(&self, buf: &Vec<F>) -> usize {
+        buf.len()
+    }
+
+    fn copy(&self, src: &Vec<F>, src_off: usize, dst: &mut Vec<F>, dst_off: usize, n: usize) -> Result<()> {
+        check_len("copy src", src, src_off + n)?;
+        check_len("copy dst", dst, dst_off + n)?;
+        dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
+        Ok(())
+    }
+
+    fn fill(&self, x: &mut Vec<F>, value: F) -> Result<()> {
+        x.iter_mut().for_each(|e| *e = value);
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reference of `gemm_f32` in `kernels/linalg.cu`.
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: F,
+        a: Mat<'_, Vec<F>>,
+        b: Mat<'_, Vec<F>>,
+        beta: F,
+        c: &mut Vec<F>,
+        c_off: usize,
+    ) -> Result<()> {
+        check_len("gemm A", a.buf, a.offset + m * k)?;
+        check_len("gemm B", b.buf, b.offset + k * n)?;
+        check_len("gemm C", c, c_off + m * n)?;
+        let av = &a.buf[a.offset..a.offset + m * k];
+        let bv = &b.buf[b.offset..b.offset + k * n];
+        let cv = &mut c[c_off..c_off + m * n];
+        // C = beta C
+        if beta == F::ZERO {
+            cv.iter_mut().for_each(|x| *x = F::ZERO);
+        } else if beta != F::ONE {
+            cv.iter_mut().for_each(|x| *x *= beta);
+        }
+        // A(i, p) and B(p, j) in the four storage orders.
+        let a_at = |i: usize, p: usize| if a.trans { av[p * m + i] } else { av[i * k + p] };
+        match b.trans {
+            false => {
+                // C[i, :] += alpha A(i, p) B[p, :] (rows of B are contiguous)
+                for i in 0..m {
+                    let crow = &mut cv[i * n..(i + 1) * n];
+                    for p in 0..k {
+                        let s = a_at(i, p);
+                        if s == F::ZERO {
+                            continue;
+                        }
+                        let s = alpha * s;
+                        for (cij, &bpj) in crow.iter_mut().zip(&bv[p * n..(p + 1) * n]) {
+                            *cij += s * bpj;
+                        }
+                    }
+                }
+            }
+            true => {
+                // C[i, j] += alpha sum_p A(i, p) B^T[j, p]
+                for i in 0..m {
+                    for j in 0..n {
+                        let brow = &bv[j * k..(j + 1) * k];
+                        let mut s = F::ZERO;
+                        for (p, &bjp) in brow.iter().enumerate() {
+                            s += a_at(i, p) * bjp;
+                        }
+                        cv[i * n + j] += alpha * s;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_bias(&self, x: &mut Vec<F>, bias: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
+        check_len("add_bias x", x, rows * cols)?;
+        check_len("add_bias bias", bias, cols)?;
+        for row in x[..rows * cols].chunks_mut(cols) {
+            for (e, &b) in row.iter_mut().zip(bias.iter()) {
+                *e += b;
+            }
+        }
+        Ok(())
+    }
+
+    fn sum_rows(&self, x: &Vec<F>, rows: usize, cols: usize, alpha: F, beta: F, out: &mut Vec<F>) -> Result<()> {
+        check_len("sum_rows x", x, rows * cols)?;
+        check_len("sum_rows out", out, cols)?;
+        let mut acc = vec![F::ZERO; cols];
+        for row in x[..rows * cols].chunks(cols) {
+            for (a, &e) in acc.iter_mut().zip(row) {
+                *a += e;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = beta * *o + alpha * a;
+        }
+        Ok(())
+    }
+
+    fn axpy(&self, alpha: F, x: &Vec<F>, y: &mut Vec<F>) -> Result<()> {
+        check_len("axpy y", y, x.len())?;
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi += alpha * xi;
+        }
+        Ok(())
+    }
+
+    fn masked_diff(&self, a: &Vec<F>, b: &Vec<F>, mask: &Vec<F>, scale: F, rows: usize, cols: usize, out: &mut Vec<F>) -> Result<()> {
+        check_len("masked_diff a", a, rows * cols)?;
+        check_len("masked_diff b", b, rows * cols)?;
+        check_len("masked_diff mask", mask, rows)?;
+        check_len("masked_diff out", out, rows * cols)?;
+        for r in 0..rows {
+            let s = scale * mask[r];
+            for c in 0..cols {
+                let i = r * cols + c;
+                out[i] = s * (a[i] - b[i]);
+            }
+        }
+        Ok(())
+    }
+
+    fn mask_rows(&self, x: &mut Vec<F>, mask: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
+        check_len("mask_rows x", x, rows * cols)?;
+        check_len("mask_rows mask", mask, rows)?;
+        for (row, &m) in x[..rows * cols].chunks_mut(cols).zip(mask.iter()) {
+            row.iter_mut().for_each(|e| *e *= m);
+        }
+        Ok(())
+    }
+
+    /// Reference of `hidden_probs` in `kernels/rbm.cu`.
+    fn hidden_probs(&self, w: &Vec<F>, v: &Vec<F>, bh_t: &Vec<F>, n: usize, nv: usize, nh: usize, out: &mut Vec<F>) -> Result<()> {
+        check_len("hidden_probs W", w, nv * nh)?;
+        check_len("hidden_probs v", v, n * nv)?;
+        check_len("hidden_probs bh_t", bh_t, n * nh)?;
+        check_len("hidden_probs out", out, n * nh)?;
+        for r in 0..n {
+            let o = &mut out[r * nh..(r + 1) * nh];
+            // a = v W + bh_t, out = sigma(a)
+            affine_rows(&v[r * nv..(r + 1) * nv], w, &bh_t[r * nh..(r + 1) * nh], o);
+            o.iter_mut().for_each(|x| *x = x.sigmoid());
+        }
+        Ok(())
+    }
+
+    /// Reference of `gibbs_chain` in `kernels/rbm.cu`.
+    fn gibbs(
+        &self,
+        w: &Vec<F>,
+        bv_t: &Vec<F>,
+        bh_t: &Vec<F>,
+        v: &mut Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        k: usize,
+        gaussian: bool,
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<()> {
+        check_len("gibbs W", w, nv * nh)?;
+        check_len("gibbs bv_t", bv_t, n * nv)?;
+        check_len("gibbs bh_t", bh_t, n * nh)?;
+        check_len("gibbs v", v, n * nv)?;
+        let wt = transpose(w, nv, nh);
+        self.par_items(&mut v[..n * nv], nv, |first, block| {
+            let (mut h, mut pv, mut u) = (vec![F::ZERO; nh], vec![F::ZERO; nv], vec![0f32; nv.max(nh)]);
+            for (c, vc) in block.chunks_mut(nv).enumerate() {
+                let chain = first + c;
+                let (bv, bh) = (&bv_t[chain * nv..(chain + 1) * nv], &bh_t[chain * nh..(chain + 1) * nh]);
+                for step in 0..k as u32 {
+                    Self::gibbs_step(w, &wt, bv, bh, vc, &mut h, &mut pv, &mut u, gaussian, rng, counter + 2 * step, chain);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Reference of `free_energy` in `kernels/rbm.cu`.
+    fn free_energy(
+        &self,
+        w: &Vec<F>,
+        bv_t: &Vec<F>,
+        bh_t: &Vec<F>,
+        v: &Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        gaussian: bool,
+        out: &mut Vec<F>,
+    ) -> Result<()> {
+        check_len("free_energy out", out, n)?;
+        let mut a = vec![F::ZERO; nh];
+        for r in 0..n {
+            let (vr, bv) = (&v[r * nv..(r + 1) * nv], &bv_t[r * nv..(r + 1) * nv]);
+            affine_rows(vr, w, &bh_t[r * nh..(r + 1) * nh], &mut a);
+            // binary: F = -v.bv - sum_j softplus(a_j); Gaussian: |v - bv|^2 / 2 - sum_j softplus(a_j)
+            let mut f = F::ZERO;
+            for (&x, &b) in vr.iter().zip(bv) {
+                f += if gaussian { (x - b) * (x - b) * F::from_f64(0.5) } else { -x * b };
+            }
+            for &aj in &a {
+                f -= aj.softplus();
+            }
+            out[r] = f;
+        }
+        Ok(())
+    }
+
+    /// Reference of `rtrbm_forward` in `kernels/recurrent.cu`.
+    fn rtrbm_forward(&self, wr: &Vec<F>, pre: &Vec<F>, vw: &Vec<F>, r: &mut Vec<F>, bh_t: &mut Vec<F>, d: Dims) -> Result<()> {
+        let (b, h) = (d.b, d.h);
+        check_len("rtrbm_forward r", r, (d.t + 1) * b * h)?;
+        check_len("rtrbm_forward bh_t", bh_t, d.n() * h)?;
+        for s in 0..d.t {
+            for bi in 0..b {
+                let row = (s * b + bi) * h;
+                let (prev, next) = r.split_at_mut((s + 1) * b * h);
+                let r_prev = &prev[(s * b + bi) * h..(s * b + bi + 1) * h];
+                let bh = &mut bh_t[row..row + h];
+                // bh_t = pre + r_{t-1} WR
+                affine_rows(r_prev, wr, &pre[row..row + h], bh);
+                // r_t = sigma(v_t W + bh_t)
+                for (j, rj) in next[bi * h..(bi + 1) * h].iter_mut().enumerate() {
+                    *rj = (vw[row + j] + bh[j]).sigmoid();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `rtrbm_backward` in `kernels/recurrent.cu`.
+    fn rtrbm_backward(&self, wr: &Vec<F>, r: &Vec<F>, dbh: &Vec<F>, g: &mut Vec<F>, d: Dims) -> Result<()> {
+        let (t, b, h) = (d.t, d.b, d.h);
+        check_len("rtrbm_backward g", g, t * b * h)?;
+        for s in (0..t).rev() {
+            for bi in 0..b {
+                let row = (s * b + bi) * h;
+                for j in 0..h {
+                    let mut gj = dbh[row + j];
+                    if s + 1 < t {
+                        // d cost / d r_t = WR g_{t+1}, through r_t = sigma(.): times r (1 - r)
+                        let next = ((s + 1) * b + bi) * h;
+                        let mut dr = F::ZERO;
+                        for k in 0..h {
+                            dr += wr[j * h + k] * g[next + k];
+                        }
+                        let rj = r[((s + 1) * b + bi) * h + j];
+                        gj += dr * rj * (F::ONE - rj);
+                    }
+                    g[row + j] = gj;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `rnn_forward` in `kernels/recurrent.cu`.
+    fn rnn_forward(&self, wuu: &Vec<F>, pre: &Vec<F>, u: &mut Vec<F>, d: Dims) -> Result<()> {
+        let (b, nu) = (d.b, d.u);
+        check_len("rnn_forward u", u, (d.t + 1) * b * nu)?;
+        let mut z = vec![F::ZERO; nu];
+        for s in 0..d.t {
+            for bi in 0..b {
+                let row = (s * b + bi) * nu;
+                // u_t = tanh(pre_t + u_{t-1} Wuu)
+                affine_rows(&u[row..row + nu], wuu, &pre[row..row + nu], &mut z);
+                let out = ((s + 1) * b + bi) * nu;
+                for (j, &zj) in z.iter().enumerate() {
+                    u[out + j] = zj.tanh();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `rnn_backward` in `kernels/recurrent.cu`.
+    fn rnn_backward(&self, wuu: &Vec<F>, u: &Vec<F>, e: &Vec<F>, dz: &mut Vec<F>, d: Dims) -> Result<()> {
+        let (t, b, nu) = (d.t, d.b, d.u);
+        check_len("rnn_backward dz", dz, t * b * nu)?;
+        for s in (0..t).rev() {
+            for bi in 0..b {
+                let row = (s * b + bi) * nu;
+                for j in 0..nu {
+                    // du_t = e_t + Wuu dz_{t+1}; dz_t = du_t (1 - u_t^2)
+                    let mut du = e[row + j];
+                    if s + 1 < t {
+                        let next = ((s + 1) * b + bi) * nu;
+                        for k in 0..nu {
+                            du += wuu[j * nu + k] * dz[next + k];
+                        }
+                    }
+                    let uj = u[((s + 1) * b + bi) * nu + j];
+                    dz[row + j] = du * (F::ONE - uj * uj);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `lstm_forward` in `kernels/lstm.cu`.
+    fn lstm_forward(
+        &self,
+        wl: &Vec<F>,
+        peep: Option<&Vec<F>>,
+        pre: &Vec<F>,
+        l: &mut Vec<F>,
+        c: &mut Vec<F>,
+        gates: &mut Vec<F>,
+        d: Dims,
+    ) -> Result<()> {
+        let (b, nu) = (d.b, d.u);
+        let g4 = 4 * nu;
+        check_len("lstm_forward Wl", wl, nu * g4)?;
+        check_len("lstm_forward pre", pre, d.n() * g4)?;
+        check_len("lstm_forward l", l, (d.t + 1) * b * nu)?;
+        check_len("lstm_forward c", c, (d.t + 1) * b * nu)?;
+        check_len("lstm_forward gates", gates, d.n() * g4)?;
+        let mut z = vec![F::ZERO; g4];
+        for s in 0..d.t {
+            for bi in 0..b {
+                let prev = (s * b + bi) * nu;
+                let next = ((s + 1) * b + bi) * nu;
+                let grow = (s * b + bi) * g4;
+                // z = pre_t + l_{t-1} Wl, gates in the order (i, f, o, g)
+                affine_rows(&l[prev..prev + nu], wl, &pre[grow..grow + g4], &mut z);
+                for j in 0..nu {
+                    let c_prev = c[prev + j];
+                    let (mut zi, mut zf, mut zo) = (z[j], z[nu + j], z[2 * nu + j]);
+                    if let Some(p) = peep {
+                        zi += p[j] * c_prev;
+                        zf += p[nu + j] * c_prev;
+                    }
+                    let (i, f, g) = (zi.sigmoid(), zf.sigmoid(), z[3 * nu + j].tanh());
+                    // c_t = f c_{t-1} + i g
+                    let ct = f * c_prev + i * g;
+                    if let Some(p) = peep {
+                        zo += p[2 * nu + j] * ct;
+                    }
+                    let o = zo.sigmoid();
+                    // l_t = o tanh(c_t)
+                    c[next + j] = ct;
+                    l[next + j] = o * ct.tanh();
+                    gates[grow + j] = i;
+                    gates[grow + nu + j] = f;
+                    gates[grow + 2 * nu + j] = o;
+                    gates[grow + 3 * nu + j] = g;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `lstm_backward` in `kernels/lstm.cu`.
+    fn lstm_backward(
+        &self,
+        wl: &Vec<F>,
+        peep: Option<&Vec<F>>,
+        _l: &Vec<F>,
+        c: &Vec<F>,
+        gates: &Vec<F>,
+        dl: &Vec<F>,
+        dpre: &mut Vec<F>,
+        dstate0: &mut Vec<F>,
+        mut dpeep: Option<&mut Vec<F>>,
+        d: Dims,
+    ) -> Result<()> {
+        let (t, b, nu) = (d.t, d.b, d.u);
+        let g4 = 4 * nu;
+        check_len("lstm_backward dpre", dpre, t * b * g4)?;
+        check_len("lstm_backward dstate0", dstate0, 2 * b * nu)?;
+        // Recurrent gradients flowing into l_{t-1} and c_{t-1}, per sequence.
+        let mut dl_rec = vec![F::ZERO; b * nu];
+        let mut dc_next = vec![F::ZERO; b * nu];
+        for s in (0..t).rev() {
+            for bi in 0..b {
+                let prev = (s * b + bi) * nu;
+                let next = ((s + 1) * b + bi) * nu;
+                let grow = (s * b + bi) * g4;
+                for j in 0..nu {
+                    let (i, f, o, g) = (gates[grow + j], gates[grow + nu + j], gates[grow + 2 * nu + j], gates[grow + 3 * nu + j]);
+                    let (c_prev, ct) = (c[prev + j], c[next + j]);
+                    let tc = ct.tanh();
+                    // l_t = o tanh(c_t)
+                    let dlt = dl[next + j] + dl_rec[bi * nu + j];
+                    let dzo = dlt * tc * o * (F::ONE - o);
+                    // c_t feeds l_t, c_{t+1} and (peephole) o_t
+                    let mut dc = dc_next[bi * nu + j] + dlt * o * (F::ONE - tc * tc);
+                    if let Some(p) = peep {
+                        dc += dzo * p[2 * nu + j];
+                    }
+                    // c_t = f c_{t-1} + i g
+                    let dzi = dc * g * i * (F::ONE - i);
+                    let dzf = dc * c_prev * f * (F::ONE - f);
+                    let dzg = dc * i * (F::ONE - g * g);
+                    let mut dc_prev = dc * f;
+                    if let Some(p) = peep {
+                        dc_prev += dzi * p[j] + dzf * p[nu + j];
+                    }
+                    if let Some(dp) = dpeep.as_deref_mut() {
+                        dp[j] += dzi * c_prev;
+                        dp[nu + j] += dzf * c_prev;
+                        dp[2 * nu + j] += dzo * ct;
+                    }
+                    dc_next[bi * nu + j] = dc_prev;
+                    dpre[grow + j] = dzi;
+                    dpre[grow + nu + j] = dzf;
+                    dpre[grow + 2 * nu + j] = dzo;
+                    dpre[grow + 3 * nu + j] = dzg;
+                }
+                // d l_{t-1} (through the gates) = dz Wl^T
+                for j in 0..nu {
+                    let mut acc = F::ZERO;
+                    for q in 0..g4 {
+                        acc += wl[j * g4 + q] * dpre[grow + q];
+                    }
+                    dl_rec[bi * nu + j] = acc;
+                }
+            }
+        }
+        for bi in 0..b {
+            for j in 0..nu {
+                dstate0[bi * nu + j] = dl[bi * nu + j] + dl_rec[bi * nu + j];
+                dstate0[(b + bi) * nu + j] = dc_next[bi * nu + j];
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference of `sgd_momentum` in `kernels/optim.cu`.
+    fn sgd_momentum(&self, param: &mut Vec<F>, grad: &Vec<F>, vel: &mut Vec<F>, lr: F, momentum: F, weight_decay: F) -> Result<()> {
+        check_len("sgd grad", grad, param.len())?;
+        check_len("sgd vel", vel, param.len())?;
+        for ((p, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
+            *v = momentum * *v - lr * (g + weight_decay * *p);
+            *p += *v;
+        }
+        Ok(())
+    }
+
+    fn scale(&self, x: &mut Vec<F>, alpha: F) -> Result<()> {
+        x.iter_mut().for_each(|e| *e *= alpha);
+        Ok(())
+    }
+
+    fn sum_squares(&self, x: &Vec<F>) -> Result<f64> {
+        Ok(x.iter().map(|&e| e.to_f64() * e.to_f64()).sum())
+    }
+
+    /// Reference of `ais_chains` in `kernels/ais.cu`.
+    fn ais(
+        &self,
+        w: &Vec<F>,
+        bv_t: &Vec<F>,
+        bh_t: &Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        runs: usize,
+        betas: &[f64],
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<Vec<f64>> {
+        check_len("ais bv_t", bv_t, n * nv)?;
+        check_len("ais bh_t", bh_t, n * nh)?;
+        if betas.len() < 2 || betas[0] != 0.0 || *betas.last().unwrap_or(&0.0) != 1.0 {
+            return Err(Error::msg("ais: the schedule must start at beta = 0 and end at beta = 1"));
+        }
+        let wt = transpose(w, nv, nh);
+        let betas_f: Vec<F> = betas.iter().map(|&b| F::from_f64(b)).collect();
+        let mut logw = vec![0f64; n * runs];
+        self.par_items(&mut logw, 1, |first, block| {
+            let (mut v, mut x, mut h, mut pv) = (vec![F::ZERO; nv], vec![F::ZERO; nh], vec![F::ZERO; nh], vec![F::ZERO; nv]);
+            let mut u = vec![0f32; nv.max(nh)];
+            let (zero_h, zero_v) = (vec![F::ZERO; nh], vec![F::ZERO; nv]);
+            for (c, lw) in block.iter_mut().enumerate() {
+                let chain = first + c;
+                let frame = chain / runs;
+                let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
+                // v_0 ~ base distribution (W = 0): independent Bernoulli(sigma(bv))
+                rng.fill_uniform(counter, (chain * nv) as u32, &mut u[..nv]);
+                for i in 0..nv {
+                    v[i] = bernoulli(u[i], bv[i].sigmoid());
+                }
+                let mut acc = 0f64;
+                for k in 1..betas.len() {
+                    let (b_prev, b_k) = (betas_f[k - 1], betas_f[k]);
+                    // x = v W; log p*_beta(v) = v.bv + sum_j softplus(beta x_j + bh_j); v.bv cancels.
+                    affine_rows(&v, w, &zero_h, &mut x);
+                    let mut delta = F::ZERO;
+                    for j in 0..nh {
+                        delta += (b_k * x[j] + bh[j]).softplus() - (b_prev * x[j] + bh[j]).softplus();
+                    }
+                    acc += delta.to_f64();
+                    if k + 1 == betas.len() {
+                        break; // the last transition would not change the weight
+                    }
+                    // Transition at beta_k: h ~ sigma(beta_k x + bh), v ~ sigma(beta_k W h + bv).
+                    let ctr = counter + 2 * k as u32 - 1;
+                    rng.fill_uniform(ctr, (chain * nh) as u32, &mut u[..nh]);
+                    for j in 0..nh {
+                        h[j] = bernoulli(u[j], (b_k * x[j] + bh[j]).sigmoid());
+                    }
+                    affine_rows(&h, &wt, &zero_v, &mut pv);
+                    rng.fill_uniform(ctr + 1, (chain * nv) as u32, &mut u[..nv]);
+                    for i in 0..nv {
+                        v[i] = bernoulli(u[i], (b_k * pv[i] + bv[i]).sigmoid());
+                    }
+                }
+                *lw = acc;
+            }
+        });
+        Ok(logw)
+    }
+
+    /// Reference of `gibbs_marginals` in `kernels/rbm.cu`.
+    fn gibbs_marginals(
+        &self,
+        w: &Vec<F>,
+        bv_t: &Vec<F>,
+        bh_t: &Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        chains: usize,
+        burn_in: usize,
+        samples: usize,
+        rng: RngKey,
+        counter: u32,
+        out: &mut Vec<F>,
+    ) -> Result<()> {
+        check_len("gibbs_marginals out", out, n * nv)?;
+        if chains == 0 || samples == 0 {
+            return Err(Error::msg("gibbs_marginals: chains and samples must be positive"));
+        }
+        let wt = transpose(w, nv, nh);
+        let norm = F::from_f64(1.0 / (chains * samples) as f64);
+        self.par_items(&mut out[..n * nv], nv, |first, block| {
+            let (mut v, mut h, mut pv) = (vec![F::ZERO; nv], vec![F::ZERO; nh], vec![F::ZERO; nv]);
+            let mut u = vec![0f32; nv.max(nh)];
+            for (r, acc) in block.chunks_mut(nv).enumerate() {
+                let frame = first + r;
+                let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
+                acc.iter_mut().for_each(|a| *a = F::ZERO);
+                for c in 0..chains {
+                    let chain = frame * chains + c;
+                    v.iter_mut().for_each(|x| *x = F::ZERO);
+                    for step in 0..(burn_in + samples) as u32 {
+                        Self::gibbs_step(w, &wt, bv, bh, &mut v, &mut h, &mut pv, &mut u, false, rng, counter + 2 * step, chain);
+                        if step as usize >= burn_in {
+                            // average P(v = 1 | h) over the kept steps
+                            for (a, &p) in acc.iter_mut().zip(pv.iter()) {
+                                *a += p;
+                            }
+                        }
+                    }
+                }
+                acc.iter_mut().for_each(|a| *a *= norm);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,1 +1,497 @@
-//! Models (in progress)
+//! The four models of SPEC 2 on any [`Backend`]: RBM, RTRBM, RNN-RBM and LSTM-RTRBM.
+//!
+//! Every temporal model is a chain of conditional RBMs sharing W whose biases bv_t, bh_t are
+//! deterministic functions of the true history. A model is its [`ModelSpec`] (kind and sizes) and
+//! its named parameter tensors; the per-chunk buffers live in a [`Workspace`]. Training
+//! (SPEC 3) is [`Model::forward`] (biases and mean-field states), [`Model::negatives`] (CD-K
+//! Gibbs chains) and [`Model::backward`] (the CD gradient carried back through time).
+
+pub mod params;
+
+use crate::backend::{Backend, Dims, Mat};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::rng::{HostRng, RngKey};
+pub use params::Params;
+
+/// Which model of SPEC 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// A frame-level RBM with static biases (no time).
+    Rbm,
+    /// Recurrent temporal RBM (Sutskever, Hinton, Taylor 2008).
+    Rtrbm,
+    /// RNN-RBM (Boulanger-Lewandowski et al. 2012).
+    RnnRbm,
+    /// RTRBM plus an LSTM bypass (Lyu, Wu, Zhu 2015).
+    LstmRtrbm,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Rbm => "rbm",
+            ModelKind::Rtrbm => "rtrbm",
+            ModelKind::RnnRbm => "rnn_rbm",
+            ModelKind::LstmRtrbm => "lstm_rtrbm",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [ModelKind::Rbm, ModelKind::Rtrbm, ModelKind::RnnRbm, ModelKind::LstmRtrbm].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Kind and sizes of a model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    /// Visible units V (88 piano keys, or the data dimension for Gaussian visibles).
+    pub visible: usize,
+    /// RBM hidden units H.
+    pub hidden: usize,
+    /// LSTM units (LSTM-RTRBM) or RNN units (RNN-RBM), U; ignored by RBM and RTRBM.
+    pub recurrent: usize,
+    /// Gaussian visible units with unit variance (SPEC 1), for real-valued data.
+    pub gaussian: bool,
+    /// Learn the initial states r_0, l_0, c_0, u_0 instead of starting at zero.
+    pub learned_init: bool,
+    /// LSTM peephole connections from the cell state to the gates.
+    pub peepholes: bool,
+}
+
+impl ModelSpec {
+    pub fn new(kind: ModelKind, visible: usize, hidden: usize, recurrent: usize) -> Self {
+        Self { kind, visible, hidden, recurrent, gaussian: false, learned_init: false, peepholes: false }
+    }
+
+    /// U as used by the backend: 0 for models without an LSTM or RNN.
+    pub fn u(&self) -> usize {
+        match self.kind {
+            ModelKind::Rbm | ModelKind::Rtrbm => 0,
+            _ => self.recurrent,
+        }
+    }
+
+    pub fn dims(&self, t: usize, b: usize) -> Dims {
+        Dims { t, b, v: self.visible, h: self.hidden, u: self.u() }
+    }
+
+    /// The parameter tensors of this model: (name, shape).
+    pub fn param_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        let (v, h, u) = (self.visible, self.hidden, self.recurrent);
+        let mut p = vec![("W", vec![v, h]), ("bv", vec![v]), ("bh", vec![h])];
+        match self.kind {
+            ModelKind::Rbm => {}
+            ModelKind::Rtrbm => {
+                p.push(("WR", vec![h, h]));
+                if self.learned_init {
+                    p.push(("r0", vec![h]));
+                }
+            }
+            ModelKind::LstmRtrbm => {
+                p.extend([("WR", vec![h, h]), ("WL", vec![u, h]), ("lstm_Wx", vec![v, 4 * u])]);
+                p.extend([("lstm_Wl", vec![u, 4 * u]), ("lstm_b", vec![4 * u])]);
+                if self.peepholes {
+                    p.push(("lstm_peep", vec![3 * u]));
+                }
+                if self.learned_init {
+                    p.extend([("r0", vec![h]), ("l0", vec![u]), ("c0", vec![u])]);
+                }
+            }
+            ModelKind::RnnRbm => {
+                p.extend([("Wuv", vec![u, v]), ("Wuh", vec![u, h]), ("Wuu", vec![u, u]), ("Wvu", vec![v, u])]);
+                p.push(("bu", vec![u]));
+                if self.learned_init {
+                    p.push(("u0", vec![u]));
+                }
+            }
+        }
+        p
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: &str| Err(Error::config("model", f, m));
+        if self.visible == 0 {
+            return bad("visible", "must be positive");
+        }
+        if self.hidden == 0 {
+            return bad("hidden", "must be positive");
+        }
+        if matches!(self.kind, ModelKind::LstmRtrbm | ModelKind::RnnRbm) && self.recurrent == 0 {
+            return bad("recurrent", "must be positive for lstm_rtrbm and rnn_rbm");
+        }
+        if self.gaussian && matches!(self.kind, ModelKind::RnnRbm) {
+            return bad("gaussian", "Gaussian visible units are supported for rbm, rtrbm and lstm_rtrbm");
+        }
+        if self.peepholes && self.kind != ModelKind::LstmRtrbm {
+            return bad("peepholes", "only lstm_rtrbm has an LSTM");
+        }
+        Ok(())
+    }
+}
+
+/// Initial values of the parameters (SPEC 3): W, WR, WL and the RNN matrices ~ Normal(0, w_std^2);
+/// biases 0; LSTM weights uniform(-1/sqrt(U), 1/sqrt(U)); forget-gate bias 1.
+pub fn init_params(spec: &ModelSpec, w_std: f64, seed: u64) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    let mut rng = HostRng::new(seed, 0x1417);
+    let u = spec.recurrent;
+    spec.param_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f64> = match name {
+                "W" | "WR" | "WL" | "Wuv" | "Wuh" | "Wuu" | "Wvu" => (0..n).map(|_| w_std * rng.normal()).collect(),
+                "lstm_Wx" | "lstm_Wl" | "lstm_peep" => {
+                    let a = 1.0 / (u as f64).sqrt();
+                    (0..n).map(|_| a * (2.0 * rng.next_f64() - 1.0)).collect()
+                }
+                // gate order (i, f, o, g): the forget block [U, 2U) starts at 1
+                "lstm_b" => (0..n).map(|i| if (u..2 * u).contains(&i) { 1.0 } else { 0.0 }).collect(),
+                _ => vec![0.0; n],
+            };
+            (name.to_string(), shape, data)
+        })
+        .collect()
+}
+
+/// Buffers for one chunk of at most `t_max` frames of `b` sequences. Time-major `[T, B, X]`
+/// layouts (see `backend`), so a chunk of T <= t_max frames uses a prefix of each buffer.
+pub struct Workspace<B: Backend> {
+    pub t_max: usize,
+    pub b: usize,
+    /// data frames `[T,B,V]` (padded frames are zero) and frame mask `[T*B]` (1 = real frame)
+    pub v: B::Buf,
+    pub mask: B::Buf,
+    /// dynamic biases `[T,B,V]`, `[T,B,H]`
+    pub bv_t: B::Buf,
+    pub bh_t: B::Buf,
+    /// RTRBM: `pre` (bh + WL l) and `vw` (v W) `[T,B,H]`, mean-field states `r` `[T+1,B,H]`
+    pub pre_h: B::Buf,
+    pub vw: B::Buf,
+    pub r: B::Buf,
+    /// LSTM: pre-activations and gates `[T,B,4U]`, states `l`, `c` `[T+1,B,U]`
+    pub pre_g: B::Buf,
+    pub gates: B::Buf,
+    pub l: B::Buf,
+    pub c: B::Buf,
+    /// RNN-RBM: pre-activations `[T,B,U]`, states `u` `[T+1,B,U]`
+    pub pre_u: B::Buf,
+    pub u: B::Buf,
+    /// negative samples `[T,B,V]`, hidden probabilities of data and samples `[T,B,H]`
+    pub vneg: B::Buf,
+    pub ph: B::Buf,
+    pub phneg: B::Buf,
+    /// backward scratch: dbv_t `[T,B,V]`, dbh_t, g, tmp_h `[T,B,H]`, du `[T+1,B,U]`,
+    /// dpre `[T,B,4U]`, dz/e `[T,B,U]`, dstate0 `[2,B,U]`, dfe `[T*B]`
+    pub dbv_t: B::Buf,
+    pub dbh_t: B::Buf,
+    pub g: B::Buf,
+    pub tmp_h: B::Buf,
+    pub du: B::Buf,
+    pub dpre: B::Buf,
+    pub dz: B::Buf,
+    pub e: B::Buf,
+    pub dstate0: B::Buf,
+    pub fe: B::Buf,
+}
+
+impl<B: Backend> Workspace<B> {
+    pub fn new(be: &B, spec: &ModelSpec, t_max: usize, b: usize) -> Result<Self> {
+        let (v, h, u) = (spec.visible, spec.hidden, spec.u().max(1));
+        let n = t_max * b;
+        let s = (t_max + 1) * b;
+        Ok(Self {
+            t_max,
+            b,
+            v: be.zeros(n * v)?,
+            mask: be.zeros(n)?,
+            bv_t: be.zeros(n * v)?,
+            bh_t: be.zeros(n * h)?,
+            pre_h: be.zeros(n * h)?,
+            vw: be.zeros(n * h)?,
+            r: be.zeros(s * h)?,
+            pre_g: be.zeros(n * 4 * u)?,
+            gates: be.zeros(n * 4 * u)?,
+            l: be.zeros(s * u)?,
+            c: be.zeros(s * u)?,
+            pre_u: be.zeros(n * u)?,
+            u: be.zeros(s * u)?,
+            vneg: be.zeros(n * v)?,
+            ph: be.zeros(n * h)?,
+            phneg: be.zeros(n * h)?,
+            dbv_t: be.zeros(n * v)?,
+            dbh_t: be.zeros(n * h)?,
+            g: be.zeros(n * h)?,
+            tmp_h: be.zeros(n * h)?,
+            du: be.zeros(s * u)?,
+            dpre: be.zeros(n * 4 * u)?,
+            dz: be.zeros(n * u)?,
+            e: be.zeros(n * u)?,
+            dstate0: be.zeros(2 * b * u)?,
+            fe: be.zeros(n)?,
+        })
+    }
+
+    /// Loads a batch of B sequences of at most t_max frames (`frames[b]` is `[T_b, V]`
+    /// row-major), zero-padding to the longest; returns the chunk's T and its real frame count.
+    pub fn load(&mut self, be: &B, frames: &[&[B::F]], nv: usize) -> Result<(usize, usize)> {
+        if frames.len() != self.b {
+            return Err(Error::Shape(format!("workspace holds {} sequences, got {}", self.b, frames.len())));
+        }
+        let t = frames.iter().map(|f| f.len() / nv).max().unwrap_or(0);
+        if t == 0 || t > self.t_max {
+            return Err(Error::Shape(format!("chunk of {t} frames (workspace holds 1..={})", self.t_max)));
+        }
+        let b = self.b;
+        let mut v = vec![B::F::ZERO; self.t_max * b * nv];
+        let mut mask = vec![B::F::ZERO; self.t_max * b];
+        let mut real = 0;
+        for (bi, seq) in frames.iter().enumerate() {
+            for s in 0..seq.len() / nv {
+                v[(s * b + bi) * nv..(s * b + bi + 1) * nv].copy_from_slice(&seq[s * nv..(s + 1) * nv]);
+                mask[s * b + bi] = B::F::ONE;
+                real += 1;
+            }
+        }
+        be.write(&mut self.v, &v)?;
+        be.write(&mut self.mask, &mask)?;
+        Ok((t, real))
+    }
+}
+
+/// A model: its spec and its parameters on a backend.
+pub struct Model<B: Backend> {
+    pub spec: ModelSpec,
+    pub params: Params<B>,
+}
+
+fn m<Buf>(buf: &Buf, offset: usize, trans: bool) -> Mat<'_, Buf> {
+    Mat { buf, offset, trans }
+}
+
+impl<B: Backend> Model<B> {
+    /// A model with the default initialisation of SPEC 3.
+    pub fn init(be: &B, spec: ModelSpec, w_std: f64, seed: u64) -> Result<Self> {
+        spec.validate()?;
+        let params = Params::from_host(be, init_params(&spec, w_std, seed))?;
+        Ok(Self { spec, params })
+    }
+
+    /// Zero-valued tensors shaped like the parameters (gradients, velocities).
+    pub fn zeros_like(&self, be: &B) -> Result<Params<B>> {
+        self.params.zeros_like(be)
+    }
+
+    /// Writes the initial states (row 0 of r, l, c, u): learned ones broadcast over the batch, or 0.
+    fn init_states(&self, be: &B, ws: &mut Workspace<B>) -> Result<()> {
+        let (b, h, u) = (ws.b, self.spec.hidden, self.spec.u());
+        let p = &self.params;
+        let set = |be: &B, dst: &mut B::Buf, name: &str, width: usize| -> Result<()> {
+            match p.find(name) {
+                Some(src) => (0..b).try_for_each(|bi| be.copy(src, 0, dst, bi * width, width)),
+                None => be.copy(&be.zeros(b * width)?, 0, dst, 0, b * width),
+            }
+        };
+        match self.spec.kind {
+            ModelKind::Rbm => {}
+            ModelKind::Rtrbm => set(be, &mut ws.r, "r0", h)?,
+            ModelKind::LstmRtrbm => {
+                set(be, &mut ws.r, "r0", h)?;
+                set(be, &mut ws.l, "l0", u)?;
+                set(be, &mut ws.c, "c0", u)?;
+            }
+            ModelKind::RnnRbm => set(be, &mut ws.u, "u0", u)?,
+        }
+        Ok(())
+    }
+
+    /// Computes the dynamic biases bv_t, bh_t of every frame of the chunk in `ws` (T frames),
+    /// with the mean-field / LSTM / RNN states. With `carry_state`, row 0 of the state buffers is
+    /// taken as it is (continuing a sequence); otherwise it is reset (SPEC 3: per chunk).
+    pub fn forward(&self, be: &B, ws: &mut Workspace<B>, t: usize, carry_state: bool) -> Result<()> {
+        let d = self.spec.dims(t, ws.b);
+        let (n, nv, nh, nu) = (d.n(), d.v, d.h, d.u);
+        let p = &self.params;
+        if !carry_state {
+            self.init_states(be, ws)?;
+        }
+        let one = B::F::ONE;
+        let zero = B::F::ZERO;
+        // bv_t = bv (every model but RNN-RBM)
+        let broadcast = |be: &B, dst: &mut B::Buf, bias: &B::Buf, width: usize| -> Result<()> {
+            be.fill(dst, zero)?;
+            be.add_bias(dst, bias, n, width)
+        };
+        match self.spec.kind {
+            ModelKind::Rbm => {
+                broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
+                broadcast(be, &mut ws.bh_t, p.get("bh")?, nh)?;
+            }
+            ModelKind::Rtrbm | ModelKind::LstmRtrbm => {
+                broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
+                // pre = bh (+ l_{t-1} WL)
+                broadcast(be, &mut ws.pre_h, p.get("bh")?, nh)?;
+                if self.spec.kind == ModelKind::LstmRtrbm {
+                    // LSTM over the chunk first: it is driven by the data only (SPEC 2).
+                    // pre_g = v_t Wx + b
+                    broadcast(be, &mut ws.pre_g, p.get("lstm_b")?, 4 * nu)?;
+                    be.gemm(n, 4 * nu, nv, one, m(&ws.v, 0, false), m(p.get("lstm_Wx")?, 0, false), one, &mut ws.pre_g, 0)?;
+                    be.lstm_forward(p.get("lstm_Wl")?, p.find("lstm_peep"), &ws.pre_g, &mut ws.l, &mut ws.c, &mut ws.gates, d)?;
+                    // pre += l_{t-1} WL (rows 0..T of l)
+                    be.gemm(n, nh, nu, one, m(&ws.l, 0, false), m(p.get("WL")?, 0, false), one, &mut ws.pre_h, 0)?;
+                }
+                // vw = v_t W
+                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
+                be.rtrbm_forward(p.get("WR")?, &ws.pre_h, &ws.vw, &mut ws.r, &mut ws.bh_t, d)?;
+            }
+            ModelKind::RnnRbm => {
+                // u_t = tanh(bu + v_t Wvu + u_{t-1} Wuu)
+                broadcast(be, &mut ws.pre_u, p.get("bu")?, nu)?;
+                be.gemm(n, nu, nv, one, m(&ws.v, 0, false), m(p.get("Wvu")?, 0, false), one, &mut ws.pre_u, 0)?;
+                be.rnn_forward(p.get("Wuu")?, &ws.pre_u, &mut ws.u, d)?;
+                // bv_t = bv + u_{t-1} Wuv, bh_t = bh + u_{t-1} Wuh
+                broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
+                be.gemm(n, nv, nu, one, m(&ws.u, 0, false), m(p.get("Wuv")?, 0, false), one, &mut ws.bv_t, 0)?;
+                broadcast(be, &mut ws.bh_t, p.get("bh")?, nh)?;
+                be.gemm(n, nh, nu, one, m(&ws.u, 0, false), m(p.get("Wuh")?, 0, false), one, &mut ws.bh_t, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CD-K negative samples: `vneg` = last visible of a K-step Gibbs chain started at each data
+    /// frame under its own RBM (SPEC 3). Padded frames are zeroed.
+    pub fn negatives(&self, be: &B, ws: &mut Workspace<B>, t: usize, k: usize, rng: RngKey, counter: u32) -> Result<()> {
+        let d = self.spec.dims(t, ws.b);
+        let n = d.n();
+        be.copy(&ws.v, 0, &mut ws.vneg, 0, n * d.v)?;
+        be.gibbs(self.params.get("W")?, &ws.bv_t, &ws.bh_t, &mut ws.vneg, n, d.v, d.h, k, self.spec.gaussian, rng, counter)?;
+        be.mask_rows(&mut ws.vneg, &ws.mask, n, d.v)
+    }
+
+    /// The gradient of the SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` with the
+    /// negatives in `ws.vneg` held fixed, written into `grads` (overwritten).
+    pub fn backward(&self, be: &B, ws: &mut Workspace<B>, t: usize, frames: usize, grads: &mut Params<B>) -> Result<()> {
+        let d = self.spec.dims(t, ws.b);
+        let (n, b, nv, nh, nu) = (d.n(), d.b, d.v, d.h, d.u);
+        let p = &self.params;
+        let w = p.get("W")?;
+        let (one, zero) = (B::F::ONE, B::F::ZERO);
+        let scale = B::F::from_f64(1.0 / frames.max(1) as f64);
+
+        // --- CD part (SPEC 3): ph = sigma(v W + bh_t), ph* = sigma(v* W + bh_t)
+        be.hidden_probs(w, &ws.v, &ws.bh_t, n, nv, nh, &mut ws.ph)?;
+        be.hidden_probs(w, &ws.vneg, &ws.bh_t, n, nv, nh, &mut ws.phneg)?;
+        // d cost / d bv_t = (v* - v) / frames, d cost / d bh_t (direct) = (ph* - ph) / frames
+        be.masked_diff(&ws.vneg, &ws.v, &ws.mask, scale, n, nv, &mut ws.dbv_t)?;
+        be.masked_diff(&ws.phneg, &ws.ph, &ws.mask, scale, n, nh, &mut ws.dbh_t)?;
+        be.mask_rows(&mut ws.ph, &ws.mask, n, nh)?;
+        be.mask_rows(&mut ws.phneg, &ws.mask, n, nh)?;
+        // dW = (v*^T ph* - v^T ph) / frames
+        let dw = grads.get_mut("W")?;
+        be.gemm(nv, nh, n, scale, m(&ws.vneg, 0, true), m(&ws.phneg, 0, false), zero, dw, 0)?;
+        be.gemm(nv, nh, n, -scale, m(&ws.v, 0, true), m(&ws.ph, 0, false), one, dw, 0)?;
+        // dbv = sum_t dbv_t (RNN-RBM adds its own path below, too)
+        be.sum_rows(&ws.dbv_t, n, nv, one, zero, grads.get_mut("bv")?)?;
+
+        match self.spec.kind {
+            ModelKind::Rbm => {
+                be.sum_rows(&ws.dbh_t, n, nh, one, zero, grads.get_mut("bh")?)?;
+            }
+            ModelKind::Rtrbm | ModelKind::LstmRtrbm => {
+                // g_t = total d cost / d bh_t, through r_t into later frames (BPTT)
+                be.rtrbm_backward(p.get("WR")?, &ws.r, &ws.dbh_t, &mut ws.g, d)?;
+                be.sum_rows(&ws.g, n, nh, one, zero, grads.get_mut("bh")?)?;
+                // dWR = sum_t r_{t-1}^T g_t
+                be.gemm(nh, nh, n, one, m(&ws.r, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WR")?, 0)?;
+                // dW += sum_t v_t^T (g_t - dbh_t): the path through r_t = sigma(v_t W + bh_t)
+                be.copy(&ws.g, 0, &mut ws.tmp_h, 0, n * nh)?;
+                be.axpy(-one, &ws.dbh_t, &mut ws.tmp_h)?;
+                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.tmp_h, 0, false), one, grads.get_mut("W")?, 0)?;
+                if let Some(dr0) = grads.find_mut("r0") {
+                    // d r_0 = sum_b g_1 WR^T
+                    be.gemm(b, nh, nh, one, m(&ws.g, 0, false), m(p.get("WR")?, 0, true), zero, &mut ws.tmp_h, 0)?;
+                    be.sum_rows(&ws.tmp_h, b, nh, one, zero, dr0)?;
+                }
+                if self.spec.kind == ModelKind::LstmRtrbm {
+                    // dWL = sum_t l_{t-1}^T g_t; d l_{t-1} = g_t WL^T (row T of dl is 0)
+                    be.gemm(nu, nh, n, one, m(&ws.l, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WL")?, 0)?;
+                    be.fill(&mut ws.du, zero)?;
+                    be.gemm(n, nu, nh, one, m(&ws.g, 0, false), m(p.get("WL")?, 0, true), zero, &mut ws.du, 0)?;
+                    if let Some(dp) = grads.find_mut("lstm_peep") {
+                        be.fill(dp, zero)?;
+                    }
+                    be.lstm_backward(
+                        p.get("lstm_Wl")?,
+                        p.find("lstm_peep"),
+                        &ws.l,
+                        &ws.c,
+                        &ws.gates,
+                        &ws.du,
+                        &mut ws.dpre,
+                        &mut ws.dstate0,
+                        grads.find_mut("lstm_peep"),
+                        d,
+                    )?;
+                    // dWx = sum_t v_t^T dpre_t, dWl = sum_t l_{t-1}^T dpre_t, db = sum_t dpre_t
+                    be.gemm(nv, 4 * nu, n, one, m(&ws.v, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wx")?, 0)?;
+                    be.gemm(nu, 4 * nu, n, one, m(&ws.l, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wl")?, 0)?;
+                    be.sum_rows(&ws.dpre, n, 4 * nu, one, zero, grads.get_mut("lstm_b")?)?;
+                    if let Some(dl0) = grads.find_mut("l0") {
+                        be.sum_rows(&ws.dstate0, b, nu, one, zero, dl0)?;
+                    }
+                    if grads.find("c0").is_some() {
+                        let mut tmp = be.zeros(b * nu)?;
+                        be.copy(&ws.dstate0, b * nu, &mut tmp, 0, b * nu)?;
+                        be.sum_rows(&tmp, b, nu, one, zero, grads.get_mut("c0")?)?;
+                    }
+                }
+            }
+            ModelKind::RnnRbm => {
+                be.sum_rows(&ws.dbh_t, n, nh, one, zero, grads.get_mut("bh")?)?;
+                // dWuv = sum_t u_{t-1}^T dbv_t, dWuh = sum_t u_{t-1}^T dbh_t
+                be.gemm(nu, nv, n, one, m(&ws.u, 0, true), m(&ws.dbv_t, 0, false), zero, grads.get_mut("Wuv")?, 0)?;
+                be.gemm(nu, nh, n, one, m(&ws.u, 0, true), m(&ws.dbh_t, 0, false), zero, grads.get_mut("Wuh")?, 0)?;
+                // du[s] (gradient at u_{s}, rows 0..T) = dbv_t Wuv^T + dbh_t Wuh^T
+                be.gemm(n, nu, nv, one, m(&ws.dbv_t, 0, false), m(p.get("Wuv")?, 0, true), zero, &mut ws.du, 0)?;
+                be.gemm(n, nu, nh, one, m(&ws.dbh_t, 0, false), m(p.get("Wuh")?, 0, true), one, &mut ws.du, 0)?;
+                // e[s] = du[s+1]: the outside gradient at u[s+1]; zero for the last frame
+                be.fill(&mut ws.e, zero)?;
+                if t > 1 {
+                    be.copy(&ws.du, b * nu, &mut ws.e, 0, (n - b) * nu)?;
+                }
+                be.rnn_backward(p.get("Wuu")?, &ws.u, &ws.e, &mut ws.dz, d)?;
+                // dWuu = sum_t u_{t-1}^T dz_t, dWvu = sum_t v_t^T dz_t, dbu = sum_t dz_t
+                be.gemm(nu, nu, n, one, m(&ws.u, 0, true), m(&ws.dz, 0, false), zero, grads.get_mut("Wuu")?, 0)?;
+                be.gemm(nv, nu, n, one, m(&ws.v, 0, true), m(&ws.dz, 0, false), zero, grads.get_mut("Wvu")?, 0)?;
+                be.sum_rows(&ws.dz, n, nu, one, zero, grads.get_mut("bu")?)?;
+                if let Some(du0) = grads.find_mut("u0") {
+                    // d u_0 = du[0] + dz_1 Wuu^T, summed over the batch
+                    be.gemm(b, nu, nu, one, m(&ws.dz, 0, false), m(p.get("Wuu")?, 0, true), one, &mut ws.du, 0)?;
+                    be.sum_rows(&ws.du, b, nu, one, zero, du0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` for the negatives in
+    /// `ws.vneg` (after [`Model::forward`]), in f64.
+    pub fn cost(&self, be: &B, ws: &mut Workspace<B>, t: usize, frames: usize) -> Result<f64> {
+        let d = self.spec.dims(t, ws.b);
+        let n = d.n();
+        let w = self.params.get("W")?;
+        let mask = be.download(&ws.mask)?;
+        be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
+        let f_data = be.download(&ws.fe)?;
+        be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.vneg, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
+        let f_neg = be.download(&ws.fe)?;
+        let mut c = 0.0;
+        for i in 0..n {
+            c += mask[i].to_f64() * (f_data[i].to_f64() - f_neg[i].to_f64());
+        }
+        Ok(c / frames.max(1) as f64)
+    }
+}
