@@ -13,6 +13,8 @@ pub struct Checkpoint {
     pub spec: ModelSpec,
     /// `(name, shape, values)` in the model's parameter order.
     pub params: Vec<(String, Vec<usize>, Vec<f64>)>,
+    /// Optimiser state and other tensors that are not parameters (e.g. `vel.W`).
+    pub extra: Vec<(String, Vec<usize>, Vec<f64>)>,
     /// Free-form metadata (update count, epoch, RNG state, resolved config, ...), as strings.
     pub meta: HashMap<String, String>,
 }
@@ -31,6 +33,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = ck
         .params
         .iter()
+        .chain(ck.extra.iter())
         .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()))
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
@@ -71,5 +74,19 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         }
         params.push((name.to_string(), shape, vals));
     }
-    Ok(Checkpoint { spec, params, meta })
+    let mut extra = vec![];
+    let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    names.sort();
+    for name in names {
+        if params.iter().any(|p| p.0 == name) {
+            continue;
+        }
+        let t = st.tensor(&name).map_err(|e| Error::format(path, e.to_string()))?;
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::format(path, format!("tensor `{name}` is not f32")));
+        }
+        let vals = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect();
+        extra.push((name, t.shape().to_vec(), vals));
+    }
+    Ok(Checkpoint { spec, params, extra, meta })
 }

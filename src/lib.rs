@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod float;
+pub mod generate;
 pub mod midi;
 pub mod model;
 pub mod plot;

@@ -54,10 +54,13 @@ pub struct ModelSpec {
     /// LSTM units (LSTM-RTRBM) or RNN units (RNN-RBM), U; ignored by RBM and RTRBM.
     pub recurrent: usize,
     /// Gaussian visible units with unit variance (SPEC 1), for real-valued data.
+    #[serde(default)]
     pub gaussian: bool,
     /// Learn the initial states r_0, l_0, c_0, u_0 instead of starting at zero.
+    #[serde(default)]
     pub learned_init: bool,
     /// LSTM peephole connections from the cell state to the gates.
+    #[serde(default)]
     pub peepholes: bool,
 }
 
@@ -493,5 +496,13 @@ impl<B: Backend> Model<B> {
             c += mask[i].to_f64() * (f_data[i].to_f64() - f_neg[i].to_f64());
         }
         Ok(c / frames.max(1) as f64)
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Uploads the parameters of a checkpoint.
+    pub fn from_checkpoint(be: &B, ck: &crate::checkpoint::Checkpoint) -> Result<Self> {
+        let params = Params::from_host(be, ck.params.clone())?;
+        Ok(Self { spec: ck.spec.clone(), params })
     }
 }
