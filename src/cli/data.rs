@@ -74,10 +74,7 @@ fn parse_fracs(s: &str) -> Result<(f64, f64), String> {
         .split_once(',')
         .ok_or_else(|| format!("expected VALID_FRAC,TEST_FRAC, got {s:?}"))?;
     let parse = |x: &str| -> Result<f64, String> {
-        let v: f64 = x
-            .trim()
-            .parse()
-            .map_err(|_| format!("{x:?} is not a number"))?;
+        let v: f64 = x.trim().parse().map_err(|_| format!("{x:?} is not a number"))?;
         if !(0.0..=1.0).contains(&v) {
             return Err(format!("fraction {v} outside 0..1"));
         }
@@ -85,10 +82,7 @@ fn parse_fracs(s: &str) -> Result<(f64, f64), String> {
     };
     let (v, t) = (parse(a)?, parse(b)?);
     if v + t >= 1.0 {
-        return Err(format!(
-            "valid + test fractions ({}) must be below 1",
-            v + t
-        ));
+        return Err(format!("valid + test fractions ({}) must be below 1", v + t));
     }
     Ok((v, t))
 }
@@ -176,12 +170,7 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 ds = split::split_sequences(all, v, t, seed);
             }
             json::write(&out, &ds)?;
-            println!(
-                "imported {} -> {}: {}",
-                path.display(),
-                out.display(),
-                summary(&ds)
-            );
+            println!("imported {} -> {}: {}", path.display(), out.display(), summary(&ds));
         }
         DataCmd::Convert { input, output } => {
             check_json_out(&output)?;

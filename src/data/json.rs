@@ -19,10 +19,7 @@ pub fn read(path: &Path) -> Result<Dataset> {
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::format(
             path,
-            format!(
-                "not valid UTF-8 text at byte {}: not a JSON dataset",
-                e.valid_up_to()
-            ),
+            format!("not valid UTF-8 text at byte {}: not a JSON dataset", e.valid_up_to()),
         )
     })?;
     parse(text, path)
@@ -36,8 +33,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Dataset> {
             "empty file: expected a JSON object with keys train, valid, test",
         ));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(Error::format(
             path,
@@ -47,10 +43,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Dataset> {
             ),
         ));
     };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !Split::ALL.iter().any(|s| s.name() == k.as_str()))
-    {
+    if let Some(k) = map.keys().find(|k| !Split::ALL.iter().any(|s| s.name() == k.as_str())) {
         return Err(Error::format(
             path,
             format!("unknown top-level key {k:?} (expected only train, valid, test)"),
@@ -58,9 +51,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Dataset> {
     }
     let mut ds = Dataset::default();
     for split in Split::ALL {
-        let v = map.get(split.name()).ok_or_else(|| {
-            Error::format(path, format!("missing top-level key \"{}\"", split.name()))
-        })?;
+        let v = map
+            .get(split.name())
+            .ok_or_else(|| Error::format(path, format!("missing top-level key \"{}\"", split.name())))?;
         *ds.split_mut(split) = parse_split(v, split, path)?;
     }
     Ok(ds)
@@ -71,10 +64,7 @@ fn parse_split(v: &Value, split: Split, path: &Path) -> Result<Vec<Sequence>> {
     let seqs = v.as_array().ok_or_else(|| {
         Error::format(
             path,
-            format!(
-                "split {name}: expected a list of sequences, found {}",
-                kind(v)
-            ),
+            format!("split {name}: expected a list of sequences, found {}", kind(v)),
         )
     })?;
     let mut out = Vec::with_capacity(seqs.len());
@@ -94,26 +84,17 @@ fn parse_split(v: &Value, split: Split, path: &Path) -> Result<Vec<Sequence>> {
         for (fi, f) in frames.iter().enumerate() {
             let at = || format!("split {name}, sequence {si}, frame {fi}");
             let notes = f.as_array().ok_or_else(|| {
-                Error::format(
-                    path,
-                    format!("{}: expected a list of pitches, found {}", at(), kind(f)),
-                )
+                Error::format(path, format!("{}: expected a list of pitches, found {}", at(), kind(f)))
             })?;
             let mut frame = Vec::with_capacity(notes.len());
             for n in notes {
                 let p = match n.as_i64() {
                     Some(p) => p,
                     None => {
-                        return Err(Error::format(
-                            path,
-                            format!("{}: pitch {n} is not an integer", at()),
-                        ));
+                        return Err(Error::format(path, format!("{}: pitch {n} is not an integer", at())));
                     }
                 };
-                frame.push(
-                    check_pitch(p, &frame)
-                        .map_err(|msg| Error::format(path, format!("{}: {msg}", at())))?,
-                );
+                frame.push(check_pitch(p, &frame).map_err(|msg| Error::format(path, format!("{}: {msg}", at())))?);
             }
             seq.frames.push(frame);
         }
@@ -134,9 +115,7 @@ pub(crate) fn check_pitch(p: i64, frame: &[u8]) -> std::result::Result<u8, Strin
             return Err(format!("duplicate pitch {p}"));
         }
         if p < last {
-            return Err(format!(
-                "pitches not in ascending order ({last} before {p})"
-            ));
+            return Err(format!("pitches not in ascending order ({last} before {p})"));
         }
     }
     Ok(p)
@@ -212,26 +191,14 @@ mod tests {
                 r#"{"train": [[[12]]], "valid": [], "test": []}"#,
                 "split train, sequence 0, frame 0: pitch 12 outside",
             ),
-            (
-                r#"{"train": [[[64, 60]]], "valid": [], "test": []}"#,
-                "ascending",
-            ),
+            (r#"{"train": [[[64, 60]]], "valid": [], "test": []}"#, "ascending"),
             (
                 r#"{"train": [[[60, 60]]], "valid": [], "test": []}"#,
                 "duplicate pitch 60",
             ),
-            (
-                r#"{"train": [[[60.5]]], "valid": [], "test": []}"#,
-                "not an integer",
-            ),
-            (
-                r#"{"train": [[[60.0]]], "valid": [], "test": []}"#,
-                "not an integer",
-            ),
-            (
-                r#"{"train": [], "valid": []}"#,
-                "missing top-level key \"test\"",
-            ),
+            (r#"{"train": [[[60.5]]], "valid": [], "test": []}"#, "not an integer"),
+            (r#"{"train": [[[60.0]]], "valid": [], "test": []}"#, "not an integer"),
+            (r#"{"train": [], "valid": []}"#, "missing top-level key \"test\""),
             (
                 r#"{"train": [], "valid": [], "test": [], "x": []}"#,
                 "unknown top-level key",

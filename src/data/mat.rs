@@ -51,10 +51,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
     if bytes.len() < 128 {
         return Err(Error::format(
             path,
-            format!(
-                "truncated MAT header: {} bytes, expected at least 128",
-                bytes.len()
-            ),
+            format!("truncated MAT header: {} bytes, expected at least 128", bytes.len()),
         ));
     }
     if !bytes.starts_with(b"MATLAB 5.0 MAT-file") {
@@ -65,12 +62,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
     }
     match &bytes[126..128] {
         b"IM" => {}
-        b"MI" => {
-            return Err(Error::format(
-                path,
-                "big-endian MAT files are not supported",
-            ))
-        }
+        b"MI" => return Err(Error::format(path, "big-endian MAT files are not supported")),
         other => {
             return Err(Error::format(
                 path,
@@ -107,11 +99,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 let mut inner = Vec::new();
                 flate2::read::ZlibDecoder::new(&bytes[data_at..end])
                     .read_to_end(&mut inner)
-                    .map_err(|e| {
-                        top.err(format!(
-                            "byte offset {pos}: corrupt compressed data element: {e}"
-                        ))
-                    })?;
+                    .map_err(|e| top.err(format!("byte offset {pos}: corrupt compressed data element: {e}")))?;
                 let c = Cursor {
                     bytes: &inner,
                     pos: 0,
@@ -120,9 +108,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 };
                 let (ity, isize, iat) = c.tag()?;
                 if ity != MI_MATRIX {
-                    return Err(c.err(format!(
-                        "expected a miMATRIX element, found data type {ity}"
-                    )));
+                    return Err(c.err(format!("expected a miMATRIX element, found data type {ity}")));
                 }
                 if iat + isize > inner.len() {
                     return Err(c.err(format!(
@@ -150,9 +136,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 pos = (end + 7) & !7;
             }
             other => {
-                return Err(top.err(format!(
-                    "byte offset {pos}: unexpected top-level data type {other}"
-                )));
+                return Err(top.err(format!("byte offset {pos}: unexpected top-level data type {other}")));
             }
         }
     }
@@ -300,10 +284,7 @@ fn class_name(c: u8) -> &'static str {
 /// Reads one top-level variable; the three cell arrays are kept, anything else skipped.
 fn variable(mut c: Cursor, found: &mut [Option<Vec<Sequence>>; 3]) -> Result<()> {
     let h = header(&mut c)?;
-    let Some(i) = Split::ALL
-        .iter()
-        .position(|s| format!("{}data", s.name()) == h.name)
-    else {
+    let Some(i) = Split::ALL.iter().position(|s| format!("{}data", s.name()) == h.name) else {
         return Ok(());
     };
     if h.class != MX_CELL {
@@ -329,12 +310,7 @@ fn variable(mut c: Cursor, found: &mut [Option<Vec<Sequence>>; 3]) -> Result<()>
         let end = data_at
             .checked_add(size)
             .filter(|&e| e <= c.bytes.len())
-            .ok_or_else(|| {
-                c.err(format!(
-                    "{} cell {k}: truncated data: matrix of {size} bytes",
-                    h.name
-                ))
-            })?;
+            .ok_or_else(|| c.err(format!("{} cell {k}: truncated data: matrix of {size} bytes", h.name)))?;
         let cell = Cursor {
             bytes: &c.bytes[..end],
             pos: data_at,
@@ -368,10 +344,7 @@ fn cell_matrix(mut c: Cursor, var: &str, k: usize, size: usize) -> Result<Sequen
         return Err(c.err(what("complex matrix not supported".into())));
     }
     if h.dims.len() != 2 || h.dims[1] != KEYS {
-        return Err(c.err(what(format!(
-            "matrix of size {:?}, expected T x {KEYS}",
-            h.dims
-        ))));
+        return Err(c.err(what(format!("matrix of size {:?}, expected T x {KEYS}", h.dims))));
     }
     let t = h.dims[0];
     let n = t * KEYS;
@@ -414,9 +387,7 @@ fn cell_matrix(mut c: Cursor, var: &str, k: usize, size: usize) -> Result<Sequen
         if v == 1.0 {
             frames[row].push(PITCH_MIN + col as u8);
         } else if v != 0.0 {
-            return Err(c.err(what(format!(
-                "value {v} at row {row}, column {col}: expected 0 or 1"
-            ))));
+            return Err(c.err(what(format!("value {v} at row {row}, column {col}: expected 0 or 1"))));
         }
     }
     if c.pos < c.bytes.len() {

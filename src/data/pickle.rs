@@ -231,8 +231,7 @@ impl<'a> Vm<'a> {
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
             return Err(self.err(at, op, "truncated file: unterminated line"));
         };
-        let s = std::str::from_utf8(&rest[..n])
-            .map_err(|_| self.err(at, op, "argument is not ASCII text"))?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| self.err(at, op, "argument is not ASCII text"))?;
         let s = s.to_string();
         self.pos += n + 1;
         Ok(s)
@@ -245,9 +244,7 @@ impl<'a> Vm<'a> {
     fn pop(&mut self, at: usize, op: u8) -> Result<Obj> {
         match self.stack.pop() {
             Some(Slot::Obj(o)) => Ok(o),
-            Some(Slot::Mark) => {
-                Err(self.err(at, op, "expected an object on the stack, found a MARK"))
-            }
+            Some(Slot::Mark) => Err(self.err(at, op, "expected an object on the stack, found a MARK")),
             None => Err(self.err(at, op, "stack underflow")),
         }
     }
@@ -298,10 +295,7 @@ impl<'a> Vm<'a> {
             return Err(self.err(
                 at,
                 op,
-                format!(
-                    "shared reference to a {} (memo {idx}) is not supported",
-                    o.type_name()
-                ),
+                format!("shared reference to a {} (memo {idx}) is not supported", o.type_name()),
             ));
         }
         self.push(o);
@@ -322,11 +316,7 @@ impl<'a> Vm<'a> {
                 0x80 => {
                     let v = self.u8(at, op)?;
                     if v > 2 {
-                        return Err(self.err(
-                            at,
-                            op,
-                            format!("pickle protocol {v} not supported (only 0..=2)"),
-                        ));
+                        return Err(self.err(at, op, format!("pickle protocol {v} not supported (only 0..=2)")));
                     }
                 }
                 b'}' => self.push(Obj::Dict(Vec::new())),
@@ -466,10 +456,7 @@ impl<'a> Vm<'a> {
                         return Err(self.err(
                             at,
                             op,
-                            format!(
-                                "{} bytes of trailing data after STOP",
-                                self.bytes.len() - self.pos
-                            ),
+                            format!("{} bytes of trailing data after STOP", self.bytes.len() - self.pos),
                         ));
                     }
                     return Ok(v);
@@ -526,10 +513,7 @@ impl<'a> Vm<'a> {
             return Err(self.err(
                 at,
                 op,
-                format!(
-                    "arguments of {module}.{name} are a {}, not a tuple",
-                    args.type_name()
-                ),
+                format!("arguments of {module}.{name} are a {}, not a tuple", args.type_name()),
             ));
         };
         match (module.as_str(), name.as_str()) {
@@ -537,16 +521,9 @@ impl<'a> Vm<'a> {
                 [Obj::Str(d), Obj::Int(0) | Obj::Bool(false), Obj::Int(1) | Obj::Bool(true)] => {
                     let descr = String::from_utf8_lossy(d).into_owned();
                     if descr != "i8" && descr != "<i8" {
-                        return Err(self.err(
-                            at,
-                            op,
-                            format!("numpy dtype {descr:?} not supported (only int64 'i8')"),
-                        ));
+                        return Err(self.err(at, op, format!("numpy dtype {descr:?} not supported (only int64 'i8')")));
                     }
-                    let byteorder = descr
-                        .strip_suffix("i8")
-                        .filter(|b| !b.is_empty())
-                        .map(str::to_string);
+                    let byteorder = descr.strip_suffix("i8").filter(|b| !b.is_empty()).map(str::to_string);
                     self.objects += 1;
                     Ok(Obj::Dtype {
                         id: self.objects,
@@ -556,11 +533,8 @@ impl<'a> Vm<'a> {
                 }
                 _ => Err(self.err(at, op, "unexpected arguments to numpy.dtype")),
             },
-            ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => match args.as_slice()
-            {
-                [Obj::Dtype {
-                    descr, byteorder, ..
-                }, Obj::Str(data)] => {
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => match args.as_slice() {
+                [Obj::Dtype { descr, byteorder, .. }, Obj::Str(data)] => {
                     if byteorder.as_deref() != Some("<") {
                         return Err(self.err(
                             at,
@@ -575,19 +549,12 @@ impl<'a> Vm<'a> {
                         self.err(
                             at,
                             op,
-                            format!(
-                                "numpy int64 scalar has {} data bytes, expected 8",
-                                data.len()
-                            ),
+                            format!("numpy int64 scalar has {} data bytes, expected 8", data.len()),
                         )
                     })?;
                     Ok(Obj::NumpyInt(i64::from_le_bytes(b)))
                 }
-                _ => Err(self.err(
-                    at,
-                    op,
-                    "unexpected arguments to numpy.core.multiarray.scalar",
-                )),
+                _ => Err(self.err(at, op, "unexpected arguments to numpy.core.multiarray.scalar")),
             },
             _ => Err(self.err(
                 at,
@@ -600,40 +567,35 @@ impl<'a> Vm<'a> {
     /// `BUILD` on a dtype sets its state `(version, byteorder, ...)`; nothing else is built.
     fn build(&mut self, target: Obj, state: Obj, at: usize, op: u8) -> Result<Obj> {
         match (target, state) {
-            (Obj::Dtype { id, descr, .. }, Obj::Tuple(st)) => match st.get(1) {
-                Some(Obj::Str(bo)) => {
-                    let bo = String::from_utf8_lossy(bo).into_owned();
-                    if bo != "<" {
-                        return Err(self.err(
+            (Obj::Dtype { id, descr, .. }, Obj::Tuple(st)) => {
+                match st.get(1) {
+                    Some(Obj::Str(bo)) => {
+                        let bo = String::from_utf8_lossy(bo).into_owned();
+                        if bo != "<" {
+                            return Err(self.err(
                             at,
                             op,
                             format!("numpy dtype {descr:?} has byte order {bo:?}: only little-endian ('<') is supported"),
                         ));
-                    }
-                    // BUILD mutates the object in place: its memoized copies see the new state.
-                    for m in self.memo.values_mut() {
-                        if let Obj::Dtype {
-                            id: mid, byteorder, ..
-                        } = m
-                        {
-                            if *mid == id {
-                                *byteorder = Some(bo.clone());
+                        }
+                        // BUILD mutates the object in place: its memoized copies see the new state.
+                        for m in self.memo.values_mut() {
+                            if let Obj::Dtype { id: mid, byteorder, .. } = m {
+                                if *mid == id {
+                                    *byteorder = Some(bo.clone());
+                                }
                             }
                         }
+                        Ok(Obj::Dtype {
+                            id,
+                            descr,
+                            byteorder: Some(bo),
+                        })
                     }
-                    Ok(Obj::Dtype {
-                        id,
-                        descr,
-                        byteorder: Some(bo),
-                    })
+                    _ => Err(self.err(at, op, "unexpected numpy dtype state")),
                 }
-                _ => Err(self.err(at, op, "unexpected numpy dtype state")),
-            },
-            (t, _) => Err(self.err(
-                at,
-                op,
-                format!("cannot set the state of a {}", t.type_name()),
-            )),
+            }
+            (t, _) => Err(self.err(at, op, format!("cannot set the state of a {}", t.type_name()))),
         }
     }
 }
@@ -661,18 +623,15 @@ fn to_dataset(top: Obj, path: &Path) -> Result<Dataset> {
             ));
         };
         if found[i].is_some() {
-            return Err(Error::format(
-                path,
-                format!("duplicate top-level key {key:?}"),
-            ));
+            return Err(Error::format(path, format!("duplicate top-level key {key:?}")));
         }
         found[i] = Some(to_split(v, Split::ALL[i], path)?);
     }
     let mut ds = Dataset::default();
     for (i, split) in Split::ALL.iter().enumerate() {
-        *ds.split_mut(*split) = found[i].take().ok_or_else(|| {
-            Error::format(path, format!("missing top-level key \"{}\"", split.name()))
-        })?;
+        *ds.split_mut(*split) = found[i]
+            .take()
+            .ok_or_else(|| Error::format(path, format!("missing top-level key \"{}\"", split.name())))?;
     }
     Ok(ds)
 }
@@ -682,10 +641,7 @@ fn to_split(v: Obj, split: Split, path: &Path) -> Result<Vec<Sequence>> {
     let Obj::List(seqs) = v else {
         return Err(Error::format(
             path,
-            format!(
-                "split {name}: expected a list of sequences, found a {}",
-                v.type_name()
-            ),
+            format!("split {name}: expected a list of sequences, found a {}", v.type_name()),
         ));
     };
     let mut out = Vec::with_capacity(seqs.len());
@@ -707,11 +663,7 @@ fn to_split(v: Obj, split: Split, path: &Path) -> Result<Vec<Sequence>> {
             let (Obj::Tuple(notes) | Obj::List(notes)) = f else {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "{}: expected a tuple of pitches, found a {}",
-                        at(),
-                        f.type_name()
-                    ),
+                    format!("{}: expected a tuple of pitches, found a {}", at(), f.type_name()),
                 ));
             };
             let mut frame = Vec::with_capacity(notes.len());
@@ -735,10 +687,7 @@ fn to_split(v: Obj, split: Split, path: &Path) -> Result<Vec<Sequence>> {
             }
             frame.sort_unstable();
             if let Some(w) = frame.windows(2).find(|w| w[0] == w[1]) {
-                return Err(Error::format(
-                    path,
-                    format!("{}: duplicate pitch {}", at(), w[0]),
-                ));
+                return Err(Error::format(path, format!("{}: duplicate pitch {}", at(), w[0])));
             }
             seq.frames.push(frame);
         }

@@ -15,11 +15,7 @@ pub const SPLIT_STREAM: u32 = 0x5911;
 pub fn split_sequences(seqs: Vec<Sequence>, valid_frac: f64, test_frac: f64, seed: u64) -> Dataset {
     let n = seqs.len();
     let count = |f: f64| -> usize {
-        let f = if f.is_finite() {
-            f.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let f = if f.is_finite() { f.clamp(0.0, 1.0) } else { 0.0 };
         ((n as f64 * f).round() as usize).min(n)
     };
     let n_test = count(test_frac);

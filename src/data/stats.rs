@@ -67,11 +67,7 @@ impl Stats {
             max_len,
             pitch_range: range,
             max_poly,
-            mean_poly: if frames == 0 {
-                0.0
-            } else {
-                notes as f64 / frames as f64
-            },
+            mean_poly: if frames == 0 { 0.0 } else { notes as f64 / frames as f64 },
             empty_frames: empty,
         }
     }
@@ -142,12 +138,10 @@ pub fn thousands(n: usize) -> String {
 fn thousands_f1(x: f64) -> String {
     let s = format!("{x:.1}");
     match s.split_once('.') {
-        Some((int, frac)) if int.bytes().all(|b| b.is_ascii_digit()) => {
-            match int.parse::<usize>() {
-                Ok(n) => format!("{}.{frac}", thousands(n)),
-                Err(_) => s,
-            }
-        }
+        Some((int, frac)) if int.bytes().all(|b| b.is_ascii_digit()) => match int.parse::<usize>() {
+            Ok(n) => format!("{}.{frac}", thousands(n)),
+            Err(_) => s,
+        },
         _ => s,
     }
 }
@@ -178,10 +172,7 @@ mod tests {
             test: vec![],
         };
         let s = Stats::of(&ds, Split::Train);
-        assert_eq!(
-            (s.frames, s.max_len, s.max_poly, s.empty_frames),
-            (3, 3, 3, 1)
-        );
+        assert_eq!((s.frames, s.max_len, s.max_poly, s.empty_frames), (3, 3, 3, 1));
         assert_eq!(
             s.row("x.json"),
             "| x.json | train | 1 | 3 | 3.0 | 3 | 48-67 | 3 | 1.67 | 1 |"
