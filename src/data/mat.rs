@@ -90,7 +90,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
         let (ty, size, data_at) = top.tag()?;
         let end = data_at.checked_add(size).filter(|&e| e <= bytes.len()).ok_or_else(|| {
             top.err(format!(
-                "truncated file: data element of {size} bytes at byte offset {pos}, only {} bytes left",
+                "truncated file: data element of {size} bytes, only {} bytes left",
                 bytes.len().saturating_sub(data_at)
             ))
         })?;
@@ -99,7 +99,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 let mut inner = Vec::new();
                 flate2::read::ZlibDecoder::new(&bytes[data_at..end])
                     .read_to_end(&mut inner)
-                    .map_err(|e| top.err(format!("byte offset {pos}: corrupt compressed data element: {e}")))?;
+                    .map_err(|e| top.err(format!("corrupt compressed data element: {e}")))?;
                 let c = Cursor {
                     bytes: &inner,
                     pos: 0,
@@ -136,7 +136,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 pos = (end + 7) & !7;
             }
             other => {
-                return Err(top.err(format!("byte offset {pos}: unexpected top-level data type {other}")));
+                return Err(top.err(format!(
+                    "unexpected top-level data type {other} (expected miMATRIX or miCOMPRESSED)"
+                )));
             }
         }
     }

@@ -467,7 +467,7 @@ impl<'a> Vm<'a> {
     }
 
     fn pairs(&self, items: Vec<Obj>, at: usize, op: u8) -> Result<Vec<(Obj, Obj)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err(at, op, "odd number of items for key/value pairs"));
         }
         let mut it = items.into_iter();
