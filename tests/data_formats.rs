@@ -299,3 +299,31 @@ fn split_is_deterministic_and_partitions() {
     want.sort_by_key(key);
     assert_eq!(all, want, "every sequence lands in exactly one split");
 }
+
+/// Truncating the real pickle and .mat anywhere, or flipping any of many bytes, gives an error
+/// (or, for a harmless flip, a dataset) but never a panic.
+#[test]
+fn damaged_real_files_never_panic() {
+    let Some(root) = shared() else { return };
+    for (name, read) in [
+        (
+            "originals/jsb-chorales-quarter.pkl",
+            pickle::parse as fn(&[u8], &Path) -> rtrbm::Result<Dataset>,
+        ),
+        ("originals/JSB_Chorales.mat", mat::parse),
+    ] {
+        let bytes = std::fs::read(root.join(name)).unwrap();
+        let path = Path::new(name);
+        let step = bytes.len() / 41;
+        for cut in (0..bytes.len()).step_by(step).chain(bytes.len() - 16..bytes.len()) {
+            let err = read(&bytes[..cut], path).expect_err("a truncated file must not read");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let mut flipped = bytes.clone();
+        for i in (0..bytes.len()).step_by(step + 1) {
+            flipped[i] ^= 0x5a;
+            let _ = read(&flipped, path);
+            flipped[i] = bytes[i];
+        }
+    }
+}
