@@ -6,6 +6,7 @@
 pub mod json;
 pub mod mat;
 pub mod pickle;
+pub mod split;
 pub mod stats;
 
 use crate::error::{Error, Result};
