@@ -314,7 +314,12 @@ fn nice_step(span: f64, target: f64) -> f64 {
 fn format_tick(v: f64, step: f64) -> String {
     let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
     if v != 0.0 && (v.abs() >= 1e6 || step < 1e-4) {
-        return format!("{v:.2E}");
+        // Scientific, without trailing zeros in the mantissa: 1.50E-5 -> 1.5E-5.
+        let s = format!("{v:.2E}");
+        return match s.split_once('E') {
+            Some((m, e)) => format!("{}E{e}", m.trim_end_matches('0').trim_end_matches('.')),
+            None => s,
+        };
     }
     let decimals = if step >= 1.0 {
         0
@@ -467,7 +472,7 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
     };
     let (x0, x1) = pad(xs);
     let (y0, y1) = pad(ys);
-    let xstep = nice_step(x1 - x0, 8.0);
+    let mut xstep = nice_step(x1 - x0, 8.0);
     let ystep = nice_step(y1 - y0, 6.0);
     let (y0, y1) = ((y0 / ystep).floor() * ystep, (y1 / ystep).ceil() * ystep);
     let (x0, x1) = if xs.0 == xs.1 {
@@ -475,6 +480,19 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
     } else {
         (x0, x1)
     };
+    // Fewer x ticks when their labels would collide.
+    for _ in 0..4 {
+        let widest = [x0, x1]
+            .iter()
+            .map(|&v| text_width(&format_tick(v, xstep), 1))
+            .max()
+            .unwrap_or(0);
+        let n = ((x1 - x0) / xstep).abs().min(1e6) + 1.0;
+        if (widest + 12) as f64 * n <= pw as f64 {
+            break;
+        }
+        xstep *= 2.0;
+    }
     let sx = |x: f64| LEFT + (((x - x0) / (x1 - x0)) * pw as f64).round() as i64;
     let sy = |y: f64| TOP + ph - (((y - y0) / (y1 - y0)) * ph as f64).round() as i64;
     // Grid and tick labels.
@@ -499,8 +517,9 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
         c.fill_rect(x, TOP + 1, 1, ph - 1, GRID);
         c.fill_rect(x, TOP + ph, 1, 4, AXIS);
         let label = format_tick(v, xstep);
+        let lw = text_width(&label, 1);
         c.text(
-            x - text_width(&label, 1) / 2,
+            (x - lw / 2).clamp(0, W - lw - 1),
             TOP + ph + 8,
             &label,
             1,
