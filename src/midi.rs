@@ -130,7 +130,7 @@ pub struct ImportReport {
 }
 
 /// Longest roll the importer builds (a guard against absurd tick values in broken files).
-pub const MAX_FRAMES: u64 = 4_000_000;
+pub const MAX_FRAMES: u64 = 1_000_000;
 
 /// Reads one MIDI file into a piano roll.
 pub fn read_midi(path: &Path, opts: &ImportOptions) -> Result<Sequence> {
@@ -209,12 +209,17 @@ pub fn parse_midi(
             report.unknown_chunks += 1;
             continue;
         }
-        let track = read_track(body, track_index, offset, &mut report, path)?;
-        if truncated && !track.saw_eot {
-            return Err(bad(format!(
+        let truncation = || {
+            bad(format!(
                 "track {track_index} is truncated: its chunk declares {declared} bytes but the file has only {avail} left"
-            )));
-        }
+            ))
+        };
+        let track = match read_track(body, track_index, offset, &mut report, path) {
+            Ok(t) if truncated && !t.saw_eot => return Err(truncation()),
+            Ok(t) => t,
+            Err(_) if truncated => return Err(truncation()),
+            Err(e) => return Err(e),
+        };
         if !track.saw_eot {
             report.missing_end_of_track += 1;
         }
@@ -568,7 +573,7 @@ pub fn encode_midi(
         ));
     }
     let step = (frame_beats * EXPORT_TPQ as f64).round();
-    if step < 1.0 || step > 1e6 {
+    if !(1.0..=1e6).contains(&step) {
         return Err(format!("frame length of {frame_beats} beats is not representable at {EXPORT_TPQ} ticks per beat"));
     }
     let step = step as u64;

@@ -94,18 +94,17 @@ impl Canvas {
         }
     }
 
-    /// A line from (x0, y0) to (x1, y1) (Bresenham), `thick` pixels wide, clipped to `clip`
+    /// A line from `from` to `to` (Bresenham), `thick` pixels wide, clipped to `clip`
     /// (x, y, w, h) when given.
     pub fn line(
         &mut self,
-        x0: i64,
-        y0: i64,
-        x1: i64,
-        y1: i64,
+        from: (i64, i64),
+        to: (i64, i64),
         c: Rgb,
         thick: i64,
         clip: Option<(i64, i64, i64, i64)>,
     ) {
+        let ((x0, y0), (x1, y1)) = (from, to);
         let (mut x, mut y) = (x0, y0);
         let dx = (x1 - x0).abs();
         let dy = -(y1 - y0).abs();
@@ -367,7 +366,7 @@ pub fn piano_roll_canvas(seq: &Sequence, title: &str) -> Canvas {
     }
     for unit in 0..KEYS {
         let p = PITCH_MIN + unit as u8;
-        if p % 12 == 0 {
+        if p.is_multiple_of(12) {
             let y = y_of(unit) + ROW - 1;
             c.fill_rect(LEFT, y, plot_w, 1, OCTAVE_LINE);
             let label = format!("C{}", p / 12 - 1);
@@ -541,7 +540,7 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
             }
             let q = (sx(p.0), sy(p.1));
             if let Some(a) = prev {
-                c.line(a.0, a.1, q.0, q.1, colour, 2, clip);
+                c.line(a, q, colour, 2, clip);
             }
             if n_finite <= 30 {
                 c.fill_rect(q.0 - 2, q.1 - 2, 5, 5, colour);

@@ -91,7 +91,7 @@ fn eighth_grid_round_trip_and_edge_cases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.mid");
     let all: Vec<u8> = (21..=108).collect();
-    let cases = vec![
+    let cases = [
         Sequence::default(),
         seq(&[&[], &[], &[60]]),                 // leading rests
         seq(&[&[60, 64], &[], &[], &[]]),        // trailing rests
@@ -715,4 +715,107 @@ fn line_chart_pictures() {
     }
     let (_, _, buf) = decode_png(&dir.join("case2.png"));
     assert!(count_colour(&buf, PALETTE[0]) >= 25, "single point marker");
+}
+
+// ---------------------------------------------------------------- hand-made files
+
+/// A one-track SMF at `tpq` from (delta, raw event bytes) pairs (deltas below 128).
+fn smf(format: u8, tpq: u16, tracks: &[&[(u8, &[u8])]]) -> Vec<u8> {
+    let mut out = b"MThd\0\0\0\x06\0".to_vec();
+    out.push(format);
+    out.extend_from_slice(&(tracks.len() as u16).to_be_bytes());
+    out.extend_from_slice(&tpq.to_be_bytes());
+    for t in tracks {
+        let mut body = Vec::new();
+        for (delta, ev) in t.iter() {
+            body.push(*delta);
+            body.extend_from_slice(ev);
+        }
+        out.extend_from_slice(b"MTrk");
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+const EOT: &[u8] = &[0xFF, 0x2F, 0x00];
+
+#[test]
+fn note_matching_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h.mid");
+    // TPQ 4, quarter grid: 4 ticks per frame.
+    let track: &[(u8, &[u8])] = &[
+        (0, &[0x90, 60, 100]), // C4 on at 0
+        (4, &[0x90, 60, 100]), // C4 again at 4 (overlap)
+        (4, &[0x80, 60, 0]),   // off at 8: closes the first (FIFO)
+        (0, &[0x80, 64, 0]),   // unmatched note-off
+        (0, &[0x90, 67, 90]),  // G4 at 8 ...
+        (0, &[0x90, 67, 0]),   // ... velocity-0 note-on at 8: zero length, keeps frame 2
+        (5, &[0x80, 60, 0]),   // off at 13 closes the second C4: rounds to frame 3
+        (0, &[0x99, 40, 100]), // a drum at 13, never released
+        (1, &[0x90, 30, 100]), // 14: low note never released
+        (0, &[0x90, 10, 100]), // pitch 10: out of range
+        (0, &[0x80, 10, 0]),
+        (10, EOT), // end at 24 = frame 6
+    ];
+    std::fs::write(&p, smf(1, 4, &[track])).unwrap();
+    let (s, r) = read_midi_report(&p, &q()).unwrap();
+    assert_eq!(r.notes, 6);
+    assert_eq!(r.unmatched_note_offs, 1);
+    assert_eq!(r.zero_length_notes, 2);
+    assert_eq!(r.notes_never_released, 2);
+    assert_eq!(r.drum_notes_skipped, 1);
+    assert_eq!(r.notes_out_of_range, 1);
+    assert_eq!(r.notes_imported, 4);
+    // Rounding: 13 / 4 = 3.25 -> frame 3 (exclusive end); 14 / 4 = 3.5 -> frame 4 (halves up).
+    assert_eq!(s, seq(&[&[60], &[60], &[60, 67], &[], &[30], &[30]]));
+    let d = read_midi(
+        &p,
+        &ImportOptions {
+            include_drums: true,
+            ..q()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.frames[3], vec![40]);
+}
+
+#[test]
+fn lenient_and_strict_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.mid");
+    // The last chunk declares more bytes than there are, but its events end cleanly: accepted.
+    let mut bytes = smf(
+        0,
+        1,
+        &[&[(0, &[0x90, 60, 100]), (1, &[0x80, 60, 0]), (0, EOT)]],
+    );
+    bytes[14 + 7] += 5; // low byte of the MTrk length (header chunk is 14 bytes)
+    std::fs::write(&p, &bytes).unwrap();
+    assert_eq!(read_midi(&p, &q()).unwrap(), seq(&[&[60]]));
+    // A track without end-of-track is accepted and counted.
+    std::fs::write(
+        &p,
+        smf(0, 1, &[&[(0, &[0x90, 60, 100]), (2, &[0x80, 60, 0])]]),
+    )
+    .unwrap();
+    let (s, r) = read_midi_report(&p, &q()).unwrap();
+    assert_eq!(r.missing_end_of_track, 1);
+    assert_eq!(s, seq(&[&[60], &[60]]));
+    // Absurd lengths are refused rather than allocated.
+    let mut huge = b"MThd\0\0\0\x06\0\0\0\x01\0\x01MTrk\0\0\0\x07".to_vec();
+    huge.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0x7F, 0xFF, 0x2F, 0x00]);
+    std::fs::write(&p, &huge).unwrap();
+    assert_err_names(read_midi(&p, &q()).unwrap_err(), &p, "limit");
+    // Type 2 tracks follow each other.
+    let a: &[(u8, &[u8])] = &[(0, &[0x90, 60, 100]), (2, &[0x80, 60, 0]), (0, EOT)];
+    let b: &[(u8, &[u8])] = &[(1, &[0x90, 62, 100]), (1, &[0x80, 62, 0]), (0, EOT)];
+    std::fs::write(&p, smf(2, 1, &[a, b])).unwrap();
+    assert_eq!(
+        read_midi(&p, &q()).unwrap(),
+        seq(&[&[60], &[60], &[], &[62]])
+    );
+    std::fs::write(&p, smf(1, 1, &[a, b])).unwrap();
+    assert_eq!(read_midi(&p, &q()).unwrap(), seq(&[&[60], &[60, 62]]));
 }
