@@ -1,2 +1,3 @@
 //! The `rtrbm` command line: one module per subcommand family.
 pub mod data;
+pub mod eval;
