@@ -113,7 +113,7 @@ impl AccReport {
         method: &str,
         gibbs: Option<(usize, usize, usize)>,
     ) -> Result<Self> {
-        if nv == 0 || v.len() != p.len() || v.len() % nv != 0 {
+        if nv == 0 || v.len() != p.len() || !v.len().is_multiple_of(nv) {
             return Err(Error::Shape(format!(
                 "ACC: {} data values and {} marginals of width {nv}",
                 v.len(),

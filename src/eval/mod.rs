@@ -65,6 +65,9 @@ impl FrameBiases {
     pub fn compute<B: Backend>(be: &B, model: &Model<B>, seqs: &[Vec<f64>]) -> Result<Self> {
         let spec = &model.spec;
         let (nv, nh) = (spec.visible, spec.hidden);
+        if nv == 0 || nh == 0 {
+            return Err(Error::Shape(format!("model with V = {nv}, H = {nh}")));
+        }
         for (i, s) in seqs.iter().enumerate() {
             if s.len() % nv != 0 {
                 return Err(Error::Shape(format!(
