@@ -68,7 +68,8 @@ fn ais_matches_exact_v88() {
 fn ais_matches_exact_h88() {
     check_rbm(12, 88, 0.3, 4, 2000);
     check_rbm(16, 88, 0.6, 5, 3000);
-    check_rbm(18, 88, 1.0, 6, 4000);
+    // std 1 with 88 hidden units is the hard case: 4,000 betas can fall 3 s.e. short (seed 43)
+    check_rbm(18, 88, 1.0, 6, 10000);
 }
 
 #[test]
