@@ -19,31 +19,19 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn param(&self, name: &str) -> Option<&[f64]> {
-        self.params
-            .iter()
-            .find(|p| p.0 == name)
-            .map(|p| p.2.as_slice())
+        self.params.iter().find(|p| p.0 == name).map(|p| p.2.as_slice())
     }
 }
 
 /// Writes `ck` to `path` atomically.
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
     let mut meta = ck.meta.clone();
-    meta.insert(
-        "model_spec".into(),
-        serde_json::to_string(&ck.spec).map_err(|e| Error::msg(e.to_string()))?,
-    );
+    meta.insert("model_spec".into(), serde_json::to_string(&ck.spec).map_err(|e| Error::msg(e.to_string()))?);
     meta.insert("format".into(), "rtrbm-checkpoint-v1".into());
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = ck
         .params
         .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-            )
-        })
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()))
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
@@ -53,8 +41,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
                 .map_err(|e| Error::format(path, format!("tensor {n}: {e}")))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, &Some(meta))
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| Error::format(path, e.to_string()))?;
     crate::error::write_atomic(path, &bytes)
 }
 
@@ -64,40 +51,23 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors checkpoint: {e}")))?;
     let meta: HashMap<String, String> = md.metadata().clone().unwrap_or_default();
-    let spec_json = meta
-        .get("model_spec")
-        .ok_or_else(|| Error::format(path, "metadata has no `model_spec`"))?;
-    let spec: ModelSpec = serde_json::from_str(spec_json)
-        .map_err(|e| Error::format(path, format!("bad `model_spec` metadata: {e}")))?;
-    spec.validate()
-        .map_err(|e| Error::format(path, e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    let spec_json = meta.get("model_spec").ok_or_else(|| Error::format(path, "metadata has no `model_spec`"))?;
+    let spec: ModelSpec =
+        serde_json::from_str(spec_json).map_err(|e| Error::format(path, format!("bad `model_spec` metadata: {e}")))?;
+    spec.validate().map_err(|e| Error::format(path, e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     let mut params = vec![];
     for (name, shape) in spec.param_shapes() {
-        let t = st
-            .tensor(name)
-            .map_err(|_| Error::format(path, format!("missing tensor `{name}`")))?;
+        let t = st.tensor(name).map_err(|_| Error::format(path, format!("missing tensor `{name}`")))?;
         if t.shape() != shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
             return Err(Error::format(
                 path,
-                format!(
-                    "tensor `{name}`: expected f32 {shape:?}, found {:?} {:?}",
-                    t.dtype(),
-                    t.shape()
-                ),
+                format!("tensor `{name}`: expected f32 {shape:?}, found {:?} {:?}", t.dtype(), t.shape()),
             ));
         }
-        let vals: Vec<f64> = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect();
+        let vals: Vec<f64> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect();
         if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
-            return Err(Error::format(
-                path,
-                format!("tensor `{name}` holds a non-finite value at {i}"),
-            ));
+            return Err(Error::format(path, format!("tensor `{name}` holds a non-finite value at {i}")));
         }
         params.push((name.to_string(), shape, vals));
     }

@@ -6,20 +6,13 @@ use std::path::PathBuf;
 pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A file was read but its content is not what its format requires.
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     /// A configuration value is invalid; `field` is its dotted path (e.g. `train.lr`).
     #[error("{origin}: field `{field}`: {msg}")]
-    Config {
-        origin: String,
-        field: String,
-        msg: String,
-    },
+    Config { origin: String, field: String, msg: String },
     /// Shapes or sizes that do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
@@ -38,27 +31,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Format { path: path.into(), msg: msg.into() }
     }
-    pub fn config(
-        origin: impl Into<String>,
-        field: impl Into<String>,
-        msg: impl Into<String>,
-    ) -> Self {
-        Error::Config {
-            origin: origin.into(),
-            field: field.into(),
-            msg: msg.into(),
-        }
+    pub fn config(origin: impl Into<String>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { origin: origin.into(), field: field.into(), msg: msg.into() }
     }
     pub fn msg(msg: impl Into<String>) -> Self {
         Error::Msg(msg.into())
@@ -69,15 +48,9 @@ impl Error {
 /// over the target, so a reader never sees a half-written file and a crash leaves the old one.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -1,11 +1,7 @@
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "rtrbm",
-    version,
-    about = "Train, evaluate and sample LSTM-RTRBM, RTRBM and RNN-RBM music models"
-)]
+#[command(name = "rtrbm", version, about = "Train, evaluate and sample LSTM-RTRBM, RTRBM and RNN-RBM music models")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

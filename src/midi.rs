@@ -4,9 +4,7 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// Grid resolution of the imported piano roll.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Grid {
     Quarter,
@@ -23,11 +21,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self {
-            grid: Grid::Quarter,
-            include_drums: false,
-            transpose_to_c: false,
-        }
+        Self { grid: Grid::Quarter, include_drums: false, transpose_to_c: false }
     }
 }
 

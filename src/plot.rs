@@ -5,10 +5,7 @@ use std::path::Path;
 
 /// Writes a piano-roll picture (time across, pitch up).
 pub fn piano_roll_png(path: &Path, _seq: &Sequence, _title: &str) -> Result<()> {
-    Err(Error::format(
-        path,
-        "piano-roll pictures not implemented yet",
-    ))
+    Err(Error::format(path, "piano-roll pictures not implemented yet"))
 }
 
 /// One line of a line chart.

@@ -111,11 +111,7 @@ pub struct HostRng {
 
 impl HostRng {
     pub fn new(seed: u64, stream: u32) -> Self {
-        Self {
-            key: RngKey::new(seed, stream),
-            counter: 0,
-            position: 0,
-        }
+        Self { key: RngKey::new(seed, stream), counter: 0, position: 0 }
     }
 
     pub fn next_u32(&mut self) -> u32 {
@@ -172,19 +168,13 @@ mod tests {
     /// Known-answer vectors of Random123 (`kat_vectors`, philox4x32 with 10 rounds).
     #[test]
     fn philox_known_answers() {
-        assert_eq!(
-            philox4x32_10([0, 0, 0, 0], [0, 0]),
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-        );
+        assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
         assert_eq!(
             philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32_10(
-                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-                [0xa4093822, 0x299f31d0]
-            ),
+            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }

@@ -14,15 +14,7 @@ fn random_batch(spec: &ModelSpec, seed: u64) -> Vec<Vec<f64>> {
         .iter()
         .map(|&t| {
             (0..t * spec.visible)
-                .map(|_| {
-                    if spec.gaussian {
-                        rng.normal()
-                    } else if rng.next_f64() < 0.4 {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
+                .map(|_| if spec.gaussian { rng.normal() } else if rng.next_f64() < 0.4 { 1.0 } else { 0.0 })
                 .collect()
         })
         .collect()
@@ -51,9 +43,7 @@ fn check_model(spec: ModelSpec) {
     let refs: Vec<&[f64]> = data.iter().map(|d| d.as_slice()).collect();
     let (t, frames) = ws.load(&be, &refs, spec.visible).unwrap();
     model.forward(&be, &mut ws, t, false).unwrap();
-    model
-        .negatives(&be, &mut ws, t, 2, RngKey::new(7, 0), 0)
-        .unwrap();
+    model.negatives(&be, &mut ws, t, 2, RngKey::new(7, 0), 0).unwrap();
     let mut grads: Params<Be> = model.zeros_like(&be).unwrap();
     model.backward(&be, &mut ws, t, frames, &mut grads).unwrap();
 
@@ -74,27 +64,13 @@ fn check_model(spec: ModelSpec) {
             let err = (numeric - analytic[e]).abs() / (1e-7 + numeric.abs().max(analytic[e].abs()));
             // Absolute floor: central differences in f64 carry about 1e-10 of rounding here.
             if (numeric - analytic[e]).abs() > 1e-9 && err > worst.0 {
-                worst = (
-                    err,
-                    format!("{name}[{e}]: analytic {} numeric {numeric}", analytic[e]),
-                );
+                worst = (err, format!("{name}[{e}]: analytic {} numeric {numeric}", analytic[e]));
             }
             any_nonzero |= analytic[e].abs() > 1e-8;
         }
-        assert!(
-            any_nonzero,
-            "{:?}: gradient of {name} is identically zero",
-            spec.kind
-        );
+        assert!(any_nonzero, "{:?}: gradient of {name} is identically zero", spec.kind);
     }
-    assert!(
-        worst.0 < 1e-6,
-        "{:?} (gaussian {}): worst relative error {:.3e} at {}",
-        spec.kind,
-        spec.gaussian,
-        worst.0,
-        worst.1
-    );
+    assert!(worst.0 < 1e-6, "{:?} (gaussian {}): worst relative error {:.3e} at {}", spec.kind, spec.gaussian, worst.0, worst.1);
 }
 
 fn spec(kind: ModelKind) -> ModelSpec {
@@ -109,37 +85,21 @@ fn gradient_rbm() {
 #[test]
 fn gradient_rtrbm() {
     check_model(spec(ModelKind::Rtrbm));
-    check_model(ModelSpec {
-        learned_init: true,
-        ..spec(ModelKind::Rtrbm)
-    });
-    check_model(ModelSpec {
-        gaussian: true,
-        ..spec(ModelKind::Rtrbm)
-    });
+    check_model(ModelSpec { learned_init: true, ..spec(ModelKind::Rtrbm) });
+    check_model(ModelSpec { gaussian: true, ..spec(ModelKind::Rtrbm) });
 }
 
 #[test]
 fn gradient_rnn_rbm() {
     check_model(spec(ModelKind::RnnRbm));
-    check_model(ModelSpec {
-        learned_init: true,
-        ..spec(ModelKind::RnnRbm)
-    });
+    check_model(ModelSpec { learned_init: true, ..spec(ModelKind::RnnRbm) });
 }
 
 #[test]
 fn gradient_lstm_rtrbm() {
     check_model(spec(ModelKind::LstmRtrbm));
-    check_model(ModelSpec {
-        learned_init: true,
-        peepholes: true,
-        ..spec(ModelKind::LstmRtrbm)
-    });
-    check_model(ModelSpec {
-        gaussian: true,
-        ..spec(ModelKind::LstmRtrbm)
-    });
+    check_model(ModelSpec { learned_init: true, peepholes: true, ..spec(ModelKind::LstmRtrbm) });
+    check_model(ModelSpec { gaussian: true, ..spec(ModelKind::LstmRtrbm) });
 }
 
 /// SPEC 3 closed forms at the last frame, where no later frame adds to the gradient:
@@ -153,15 +113,11 @@ fn closed_forms_at_the_last_frame() {
     randomise(&be, &mut model, 4);
     let mut rng = HostRng::new(11, 0);
     let t = 5;
-    let data: Vec<f64> = (0..t * 6)
-        .map(|_| if rng.next_f64() < 0.5 { 1.0 } else { 0.0 })
-        .collect();
+    let data: Vec<f64> = (0..t * 6).map(|_| if rng.next_f64() < 0.5 { 1.0 } else { 0.0 }).collect();
     let mut ws = Workspace::new(&be, &spec, t, 1).unwrap();
     ws.load(&be, &[&data], 6).unwrap();
     model.forward(&be, &mut ws, t, false).unwrap();
-    model
-        .negatives(&be, &mut ws, t, 3, RngKey::new(1, 1), 0)
-        .unwrap();
+    model.negatives(&be, &mut ws, t, 3, RngKey::new(1, 1), 0).unwrap();
     let mut grads = model.zeros_like(&be).unwrap();
     model.backward(&be, &mut ws, t, t, &mut grads).unwrap();
     let w = model.params.get("W").unwrap();
@@ -174,16 +130,10 @@ fn closed_forms_at_the_last_frame() {
         }
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         let expected = (sig(a_neg) - sig(a_data)) / t as f64;
-        assert!(
-            (ws.g[last * 5 + j] - expected).abs() < 1e-12,
-            "d cost / d bh_T[{j}]"
-        );
+        assert!((ws.g[last * 5 + j] - expected).abs() < 1e-12, "d cost / d bh_T[{j}]");
     }
     for i in 0..6 {
         let expected = (ws.vneg[last * 6 + i] - ws.v[last * 6 + i]) / t as f64;
-        assert!(
-            (ws.dbv_t[last * 6 + i] - expected).abs() < 1e-12,
-            "d cost / d bv_T[{i}]"
-        );
+        assert!((ws.dbv_t[last * 6 + i] - expected).abs() < 1e-12, "d cost / d bv_T[{i}]");
     }
 }

@@ -29,10 +29,7 @@ impl<F: Float> Default for Cpu<F> {
 impl<F: Float> Cpu<F> {
     /// A CPU backend using `threads` threads (at least 1) for chain-parallel work.
     pub fn new(threads: usize) -> Self {
-        Self {
-            threads: threads.max(1),
-            _f: PhantomData,
-        }
+        Self { threads: threads.max(1), _f: PhantomData }
     }
 
     pub fn threads(&self) -> usize {
@@ -41,17 +38,8 @@ impl<F: Float> Cpu<F> {
 
     /// Runs `f(first_item, items)` over `out` split into contiguous blocks of whole items of
     /// `item_len` elements, one block per thread.
-    fn par_items<T: Send>(
-        &self,
-        out: &mut [T],
-        item_len: usize,
-        f: impl Fn(usize, &mut [T]) + Sync,
-    ) {
-        let items = if item_len == 0 {
-            0
-        } else {
-            out.len() / item_len
-        };
+    fn par_items<T: Send>(&self, out: &mut [T], item_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+        let items = if item_len == 0 { 0 } else { out.len() / item_len };
         let threads = self.threads.min(items).max(1);
         if threads == 1 {
             f(0, out);
@@ -69,10 +57,7 @@ impl<F: Float> Cpu<F> {
 
 fn check_len<F>(name: &str, buf: &[F], need: usize) -> Result<()> {
     if buf.len() < need {
-        return Err(Error::Shape(format!(
-            "{name}: buffer has {} elements, operation needs {need}",
-            buf.len()
-        )));
+        return Err(Error::Shape(format!("{name}: buffer has {} elements, operation needs {need}", buf.len())));
     }
     Ok(())
 }
@@ -168,12 +153,7 @@ impl<F: Float> Backend for Cpu<F> {
     type Buf = Vec<F>;
 
     fn name(&self) -> String {
-        format!(
-            "cpu ({} thread{}, {})",
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            F::NAME
-        )
+        format!("cpu ({} thread{}, {})", self.threads, if self.threads == 1 { "" } else { "s" }, F::NAME)
     }
 
     fn zeros(&self, n: usize) -> Result<Vec<F>> {
@@ -186,11 +166,7 @@ impl<F: Float> Backend for Cpu<F> {
 
     fn write(&self, dst: &mut Vec<F>, host: &[F]) -> Result<()> {
         if dst.len() != host.len() {
-            return Err(Error::Shape(format!(
-                "write: buffer {} vs host {}",
-                dst.len(),
-                host.len()
-            )));
+            return Err(Error::Shape(format!("write: buffer {} vs host {}", dst.len(), host.len())));
         }
         dst.copy_from_slice(host);
         Ok(())
@@ -204,14 +180,7 @@ impl<F: Float> Backend for Cpu<F> {
         buf.len()
     }
 
-    fn copy(
-        &self,
-        src: &Vec<F>,
-        src_off: usize,
-        dst: &mut Vec<F>,
-        dst_off: usize,
-        n: usize,
-    ) -> Result<()> {
+    fn copy(&self, src: &Vec<F>, src_off: usize, dst: &mut Vec<F>, dst_off: usize, n: usize) -> Result<()> {
         check_len("copy src", src, src_off + n)?;
         check_len("copy dst", dst, dst_off + n)?;
         dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
@@ -253,13 +222,7 @@ impl<F: Float> Backend for Cpu<F> {
             cv.iter_mut().for_each(|x| *x *= beta);
         }
         // A(i, p) and B(p, j) in the four storage orders.
-        let a_at = |i: usize, p: usize| {
-            if a.trans {
-                av[p * m + i]
-            } else {
-                av[i * k + p]
-            }
-        };
+        let a_at = |i: usize, p: usize| if a.trans { av[p * m + i] } else { av[i * k + p] };
         match b.trans {
             false => {
                 // C[i, :] += alpha A(i, p) B[p, :] (rows of B are contiguous)
@@ -305,15 +268,7 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn sum_rows(
-        &self,
-        x: &Vec<F>,
-        rows: usize,
-        cols: usize,
-        alpha: F,
-        beta: F,
-        out: &mut Vec<F>,
-    ) -> Result<()> {
+    fn sum_rows(&self, x: &Vec<F>, rows: usize, cols: usize, alpha: F, beta: F, out: &mut Vec<F>) -> Result<()> {
         check_len("sum_rows x", x, rows * cols)?;
         check_len("sum_rows out", out, cols)?;
         let mut acc = vec![F::ZERO; cols];
@@ -336,16 +291,7 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn masked_diff(
-        &self,
-        a: &Vec<F>,
-        b: &Vec<F>,
-        mask: &Vec<F>,
-        scale: F,
-        rows: usize,
-        cols: usize,
-        out: &mut Vec<F>,
-    ) -> Result<()> {
+    fn masked_diff(&self, a: &Vec<F>, b: &Vec<F>, mask: &Vec<F>, scale: F, rows: usize, cols: usize, out: &mut Vec<F>) -> Result<()> {
         check_len("masked_diff a", a, rows * cols)?;
         check_len("masked_diff b", b, rows * cols)?;
         check_len("masked_diff mask", mask, rows)?;
@@ -370,16 +316,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `hidden_probs` in `kernels/rbm.cu`.
-    fn hidden_probs(
-        &self,
-        w: &Vec<F>,
-        v: &Vec<F>,
-        bh_t: &Vec<F>,
-        n: usize,
-        nv: usize,
-        nh: usize,
-        out: &mut Vec<F>,
-    ) -> Result<()> {
+    fn hidden_probs(&self, w: &Vec<F>, v: &Vec<F>, bh_t: &Vec<F>, n: usize, nv: usize, nh: usize, out: &mut Vec<F>) -> Result<()> {
         check_len("hidden_probs W", w, nv * nh)?;
         check_len("hidden_probs v", v, n * nv)?;
         check_len("hidden_probs bh_t", bh_t, n * nh)?;
@@ -414,29 +351,12 @@ impl<F: Float> Backend for Cpu<F> {
         check_len("gibbs v", v, n * nv)?;
         let wt = transpose(w, nv, nh);
         self.par_items(&mut v[..n * nv], nv, |first, block| {
-            let (mut h, mut pv, mut u) =
-                (vec![F::ZERO; nh], vec![F::ZERO; nv], vec![0f32; nv.max(nh)]);
+            let (mut h, mut pv, mut u) = (vec![F::ZERO; nh], vec![F::ZERO; nv], vec![0f32; nv.max(nh)]);
             for (c, vc) in block.chunks_mut(nv).enumerate() {
                 let chain = first + c;
-                let (bv, bh) = (
-                    &bv_t[chain * nv..(chain + 1) * nv],
-                    &bh_t[chain * nh..(chain + 1) * nh],
-                );
+                let (bv, bh) = (&bv_t[chain * nv..(chain + 1) * nv], &bh_t[chain * nh..(chain + 1) * nh]);
                 for step in 0..k as u32 {
-                    Self::gibbs_step(
-                        w,
-                        &wt,
-                        bv,
-                        bh,
-                        vc,
-                        &mut h,
-                        &mut pv,
-                        &mut u,
-                        gaussian,
-                        rng,
-                        counter + 2 * step,
-                        chain,
-                    );
+                    Self::gibbs_step(w, &wt, bv, bh, vc, &mut h, &mut pv, &mut u, gaussian, rng, counter + 2 * step, chain);
                 }
             }
         });
@@ -464,11 +384,7 @@ impl<F: Float> Backend for Cpu<F> {
             // binary: F = -v.bv - sum_j softplus(a_j); Gaussian: |v - bv|^2 / 2 - sum_j softplus(a_j)
             let mut f = F::ZERO;
             for (&x, &b) in vr.iter().zip(bv) {
-                f += if gaussian {
-                    (x - b) * (x - b) * F::from_f64(0.5)
-                } else {
-                    -x * b
-                };
+                f += if gaussian { (x - b) * (x - b) * F::from_f64(0.5) } else { -x * b };
             }
             for &aj in &a {
                 f -= aj.softplus();
@@ -479,15 +395,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `rtrbm_forward` in `kernels/recurrent.cu`.
-    fn rtrbm_forward(
-        &self,
-        wr: &Vec<F>,
-        pre: &Vec<F>,
-        vw: &Vec<F>,
-        r: &mut Vec<F>,
-        bh_t: &mut Vec<F>,
-        d: Dims,
-    ) -> Result<()> {
+    fn rtrbm_forward(&self, wr: &Vec<F>, pre: &Vec<F>, vw: &Vec<F>, r: &mut Vec<F>, bh_t: &mut Vec<F>, d: Dims) -> Result<()> {
         let (b, h) = (d.b, d.h);
         check_len("rtrbm_forward r", r, (d.t + 1) * b * h)?;
         check_len("rtrbm_forward bh_t", bh_t, d.n() * h)?;
@@ -509,14 +417,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `rtrbm_backward` in `kernels/recurrent.cu`.
-    fn rtrbm_backward(
-        &self,
-        wr: &Vec<F>,
-        r: &Vec<F>,
-        dbh: &Vec<F>,
-        g: &mut Vec<F>,
-        d: Dims,
-    ) -> Result<()> {
+    fn rtrbm_backward(&self, wr: &Vec<F>, r: &Vec<F>, dbh: &Vec<F>, g: &mut Vec<F>, d: Dims) -> Result<()> {
         let (t, b, h) = (d.t, d.b, d.h);
         check_len("rtrbm_backward g", g, t * b * h)?;
         for s in (0..t).rev() {
@@ -561,14 +462,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `rnn_backward` in `kernels/recurrent.cu`.
-    fn rnn_backward(
-        &self,
-        wuu: &Vec<F>,
-        u: &Vec<F>,
-        e: &Vec<F>,
-        dz: &mut Vec<F>,
-        d: Dims,
-    ) -> Result<()> {
+    fn rnn_backward(&self, wuu: &Vec<F>, u: &Vec<F>, e: &Vec<F>, dz: &mut Vec<F>, d: Dims) -> Result<()> {
         let (t, b, nu) = (d.t, d.b, d.u);
         check_len("rnn_backward dz", dz, t * b * nu)?;
         for s in (0..t).rev() {
@@ -671,12 +565,7 @@ impl<F: Float> Backend for Cpu<F> {
                 let next = ((s + 1) * b + bi) * nu;
                 let grow = (s * b + bi) * g4;
                 for j in 0..nu {
-                    let (i, f, o, g) = (
-                        gates[grow + j],
-                        gates[grow + nu + j],
-                        gates[grow + 2 * nu + j],
-                        gates[grow + 3 * nu + j],
-                    );
+                    let (i, f, o, g) = (gates[grow + j], gates[grow + nu + j], gates[grow + 2 * nu + j], gates[grow + 3 * nu + j]);
                     let (c_prev, ct) = (c[prev + j], c[next + j]);
                     let tc = ct.tanh();
                     // l_t = o tanh(c_t)
@@ -726,15 +615,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `sgd_momentum` in `kernels/optim.cu`.
-    fn sgd_momentum(
-        &self,
-        param: &mut Vec<F>,
-        grad: &Vec<F>,
-        vel: &mut Vec<F>,
-        lr: F,
-        momentum: F,
-        weight_decay: F,
-    ) -> Result<()> {
+    fn sgd_momentum(&self, param: &mut Vec<F>, grad: &Vec<F>, vel: &mut Vec<F>, lr: F, momentum: F, weight_decay: F) -> Result<()> {
         check_len("sgd grad", grad, param.len())?;
         check_len("sgd vel", vel, param.len())?;
         for ((p, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
@@ -770,29 +651,19 @@ impl<F: Float> Backend for Cpu<F> {
         check_len("ais bv_t", bv_t, n * nv)?;
         check_len("ais bh_t", bh_t, n * nh)?;
         if betas.len() < 2 || betas[0] != 0.0 || *betas.last().unwrap_or(&0.0) != 1.0 {
-            return Err(Error::msg(
-                "ais: the schedule must start at beta = 0 and end at beta = 1",
-            ));
+            return Err(Error::msg("ais: the schedule must start at beta = 0 and end at beta = 1"));
         }
         let wt = transpose(w, nv, nh);
         let betas_f: Vec<F> = betas.iter().map(|&b| F::from_f64(b)).collect();
         let mut logw = vec![0f64; n * runs];
         self.par_items(&mut logw, 1, |first, block| {
-            let (mut v, mut x, mut h, mut pv) = (
-                vec![F::ZERO; nv],
-                vec![F::ZERO; nh],
-                vec![F::ZERO; nh],
-                vec![F::ZERO; nv],
-            );
+            let (mut v, mut x, mut h, mut pv) = (vec![F::ZERO; nv], vec![F::ZERO; nh], vec![F::ZERO; nh], vec![F::ZERO; nv]);
             let mut u = vec![0f32; nv.max(nh)];
             let (zero_h, zero_v) = (vec![F::ZERO; nh], vec![F::ZERO; nv]);
             for (c, lw) in block.iter_mut().enumerate() {
                 let chain = first + c;
                 let frame = chain / runs;
-                let (bv, bh) = (
-                    &bv_t[frame * nv..(frame + 1) * nv],
-                    &bh_t[frame * nh..(frame + 1) * nh],
-                );
+                let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
                 // v_0 ~ base distribution (W = 0): independent Bernoulli(sigma(bv))
                 rng.fill_uniform(counter, (chain * nv) as u32, &mut u[..nv]);
                 for i in 0..nv {
@@ -805,8 +676,7 @@ impl<F: Float> Backend for Cpu<F> {
                     affine_rows(&v, w, &zero_h, &mut x);
                     let mut delta = F::ZERO;
                     for j in 0..nh {
-                        delta +=
-                            (b_k * x[j] + bh[j]).softplus() - (b_prev * x[j] + bh[j]).softplus();
+                        delta += (b_k * x[j] + bh[j]).softplus() - (b_prev * x[j] + bh[j]).softplus();
                     }
                     acc += delta.to_f64();
                     if k + 1 == betas.len() {
@@ -848,9 +718,7 @@ impl<F: Float> Backend for Cpu<F> {
     ) -> Result<()> {
         check_len("gibbs_marginals out", out, n * nv)?;
         if chains == 0 || samples == 0 {
-            return Err(Error::msg(
-                "gibbs_marginals: chains and samples must be positive",
-            ));
+            return Err(Error::msg("gibbs_marginals: chains and samples must be positive"));
         }
         let wt = transpose(w, nv, nh);
         let norm = F::from_f64(1.0 / (chains * samples) as f64);
@@ -859,29 +727,13 @@ impl<F: Float> Backend for Cpu<F> {
             let mut u = vec![0f32; nv.max(nh)];
             for (r, acc) in block.chunks_mut(nv).enumerate() {
                 let frame = first + r;
-                let (bv, bh) = (
-                    &bv_t[frame * nv..(frame + 1) * nv],
-                    &bh_t[frame * nh..(frame + 1) * nh],
-                );
+                let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
                 acc.iter_mut().for_each(|a| *a = F::ZERO);
                 for c in 0..chains {
                     let chain = frame * chains + c;
                     v.iter_mut().for_each(|x| *x = F::ZERO);
                     for step in 0..(burn_in + samples) as u32 {
-                        Self::gibbs_step(
-                            w,
-                            &wt,
-                            bv,
-                            bh,
-                            &mut v,
-                            &mut h,
-                            &mut pv,
-                            &mut u,
-                            false,
-                            rng,
-                            counter + 2 * step,
-                            chain,
-                        );
+                        Self::gibbs_step(w, &wt, bv, bh, &mut v, &mut h, &mut pv, &mut u, false, rng, counter + 2 * step, chain);
                         if step as usize >= burn_in {
                             // average P(v = 1 | h) over the kept steps
                             for (a, &p) in acc.iter_mut().zip(pv.iter()) {

@@ -72,14 +72,7 @@ pub trait Backend: Send + Sync {
     /// Number of elements.
     fn len(&self, buf: &Self::Buf) -> usize;
     /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
-    fn copy(
-        &self,
-        src: &Self::Buf,
-        src_off: usize,
-        dst: &mut Self::Buf,
-        dst_off: usize,
-        n: usize,
-    ) -> Result<()>;
+    fn copy(&self, src: &Self::Buf, src_off: usize, dst: &mut Self::Buf, dst_off: usize, n: usize) -> Result<()>;
     /// Sets every element to `value`.
     fn fill(&self, x: &mut Self::Buf, value: Self::F) -> Result<()>;
     /// Waits for all queued work.
@@ -103,19 +96,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// `x[r, :] += bias` for each of `rows` rows of width `cols`.
-    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize)
-        -> Result<()>;
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
     /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`.
-    fn sum_rows(
-        &self,
-        x: &Self::Buf,
-        rows: usize,
-        cols: usize,
-        alpha: Self::F,
-        beta: Self::F,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
+    fn sum_rows(&self, x: &Self::Buf, rows: usize, cols: usize, alpha: Self::F, beta: Self::F, out: &mut Self::Buf) -> Result<()>;
 
     /// `y = y + alpha * x` over all elements.
     fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
@@ -123,41 +107,17 @@ pub trait Backend: Send + Sync {
     /// `out[n, :] = scale * mask[n] * (a[n, :] - b[n, :])` for `rows` rows of width `cols`
     /// (the CD gradient of the dynamic biases, SPEC 3).
     #[allow(clippy::too_many_arguments)]
-    fn masked_diff(
-        &self,
-        a: &Self::Buf,
-        b: &Self::Buf,
-        mask: &Self::Buf,
-        scale: Self::F,
-        rows: usize,
-        cols: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
+    fn masked_diff(&self, a: &Self::Buf, b: &Self::Buf, mask: &Self::Buf, scale: Self::F, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<()>;
 
     /// `x[n, :] *= mask[n]` (zeroes the rows of padded frames).
-    fn mask_rows(
-        &self,
-        x: &mut Self::Buf,
-        mask: &Self::Buf,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()>;
+    fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
     // ----- conditional RBMs ---------------------------------------------------------------------
 
     /// `out[n, :] = sigma(v[n, :] W + bh_t[n, :])`, n < N: P(h = 1 | v) of each RBM.
     /// `w` is `[V, H]`, `v` is `[N, V]`, `bh_t` and `out` are `[N, H]`.
     #[allow(clippy::too_many_arguments)]
-    fn hidden_probs(
-        &self,
-        w: &Self::Buf,
-        v: &Self::Buf,
-        bh_t: &Self::Buf,
-        n: usize,
-        nv: usize,
-        nh: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
+    fn hidden_probs(&self, w: &Self::Buf, v: &Self::Buf, bh_t: &Self::Buf, n: usize, nv: usize, nh: usize, out: &mut Self::Buf) -> Result<()>;
 
     /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:
     /// `v` `[N, V]` holds the start and receives the last visible sample. Step k draws
@@ -201,49 +161,21 @@ pub trait Backend: Send + Sync {
     /// `bh_t[s] = pre[s] + r[s] WR` and `r[s+1] = sigma(vw[s] + bh_t[s])`, where `pre` `[T,B,H]`
     /// holds bh (+ WL^T l_{t-1} for LSTM-RTRBM), `vw` `[T,B,H]` holds v_t W, `wr` is `[H,H]`,
     /// `r` is `[T+1,B,H]` with row 0 the initial state (read), `bh_t` is `[T,B,H]`.
-    fn rtrbm_forward(
-        &self,
-        wr: &Self::Buf,
-        pre: &Self::Buf,
-        vw: &Self::Buf,
-        r: &mut Self::Buf,
-        bh_t: &mut Self::Buf,
-        d: Dims,
-    ) -> Result<()>;
+    fn rtrbm_forward(&self, wr: &Self::Buf, pre: &Self::Buf, vw: &Self::Buf, r: &mut Self::Buf, bh_t: &mut Self::Buf, d: Dims) -> Result<()>;
 
     /// Backward pass of [`Backend::rtrbm_forward`]: given `dbh` `[T,B,H]`, the gradient of the
     /// cost w.r.t. bh_t through the free energies alone, writes `g` `[T,B,H]`, the total gradient
     /// w.r.t. bh_t: `g[T-1] = dbh[T-1]`, `g[s] = dbh[s] + (g[s+1] WR^T) * r[s+1] * (1 - r[s+1])`.
-    fn rtrbm_backward(
-        &self,
-        wr: &Self::Buf,
-        r: &Self::Buf,
-        dbh: &Self::Buf,
-        g: &mut Self::Buf,
-        d: Dims,
-    ) -> Result<()>;
+    fn rtrbm_backward(&self, wr: &Self::Buf, r: &Self::Buf, dbh: &Self::Buf, g: &mut Self::Buf, d: Dims) -> Result<()>;
 
     /// RNN-RBM state recurrence (SPEC 2): `u[s+1] = tanh(pre[s] + u[s] Wuu)` with `pre` `[T,B,U]`
     /// holding bu + v_t Wvu, `wuu` `[U,U]`, `u` `[T+1,B,U]` with row 0 the initial state.
-    fn rnn_forward(
-        &self,
-        wuu: &Self::Buf,
-        pre: &Self::Buf,
-        u: &mut Self::Buf,
-        d: Dims,
-    ) -> Result<()>;
+    fn rnn_forward(&self, wuu: &Self::Buf, pre: &Self::Buf, u: &mut Self::Buf, d: Dims) -> Result<()>;
 
     /// Backward of [`Backend::rnn_forward`]: `e` `[T,B,U]` is the gradient arriving at u[s+1]
     /// from outside the recurrence; writes `dz` `[T,B,U]`, the gradient w.r.t. the pre-activation
     /// of u[s+1]: `dz[s] = (e[s] + dz[s+1] Wuu^T) * (1 - u[s+1]^2)`, `dz[T]` taken as 0.
-    fn rnn_backward(
-        &self,
-        wuu: &Self::Buf,
-        u: &Self::Buf,
-        e: &Self::Buf,
-        dz: &mut Self::Buf,
-        d: Dims,
-    ) -> Result<()>;
+    fn rnn_backward(&self, wuu: &Self::Buf, u: &Self::Buf, e: &Self::Buf, dz: &mut Self::Buf, d: Dims) -> Result<()>;
 
     /// LSTM over a chunk (SPEC 2). Gate pre-activations are `pre[s] + l[s] Wl` (+ peepholes),
     /// with `pre` `[T,B,4U]` holding b + v_t Wx, `wl` `[U,4U]`, gate order (i, f, o, g).
@@ -284,15 +216,7 @@ pub trait Backend: Send + Sync {
     // ----- optimisation -----------------------------------------------------------------------
 
     /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`.
-    fn sgd_momentum(
-        &self,
-        param: &mut Self::Buf,
-        grad: &Self::Buf,
-        vel: &mut Self::Buf,
-        lr: Self::F,
-        momentum: Self::F,
-        weight_decay: Self::F,
-    ) -> Result<()>;
+    fn sgd_momentum(&self, param: &mut Self::Buf, grad: &Self::Buf, vel: &mut Self::Buf, lr: Self::F, momentum: Self::F, weight_decay: Self::F) -> Result<()>;
 
     /// `x *= alpha`.
     fn scale(&self, x: &mut Self::Buf, alpha: Self::F) -> Result<()>;

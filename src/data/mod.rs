@@ -56,9 +56,7 @@ impl Sequence {
 }
 
 /// The three standard splits.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -103,19 +101,12 @@ impl Dataset {
 
     /// Reads a dataset, choosing the reader by extension: `.json`, `.pkl`/`.pickle`, `.mat`.
     pub fn load(path: &Path) -> Result<Dataset> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "json" => json::read(path),
             "pkl" | "pickle" => pickle::read(path),
             "mat" => mat::read(path),
-            _ => Err(Error::format(
-                path,
-                "unknown dataset format (expected .json, .pkl, .pickle or .mat)",
-            )),
+            _ => Err(Error::format(path, "unknown dataset format (expected .json, .pkl, .pickle or .mat)")),
         }
     }
 }
@@ -125,6 +116,5 @@ pub const JSB_JSON: &str = include_str!("../../data/jsb_chorales.json");
 
 /// The embedded JSB Chorales dataset.
 pub fn jsb_embedded() -> Dataset {
-    json::parse(JSB_JSON, Path::new("<embedded jsb_chorales.json>"))
-        .expect("embedded JSB data is valid")
+    json::parse(JSB_JSON, Path::new("<embedded jsb_chorales.json>")).expect("embedded JSB data is valid")
 }

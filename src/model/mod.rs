@@ -15,9 +15,7 @@ use crate::rng::{HostRng, RngKey};
 pub use params::Params;
 
 /// Which model of SPEC 2.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// A frame-level RBM with static biases (no time).
@@ -40,14 +38,7 @@ impl ModelKind {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            ModelKind::Rbm,
-            ModelKind::Rtrbm,
-            ModelKind::RnnRbm,
-            ModelKind::LstmRtrbm,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        [ModelKind::Rbm, ModelKind::Rtrbm, ModelKind::RnnRbm, ModelKind::LstmRtrbm].into_iter().find(|k| k.name() == s)
     }
 }
 
@@ -72,15 +63,7 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn new(kind: ModelKind, visible: usize, hidden: usize, recurrent: usize) -> Self {
-        Self {
-            kind,
-            visible,
-            hidden,
-            recurrent,
-            gaussian: false,
-            learned_init: false,
-            peepholes: false,
-        }
+        Self { kind, visible, hidden, recurrent, gaussian: false, learned_init: false, peepholes: false }
     }
 
     /// U as used by the backend: 0 for models without an LSTM or RNN.
@@ -92,13 +75,7 @@ impl ModelSpec {
     }
 
     pub fn dims(&self, t: usize, b: usize) -> Dims {
-        Dims {
-            t,
-            b,
-            v: self.visible,
-            h: self.hidden,
-            u: self.u(),
-        }
+        Dims { t, b, v: self.visible, h: self.hidden, u: self.u() }
     }
 
     /// The parameter tensors of this model: (name, shape).
@@ -114,11 +91,7 @@ impl ModelSpec {
                 }
             }
             ModelKind::LstmRtrbm => {
-                p.extend([
-                    ("WR", vec![h, h]),
-                    ("WL", vec![u, h]),
-                    ("lstm_Wx", vec![v, 4 * u]),
-                ]);
+                p.extend([("WR", vec![h, h]), ("WL", vec![u, h]), ("lstm_Wx", vec![v, 4 * u])]);
                 p.extend([("lstm_Wl", vec![u, 4 * u]), ("lstm_b", vec![4 * u])]);
                 if self.peepholes {
                     p.push(("lstm_peep", vec![3 * u]));
@@ -128,12 +101,7 @@ impl ModelSpec {
                 }
             }
             ModelKind::RnnRbm => {
-                p.extend([
-                    ("Wuv", vec![u, v]),
-                    ("Wuh", vec![u, h]),
-                    ("Wuu", vec![u, u]),
-                    ("Wvu", vec![v, u]),
-                ]);
+                p.extend([("Wuv", vec![u, v]), ("Wuh", vec![u, h]), ("Wuu", vec![u, u]), ("Wvu", vec![v, u])]);
                 p.push(("bu", vec![u]));
                 if self.learned_init {
                     p.push(("u0", vec![u]));
@@ -155,10 +123,7 @@ impl ModelSpec {
             return bad("recurrent", "must be positive for lstm_rtrbm and rnn_rbm");
         }
         if self.gaussian && matches!(self.kind, ModelKind::RnnRbm) {
-            return bad(
-                "gaussian",
-                "Gaussian visible units are supported for rbm, rtrbm and lstm_rtrbm",
-            );
+            return bad("gaussian", "Gaussian visible units are supported for rbm, rtrbm and lstm_rtrbm");
         }
         if self.peepholes && self.kind != ModelKind::LstmRtrbm {
             return bad("peepholes", "only lstm_rtrbm has an LSTM");
@@ -177,17 +142,13 @@ pub fn init_params(spec: &ModelSpec, w_std: f64, seed: u64) -> Vec<(String, Vec<
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let data: Vec<f64> = match name {
-                "W" | "WR" | "WL" | "Wuv" | "Wuh" | "Wuu" | "Wvu" => {
-                    (0..n).map(|_| w_std * rng.normal()).collect()
-                }
+                "W" | "WR" | "WL" | "Wuv" | "Wuh" | "Wuu" | "Wvu" => (0..n).map(|_| w_std * rng.normal()).collect(),
                 "lstm_Wx" | "lstm_Wl" | "lstm_peep" => {
                     let a = 1.0 / (u as f64).sqrt();
                     (0..n).map(|_| a * (2.0 * rng.next_f64() - 1.0)).collect()
                 }
                 // gate order (i, f, o, g): the forget block [U, 2U) starts at 1
-                "lstm_b" => (0..n)
-                    .map(|i| if (u..2 * u).contains(&i) { 1.0 } else { 0.0 })
-                    .collect(),
+                "lstm_b" => (0..n).map(|i| if (u..2 * u).contains(&i) { 1.0 } else { 0.0 }).collect(),
                 _ => vec![0.0; n],
             };
             (name.to_string(), shape, data)
@@ -277,18 +238,11 @@ impl<B: Backend> Workspace<B> {
     /// row-major), zero-padding to the longest; returns the chunk's T and its real frame count.
     pub fn load(&mut self, be: &B, frames: &[&[B::F]], nv: usize) -> Result<(usize, usize)> {
         if frames.len() != self.b {
-            return Err(Error::Shape(format!(
-                "workspace holds {} sequences, got {}",
-                self.b,
-                frames.len()
-            )));
+            return Err(Error::Shape(format!("workspace holds {} sequences, got {}", self.b, frames.len())));
         }
         let t = frames.iter().map(|f| f.len() / nv).max().unwrap_or(0);
         if t == 0 || t > self.t_max {
-            return Err(Error::Shape(format!(
-                "chunk of {t} frames (workspace holds 1..={})",
-                self.t_max
-            )));
+            return Err(Error::Shape(format!("chunk of {t} frames (workspace holds 1..={})", self.t_max)));
         }
         let b = self.b;
         let mut v = vec![B::F::ZERO; self.t_max * b * nv];
@@ -296,8 +250,7 @@ impl<B: Backend> Workspace<B> {
         let mut real = 0;
         for (bi, seq) in frames.iter().enumerate() {
             for s in 0..seq.len() / nv {
-                v[(s * b + bi) * nv..(s * b + bi + 1) * nv]
-                    .copy_from_slice(&seq[s * nv..(s + 1) * nv]);
+                v[(s * b + bi) * nv..(s * b + bi + 1) * nv].copy_from_slice(&seq[s * nv..(s + 1) * nv]);
                 mask[s * b + bi] = B::F::ONE;
                 real += 1;
             }
@@ -357,13 +310,7 @@ impl<B: Backend> Model<B> {
     /// Computes the dynamic biases bv_t, bh_t of every frame of the chunk in `ws` (T frames),
     /// with the mean-field / LSTM / RNN states. With `carry_state`, row 0 of the state buffers is
     /// taken as it is (continuing a sequence); otherwise it is reset (SPEC 3: per chunk).
-    pub fn forward(
-        &self,
-        be: &B,
-        ws: &mut Workspace<B>,
-        t: usize,
-        carry_state: bool,
-    ) -> Result<()> {
+    pub fn forward(&self, be: &B, ws: &mut Workspace<B>, t: usize, carry_state: bool) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let (n, nv, nh, nu) = (d.n(), d.v, d.h, d.u);
         let p = &self.params;
@@ -390,93 +337,25 @@ impl<B: Backend> Model<B> {
                     // LSTM over the chunk first: it is driven by the data only (SPEC 2).
                     // pre_g = v_t Wx + b
                     broadcast(be, &mut ws.pre_g, p.get("lstm_b")?, 4 * nu)?;
-                    be.gemm(
-                        n,
-                        4 * nu,
-                        nv,
-                        one,
-                        m(&ws.v, 0, false),
-                        m(p.get("lstm_Wx")?, 0, false),
-                        one,
-                        &mut ws.pre_g,
-                        0,
-                    )?;
-                    be.lstm_forward(
-                        p.get("lstm_Wl")?,
-                        p.find("lstm_peep"),
-                        &ws.pre_g,
-                        &mut ws.l,
-                        &mut ws.c,
-                        &mut ws.gates,
-                        d,
-                    )?;
+                    be.gemm(n, 4 * nu, nv, one, m(&ws.v, 0, false), m(p.get("lstm_Wx")?, 0, false), one, &mut ws.pre_g, 0)?;
+                    be.lstm_forward(p.get("lstm_Wl")?, p.find("lstm_peep"), &ws.pre_g, &mut ws.l, &mut ws.c, &mut ws.gates, d)?;
                     // pre += l_{t-1} WL (rows 0..T of l)
-                    be.gemm(
-                        n,
-                        nh,
-                        nu,
-                        one,
-                        m(&ws.l, 0, false),
-                        m(p.get("WL")?, 0, false),
-                        one,
-                        &mut ws.pre_h,
-                        0,
-                    )?;
+                    be.gemm(n, nh, nu, one, m(&ws.l, 0, false), m(p.get("WL")?, 0, false), one, &mut ws.pre_h, 0)?;
                 }
                 // vw = v_t W
-                be.gemm(
-                    n,
-                    nh,
-                    nv,
-                    one,
-                    m(&ws.v, 0, false),
-                    m(p.get("W")?, 0, false),
-                    zero,
-                    &mut ws.vw,
-                    0,
-                )?;
+                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
                 be.rtrbm_forward(p.get("WR")?, &ws.pre_h, &ws.vw, &mut ws.r, &mut ws.bh_t, d)?;
             }
             ModelKind::RnnRbm => {
                 // u_t = tanh(bu + v_t Wvu + u_{t-1} Wuu)
                 broadcast(be, &mut ws.pre_u, p.get("bu")?, nu)?;
-                be.gemm(
-                    n,
-                    nu,
-                    nv,
-                    one,
-                    m(&ws.v, 0, false),
-                    m(p.get("Wvu")?, 0, false),
-                    one,
-                    &mut ws.pre_u,
-                    0,
-                )?;
+                be.gemm(n, nu, nv, one, m(&ws.v, 0, false), m(p.get("Wvu")?, 0, false), one, &mut ws.pre_u, 0)?;
                 be.rnn_forward(p.get("Wuu")?, &ws.pre_u, &mut ws.u, d)?;
                 // bv_t = bv + u_{t-1} Wuv, bh_t = bh + u_{t-1} Wuh
                 broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
-                be.gemm(
-                    n,
-                    nv,
-                    nu,
-                    one,
-                    m(&ws.u, 0, false),
-                    m(p.get("Wuv")?, 0, false),
-                    one,
-                    &mut ws.bv_t,
-                    0,
-                )?;
+                be.gemm(n, nv, nu, one, m(&ws.u, 0, false), m(p.get("Wuv")?, 0, false), one, &mut ws.bv_t, 0)?;
                 broadcast(be, &mut ws.bh_t, p.get("bh")?, nh)?;
-                be.gemm(
-                    n,
-                    nh,
-                    nu,
-                    one,
-                    m(&ws.u, 0, false),
-                    m(p.get("Wuh")?, 0, false),
-                    one,
-                    &mut ws.bh_t,
-                    0,
-                )?;
+                be.gemm(n, nh, nu, one, m(&ws.u, 0, false), m(p.get("Wuh")?, 0, false), one, &mut ws.bh_t, 0)?;
             }
         }
         Ok(())
@@ -484,44 +363,17 @@ impl<B: Backend> Model<B> {
 
     /// CD-K negative samples: `vneg` = last visible of a K-step Gibbs chain started at each data
     /// frame under its own RBM (SPEC 3). Padded frames are zeroed.
-    pub fn negatives(
-        &self,
-        be: &B,
-        ws: &mut Workspace<B>,
-        t: usize,
-        k: usize,
-        rng: RngKey,
-        counter: u32,
-    ) -> Result<()> {
+    pub fn negatives(&self, be: &B, ws: &mut Workspace<B>, t: usize, k: usize, rng: RngKey, counter: u32) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let n = d.n();
         be.copy(&ws.v, 0, &mut ws.vneg, 0, n * d.v)?;
-        be.gibbs(
-            self.params.get("W")?,
-            &ws.bv_t,
-            &ws.bh_t,
-            &mut ws.vneg,
-            n,
-            d.v,
-            d.h,
-            k,
-            self.spec.gaussian,
-            rng,
-            counter,
-        )?;
+        be.gibbs(self.params.get("W")?, &ws.bv_t, &ws.bh_t, &mut ws.vneg, n, d.v, d.h, k, self.spec.gaussian, rng, counter)?;
         be.mask_rows(&mut ws.vneg, &ws.mask, n, d.v)
     }
 
     /// The gradient of the SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` with the
     /// negatives in `ws.vneg` held fixed, written into `grads` (overwritten).
-    pub fn backward(
-        &self,
-        be: &B,
-        ws: &mut Workspace<B>,
-        t: usize,
-        frames: usize,
-        grads: &mut Params<B>,
-    ) -> Result<()> {
+    pub fn backward(&self, be: &B, ws: &mut Workspace<B>, t: usize, frames: usize, grads: &mut Params<B>) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let (n, b, nv, nh, nu) = (d.n(), d.b, d.v, d.h, d.u);
         let p = &self.params;
@@ -539,28 +391,8 @@ impl<B: Backend> Model<B> {
         be.mask_rows(&mut ws.phneg, &ws.mask, n, nh)?;
         // dW = (v*^T ph* - v^T ph) / frames
         let dw = grads.get_mut("W")?;
-        be.gemm(
-            nv,
-            nh,
-            n,
-            scale,
-            m(&ws.vneg, 0, true),
-            m(&ws.phneg, 0, false),
-            zero,
-            dw,
-            0,
-        )?;
-        be.gemm(
-            nv,
-            nh,
-            n,
-            -scale,
-            m(&ws.v, 0, true),
-            m(&ws.ph, 0, false),
-            one,
-            dw,
-            0,
-        )?;
+        be.gemm(nv, nh, n, scale, m(&ws.vneg, 0, true), m(&ws.phneg, 0, false), zero, dw, 0)?;
+        be.gemm(nv, nh, n, -scale, m(&ws.v, 0, true), m(&ws.ph, 0, false), one, dw, 0)?;
         // dbv = sum_t dbv_t (RNN-RBM adds its own path below, too)
         be.sum_rows(&ws.dbv_t, n, nv, one, zero, grads.get_mut("bv")?)?;
 
@@ -573,71 +405,21 @@ impl<B: Backend> Model<B> {
                 be.rtrbm_backward(p.get("WR")?, &ws.r, &ws.dbh_t, &mut ws.g, d)?;
                 be.sum_rows(&ws.g, n, nh, one, zero, grads.get_mut("bh")?)?;
                 // dWR = sum_t r_{t-1}^T g_t
-                be.gemm(
-                    nh,
-                    nh,
-                    n,
-                    one,
-                    m(&ws.r, 0, true),
-                    m(&ws.g, 0, false),
-                    zero,
-                    grads.get_mut("WR")?,
-                    0,
-                )?;
+                be.gemm(nh, nh, n, one, m(&ws.r, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WR")?, 0)?;
                 // dW += sum_t v_t^T (g_t - dbh_t): the path through r_t = sigma(v_t W + bh_t)
                 be.copy(&ws.g, 0, &mut ws.tmp_h, 0, n * nh)?;
                 be.axpy(-one, &ws.dbh_t, &mut ws.tmp_h)?;
-                be.gemm(
-                    nv,
-                    nh,
-                    n,
-                    one,
-                    m(&ws.v, 0, true),
-                    m(&ws.tmp_h, 0, false),
-                    one,
-                    grads.get_mut("W")?,
-                    0,
-                )?;
+                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.tmp_h, 0, false), one, grads.get_mut("W")?, 0)?;
                 if let Some(dr0) = grads.find_mut("r0") {
                     // d r_0 = sum_b g_1 WR^T
-                    be.gemm(
-                        b,
-                        nh,
-                        nh,
-                        one,
-                        m(&ws.g, 0, false),
-                        m(p.get("WR")?, 0, true),
-                        zero,
-                        &mut ws.tmp_h,
-                        0,
-                    )?;
+                    be.gemm(b, nh, nh, one, m(&ws.g, 0, false), m(p.get("WR")?, 0, true), zero, &mut ws.tmp_h, 0)?;
                     be.sum_rows(&ws.tmp_h, b, nh, one, zero, dr0)?;
                 }
                 if self.spec.kind == ModelKind::LstmRtrbm {
                     // dWL = sum_t l_{t-1}^T g_t; d l_{t-1} = g_t WL^T (row T of dl is 0)
-                    be.gemm(
-                        nu,
-                        nh,
-                        n,
-                        one,
-                        m(&ws.l, 0, true),
-                        m(&ws.g, 0, false),
-                        zero,
-                        grads.get_mut("WL")?,
-                        0,
-                    )?;
+                    be.gemm(nu, nh, n, one, m(&ws.l, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WL")?, 0)?;
                     be.fill(&mut ws.du, zero)?;
-                    be.gemm(
-                        n,
-                        nu,
-                        nh,
-                        one,
-                        m(&ws.g, 0, false),
-                        m(p.get("WL")?, 0, true),
-                        zero,
-                        &mut ws.du,
-                        0,
-                    )?;
+                    be.gemm(n, nu, nh, one, m(&ws.g, 0, false), m(p.get("WL")?, 0, true), zero, &mut ws.du, 0)?;
                     if let Some(dp) = grads.find_mut("lstm_peep") {
                         be.fill(dp, zero)?;
                     }
@@ -654,28 +436,8 @@ impl<B: Backend> Model<B> {
                         d,
                     )?;
                     // dWx = sum_t v_t^T dpre_t, dWl = sum_t l_{t-1}^T dpre_t, db = sum_t dpre_t
-                    be.gemm(
-                        nv,
-                        4 * nu,
-                        n,
-                        one,
-                        m(&ws.v, 0, true),
-                        m(&ws.dpre, 0, false),
-                        zero,
-                        grads.get_mut("lstm_Wx")?,
-                        0,
-                    )?;
-                    be.gemm(
-                        nu,
-                        4 * nu,
-                        n,
-                        one,
-                        m(&ws.l, 0, true),
-                        m(&ws.dpre, 0, false),
-                        zero,
-                        grads.get_mut("lstm_Wl")?,
-                        0,
-                    )?;
+                    be.gemm(nv, 4 * nu, n, one, m(&ws.v, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wx")?, 0)?;
+                    be.gemm(nu, 4 * nu, n, one, m(&ws.l, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wl")?, 0)?;
                     be.sum_rows(&ws.dpre, n, 4 * nu, one, zero, grads.get_mut("lstm_b")?)?;
                     if let Some(dl0) = grads.find_mut("l0") {
                         be.sum_rows(&ws.dstate0, b, nu, one, zero, dl0)?;
@@ -690,51 +452,11 @@ impl<B: Backend> Model<B> {
             ModelKind::RnnRbm => {
                 be.sum_rows(&ws.dbh_t, n, nh, one, zero, grads.get_mut("bh")?)?;
                 // dWuv = sum_t u_{t-1}^T dbv_t, dWuh = sum_t u_{t-1}^T dbh_t
-                be.gemm(
-                    nu,
-                    nv,
-                    n,
-                    one,
-                    m(&ws.u, 0, true),
-                    m(&ws.dbv_t, 0, false),
-                    zero,
-                    grads.get_mut("Wuv")?,
-                    0,
-                )?;
-                be.gemm(
-                    nu,
-                    nh,
-                    n,
-                    one,
-                    m(&ws.u, 0, true),
-                    m(&ws.dbh_t, 0, false),
-                    zero,
-                    grads.get_mut("Wuh")?,
-                    0,
-                )?;
+                be.gemm(nu, nv, n, one, m(&ws.u, 0, true), m(&ws.dbv_t, 0, false), zero, grads.get_mut("Wuv")?, 0)?;
+                be.gemm(nu, nh, n, one, m(&ws.u, 0, true), m(&ws.dbh_t, 0, false), zero, grads.get_mut("Wuh")?, 0)?;
                 // du[s] (gradient at u_{s}, rows 0..T) = dbv_t Wuv^T + dbh_t Wuh^T
-                be.gemm(
-                    n,
-                    nu,
-                    nv,
-                    one,
-                    m(&ws.dbv_t, 0, false),
-                    m(p.get("Wuv")?, 0, true),
-                    zero,
-                    &mut ws.du,
-                    0,
-                )?;
-                be.gemm(
-                    n,
-                    nu,
-                    nh,
-                    one,
-                    m(&ws.dbh_t, 0, false),
-                    m(p.get("Wuh")?, 0, true),
-                    one,
-                    &mut ws.du,
-                    0,
-                )?;
+                be.gemm(n, nu, nv, one, m(&ws.dbv_t, 0, false), m(p.get("Wuv")?, 0, true), zero, &mut ws.du, 0)?;
+                be.gemm(n, nu, nh, one, m(&ws.dbh_t, 0, false), m(p.get("Wuh")?, 0, true), one, &mut ws.du, 0)?;
                 // e[s] = du[s+1]: the outside gradient at u[s+1]; zero for the last frame
                 be.fill(&mut ws.e, zero)?;
                 if t > 1 {
@@ -742,42 +464,12 @@ impl<B: Backend> Model<B> {
                 }
                 be.rnn_backward(p.get("Wuu")?, &ws.u, &ws.e, &mut ws.dz, d)?;
                 // dWuu = sum_t u_{t-1}^T dz_t, dWvu = sum_t v_t^T dz_t, dbu = sum_t dz_t
-                be.gemm(
-                    nu,
-                    nu,
-                    n,
-                    one,
-                    m(&ws.u, 0, true),
-                    m(&ws.dz, 0, false),
-                    zero,
-                    grads.get_mut("Wuu")?,
-                    0,
-                )?;
-                be.gemm(
-                    nv,
-                    nu,
-                    n,
-                    one,
-                    m(&ws.v, 0, true),
-                    m(&ws.dz, 0, false),
-                    zero,
-                    grads.get_mut("Wvu")?,
-                    0,
-                )?;
+                be.gemm(nu, nu, n, one, m(&ws.u, 0, true), m(&ws.dz, 0, false), zero, grads.get_mut("Wuu")?, 0)?;
+                be.gemm(nv, nu, n, one, m(&ws.v, 0, true), m(&ws.dz, 0, false), zero, grads.get_mut("Wvu")?, 0)?;
                 be.sum_rows(&ws.dz, n, nu, one, zero, grads.get_mut("bu")?)?;
                 if let Some(du0) = grads.find_mut("u0") {
                     // d u_0 = du[0] + dz_1 Wuu^T, summed over the batch
-                    be.gemm(
-                        b,
-                        nu,
-                        nu,
-                        one,
-                        m(&ws.dz, 0, false),
-                        m(p.get("Wuu")?, 0, true),
-                        one,
-                        &mut ws.du,
-                        0,
-                    )?;
+                    be.gemm(b, nu, nu, one, m(&ws.dz, 0, false), m(p.get("Wuu")?, 0, true), one, &mut ws.du, 0)?;
                     be.sum_rows(&ws.du, b, nu, one, zero, du0)?;
                 }
             }
@@ -792,29 +484,9 @@ impl<B: Backend> Model<B> {
         let n = d.n();
         let w = self.params.get("W")?;
         let mask = be.download(&ws.mask)?;
-        be.free_energy(
-            w,
-            &ws.bv_t,
-            &ws.bh_t,
-            &ws.v,
-            n,
-            d.v,
-            d.h,
-            self.spec.gaussian,
-            &mut ws.fe,
-        )?;
+        be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
         let f_data = be.download(&ws.fe)?;
-        be.free_energy(
-            w,
-            &ws.bv_t,
-            &ws.bh_t,
-            &ws.vneg,
-            n,
-            d.v,
-            d.h,
-            self.spec.gaussian,
-            &mut ws.fe,
-        )?;
+        be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.vneg, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
         let f_neg = be.download(&ws.fe)?;
         let mut c = 0.0;
         for i in 0..n {

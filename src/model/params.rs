@@ -14,18 +14,11 @@ pub struct Params<B: Backend> {
 impl<B: Backend> Params<B> {
     /// Uploads host tensors `(name, shape, values)`.
     pub fn from_host(be: &B, host: Vec<(String, Vec<usize>, Vec<f64>)>) -> Result<Self> {
-        let mut p = Params {
-            names: vec![],
-            shapes: vec![],
-            bufs: vec![],
-        };
+        let mut p = Params { names: vec![], shapes: vec![], bufs: vec![] };
         for (name, shape, data) in host {
             let n: usize = shape.iter().product();
             if data.len() != n {
-                return Err(Error::Shape(format!(
-                    "parameter {name}: shape {shape:?} but {} values",
-                    data.len()
-                )));
+                return Err(Error::Shape(format!("parameter {name}: shape {shape:?} but {} values", data.len())));
             }
             let vals: Vec<B::F> = data.iter().map(|&x| B::F::from_f64(x)).collect();
             p.bufs.push(be.upload(&vals)?);
@@ -47,16 +40,8 @@ impl<B: Backend> Params<B> {
 
     /// Zero tensors with the same names and shapes.
     pub fn zeros_like(&self, be: &B) -> Result<Self> {
-        let bufs = self
-            .shapes
-            .iter()
-            .map(|s| be.zeros(s.iter().product()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Params {
-            names: self.names.clone(),
-            shapes: self.shapes.clone(),
-            bufs,
-        })
+        let bufs = self.shapes.iter().map(|s| be.zeros(s.iter().product())).collect::<Result<Vec<_>>>()?;
+        Ok(Params { names: self.names.clone(), shapes: self.shapes.clone(), bufs })
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
@@ -69,12 +54,10 @@ impl<B: Backend> Params<B> {
         self.index(name).map(move |i| &mut self.bufs[i])
     }
     pub fn get(&self, name: &str) -> Result<&B::Buf> {
-        self.find(name)
-            .ok_or_else(|| Error::msg(format!("model has no parameter `{name}`")))
+        self.find(name).ok_or_else(|| Error::msg(format!("model has no parameter `{name}`")))
     }
     pub fn get_mut(&mut self, name: &str) -> Result<&mut B::Buf> {
-        self.find_mut(name)
-            .ok_or_else(|| Error::msg(format!("model has no parameter `{name}`")))
+        self.find_mut(name).ok_or_else(|| Error::msg(format!("model has no parameter `{name}`")))
     }
     pub fn len(&self) -> usize {
         self.names.len()
@@ -84,9 +67,6 @@ impl<B: Backend> Params<B> {
     }
     /// Total number of scalars.
     pub fn numel(&self) -> usize {
-        self.shapes
-            .iter()
-            .map(|s| s.iter().product::<usize>())
-            .sum()
+        self.shapes.iter().map(|s| s.iter().product::<usize>()).sum()
     }
 }
