@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Train a model (default: LSTM-RTRBM on the shipped JSB Chorales).
     Train(cli::train::TrainArgs),
+    /// Evaluate a checkpoint: AIS log-likelihood per frame, expected frame-level accuracy.
+    Eval(cli::eval::EvalArgs),
     /// Generate a piece from a checkpoint as MIDI (and a piano-roll picture).
     Sample(cli::sample::SampleArgs),
     /// Inspect, convert and import piano-roll datasets.
@@ -35,6 +37,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Train(a) => cli::train::run(a),
+        Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Data(c) => cli::data::run(c),
         Cmd::Info => cli::info::run(),

@@ -1,6 +1,7 @@
 //! The `rtrbm` command line: one module per subcommand family.
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod info;
 pub mod sample;
 pub mod train;
