@@ -17,6 +17,7 @@ pub mod generate;
 pub mod midi;
 pub mod model;
 pub mod plot;
+pub mod reproduce;
 pub mod rng;
 pub mod train;
 

@@ -26,6 +26,8 @@ enum Cmd {
     Eval(cli::eval::EvalArgs),
     /// Generate a piece from a checkpoint as MIDI (and a piano-roll picture).
     Sample(cli::sample::SampleArgs),
+    /// Train and evaluate every (dataset, model) pair of Table 1 and write docs/RESULTS.md.
+    Reproduce(cli::reproduce::ReproduceArgs),
     /// Inspect, convert and import piano-roll datasets.
     #[command(subcommand)]
     Data(cli::data::DataCmd),
@@ -39,6 +41,7 @@ fn main() {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Sample(a) => cli::sample::run(a),
+        Cmd::Reproduce(a) => cli::reproduce::run(a),
         Cmd::Data(c) => cli::data::run(c),
         Cmd::Info => cli::info::run(),
     };

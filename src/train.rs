@@ -293,8 +293,26 @@ pub fn plot_curves(out_dir: &Path) -> Result<()> {
     crate::plot::line_chart_png(&out_dir.join("curves.png"), "training curves", "updates", &series)
 }
 
-/// Trains `cfg` on `data` into `opts.out_dir` (SPEC 3), resuming when asked.
+/// Trains `cfg` on the piano rolls of `data` into `opts.out_dir` (SPEC 3), resuming when asked.
 pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -> Result<RunSummary> {
+    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
+    let valid_cfg = cfg.clone();
+    let mut valid = |m: &Model<B>| validate(be, m, &valid_cfg, &data.valid);
+    run_chunks(be, cfg, chunks, &mut valid, opts)
+}
+
+/// Validation figure of a model (higher is better), or None.
+pub type ValidFn<'a, B> = dyn FnMut(&Model<B>) -> Result<Option<f64>> + 'a;
+
+/// Trains `cfg` on dense chunks (`[T_c, V]` each, binary or real-valued) into `opts.out_dir`,
+/// validating with `valid` every `train.valid_every` epochs.
+pub fn run_chunks<B: Backend>(
+    be: &B,
+    cfg: Config,
+    chunks: Vec<Vec<B::F>>,
+    valid_fn: &mut ValidFn<'_, B>,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ck_path = out.join("checkpoint.safetensors");
@@ -312,7 +330,6 @@ pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -
         let _ = std::fs::remove_file(&metrics_path);
     }
     let tc = cfg.train.clone();
-    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, tc.chunk_frames);
     if chunks.is_empty() {
         return Err(Error::msg("the training split has no frames"));
     }
@@ -397,7 +414,7 @@ pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -
         trainer.check_finite()?;
         let mut valid = None;
         if tc.valid_metric != ValidMetric::None && prog.epoch % tc.valid_every == 0 {
-            valid = validate(be, &trainer.model, &cfg, &data.valid)?;
+            valid = valid_fn(&trainer.model)?;
             if let Some(v) = valid {
                 if prog.best_valid.is_none_or(|b| v > b) {
                     prog.best_valid = Some(v);
@@ -453,4 +470,26 @@ pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -
         wall_s: prog.wall_s,
         updates_per_s: (prog.update - update0) as f64 / el.max(1e-9),
     })
+}
+
+/// Trains the run a config describes, reading its data: piano rolls (`jsb` or a dataset file),
+/// or the real-valued motion capture (`.../mocap49.json`, Gaussian-visible models; no
+/// validation split in that protocol, so `train.valid_metric` must be `none`).
+pub fn run_config<B: Backend>(be: &B, cfg: Config, opts: &RunOptions) -> Result<RunSummary> {
+    if crate::data::is_mocap(&cfg.data.path) {
+        let data = crate::data::mocap::read(Path::new(&cfg.data.path))?;
+        if !cfg.model.gaussian || cfg.model.visible != data.dims {
+            return Err(Error::config(&cfg.data.path, "model", format!("motion capture needs gaussian: true and visible: {}", data.dims)));
+        }
+        let chunks: Vec<Vec<B::F>> = data
+            .train_chunks(cfg.train.chunk_frames)
+            .into_iter()
+            .map(|c| c.into_iter().map(B::F::from_f64).collect())
+            .collect();
+        let mut none = |_: &Model<B>| Ok(None);
+        run_chunks(be, cfg, chunks, &mut none, opts)
+    } else {
+        let data = crate::data::open(&cfg.data.path)?;
+        run(be, cfg, &data, opts)
+    }
 }

@@ -68,20 +68,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.train.checkpoint_every = c;
     }
     cfg.validate("command line")?;
-    let data = super::load_data(&cfg.data.path).with_context(|| format!("loading data `{}`", cfg.data.path))?;
     let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
     let opts = RunOptions { out_dir: out.clone(), resume, progress: !args.quiet, verbose: true };
     let summary = crate::with_device!(device, |be| {
         eprintln!(
-            "training {} ({} parameters) on {} ({} train sequences) with {} -> {}",
+            "training {} ({} parameters) on {} with {} -> {}",
             cfg.model.kind.name(),
             cfg.model.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
             cfg.data.path,
-            data.train.len(),
             crate::backend::Backend::name(be),
             out.display()
         );
-        train::run(be, cfg.clone(), &data, &opts)?
+        train::run_config(be, cfg.clone(), &opts).with_context(|| format!("training on `{}`", cfg.data.path))?
     });
     eprintln!(
         "done: {} updates, {} epochs{}, {:.1} s ({:.0} updates/s){}; checkpoints in {}",

@@ -5,6 +5,7 @@
 
 pub mod json;
 pub mod mat;
+pub mod mocap;
 pub mod pickle;
 pub mod split;
 pub mod stats;
@@ -118,4 +119,19 @@ pub const JSB_JSON: &str = include_str!("../../data/jsb_chorales.json");
 /// The embedded JSB Chorales dataset.
 pub fn jsb_embedded() -> Dataset {
     json::parse(JSB_JSON, Path::new("<embedded jsb_chorales.json>")).expect("embedded JSB data is valid")
+}
+
+/// Opens a dataset by the name used in configs and on the command line: `jsb` is the JSB
+/// Chorales shipped in the binary, anything else a `.json`, `.pkl` or `.mat` file.
+pub fn open(name: &str) -> Result<Dataset> {
+    if name == "jsb" {
+        Ok(jsb_embedded())
+    } else {
+        Dataset::load(Path::new(name))
+    }
+}
+
+/// True when a data path names the real-valued motion-capture file (SPEC 4.3).
+pub fn is_mocap(name: &str) -> bool {
+    name.ends_with("mocap49.json")
 }
