@@ -15,6 +15,7 @@
 //!   per draw); counted, bounded by 1e-4 of draws (K = 1) and 2 % of chains (K = 25).
 //! - training update: 100 BPTT frames with gemm in another order: atol 1e-4, rtol 1e-3.
 #![cfg(feature = "cuda")]
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use rtrbm::backend::{Backend, Cpu, Cuda, Dims, Mat};
 use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
