@@ -11,12 +11,16 @@
 //! `kernels/`. A model written against this trait runs on either without change.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::error::Result;
 use crate::float::Float;
 use crate::rng::RngKey;
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 
 /// Sizes shared by the sequence operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

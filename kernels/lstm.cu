@@ -1,0 +1,154 @@
+// lstm.cu: the LSTM of LSTM-RTRBM (SPEC 2) over a chunk, one thread block per sequence b
+// (blockIdx.x; blockIdx.y free for a model index) walking all T frames in ONE launch, one thread
+// per unit j (strided). Gate order (i, f, o, g); optional peepholes p = (p_i, p_f, p_o) [3U]
+// (i and f see c_{t-1}, o sees c_t). Wl [U,4U] is staged in shared memory (odd stride ldw) when
+// it fits, else read from global memory. States l, c [T+1,B,U] (row 0 initial), pre/gates/dpre
+// [T,B,4U], dl [T+1,B,U], dstate0 [2,B,U].
+//
+// lstm_forward:  z = pre[s] + l[s] Wl (+ peepholes); i, f, o = sigma, g = tanh;
+//                c[s+1] = f c[s] + i g; l[s+1] = o tanh(c[s+1]); gates[s] = (i, f, o, g).
+//                Reference: Cpu::lstm_forward (src/backend/cpu.rs).
+// lstm_backward: BPTT through the cell, exactly the expressions of Cpu::lstm_backward; the
+//                recurrent gradient d l[s] = dpre[s] Wl^T goes through shared memory. Peephole
+//                gradients are summed over s per sequence into dpeep_part [B,3U] and then added
+//                over b into dpeep by lstm_dpeep_reduce (deterministic order).
+
+extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                                        const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,
+                                        float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const int G = 4 * U;
+    const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
+    float* lc = smem + (w_shared ? U * ldw : 0);  // l[s]
+    float* cc = lc + U;                           // c[s]
+    float* ln = cc + U;                           // l[s+1]
+    float* cn = ln + U;                           // c[s+1]
+    int b = blockIdx.x;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        lc[j] = l[(long long)b * U + j];
+        cc[j] = c[(long long)b * U + j];
+    }
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long next = ((long long)(s + 1) * B + b) * U;
+        long long grow = ((long long)s * B + b) * G;
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            // z = pre + l_{t-1} Wl, in the CPU's order (i ascending, zero l skipped)
+            float zi = pre[grow + j], zf = pre[grow + U + j], zo = pre[grow + 2 * U + j], zg = pre[grow + 3 * U + j];
+            for (int i = 0; i < U; ++i) {
+                float x = lc[i];
+                if (x != 0.0f) {
+                    const float* wr = Ws + (long long)i * ldw;
+                    zi += x * wr[j];
+                    zf += x * wr[U + j];
+                    zo += x * wr[2 * U + j];
+                    zg += x * wr[3 * U + j];
+                }
+            }
+            float c_prev = cc[j];
+            if (has_peep) {
+                zi += peep[j] * c_prev;
+                zf += peep[U + j] * c_prev;
+            }
+            float gi = sigmoidf_(zi), gf = sigmoidf_(zf), gg = tanhf(zg);
+            float ct = gf * c_prev + gi * gg;
+            if (has_peep) zo += peep[2 * U + j] * ct;
+            float go = sigmoidf_(zo);
+            float lt = go * tanhf(ct);
+            c[next + j] = ct;
+            l[next + j] = lt;
+            gates[grow + j] = gi;
+            gates[grow + U + j] = gf;
+            gates[grow + 2 * U + j] = go;
+            gates[grow + 3 * U + j] = gg;
+            ln[j] = lt;
+            cn[j] = ct;
+        }
+        __syncthreads();
+        float* t = lc; lc = ln; ln = t;
+        t = cc; cc = cn; cn = t;
+    }
+}
+
+extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                                         const float* __restrict__ c, const float* __restrict__ gates,
+                                         const float* __restrict__ dl, float* __restrict__ dpre,
+                                         float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
+                                         int U, int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const int G = 4 * U;
+    const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
+    float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
+    float* dc_next = dl_rec + U;                      // gradient into c[s] from frame s
+    float* dz = dc_next + U;                          // dpre of the current frame [4U]
+    int b = blockIdx.x;
+    float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        dl_rec[j] = 0.0f;
+        dc_next[j] = 0.0f;
+        if (part) {
+            part[j] = 0.0f;
+            part[U + j] = 0.0f;
+            part[2 * U + j] = 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int s = T - 1; s >= 0; --s) {
+        long long prev = ((long long)s * B + b) * U;
+        long long next = ((long long)(s + 1) * B + b) * U;
+        long long grow = ((long long)s * B + b) * G;
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
+            float c_prev = c[prev + j], ct = c[next + j];
+            float tc = tanhf(ct);
+            // l_t = o tanh(c_t)
+            float dlt = dl[next + j] + dl_rec[j];
+            float dzo = dlt * tc * go * (1.0f - go);
+            // c_t feeds l_t, c_{t+1} and (peephole) o_t
+            float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
+            if (has_peep) dcv += dzo * peep[2 * U + j];
+            // c_t = f c_{t-1} + i g
+            float dzi = dcv * gg * gi * (1.0f - gi);
+            float dzf = dcv * c_prev * gf * (1.0f - gf);
+            float dzg = dcv * gi * (1.0f - gg * gg);
+            float dc_prev = dcv * gf;
+            if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
+            if (part) {
+                part[j] += dzi * c_prev;
+                part[U + j] += dzf * c_prev;
+                part[2 * U + j] += dzo * ct;
+            }
+            dc_next[j] = dc_prev;
+            dpre[grow + j] = dzi;
+            dpre[grow + U + j] = dzf;
+            dpre[grow + 2 * U + j] = dzo;
+            dpre[grow + 3 * U + j] = dzg;
+            dz[j] = dzi;
+            dz[U + j] = dzf;
+            dz[2 * U + j] = dzo;
+            dz[3 * U + j] = dzg;
+        }
+        __syncthreads();
+        // d l_{t-1} (through the gates) = dz Wl^T, q in order like the CPU
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            const float* wrow = Ws + (long long)j * ldw;
+            float acc = 0.0f;
+            for (int q = 0; q < G; ++q) acc += wrow[q] * dz[q];
+            dl_rec[j] = acc;
+        }
+        __syncthreads();
+    }
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        dstate0[(long long)b * U + j] = dl[(long long)b * U + j] + dl_rec[j];
+        dstate0[((long long)B + b) * U + j] = dc_next[j];
+    }
+}
+
+// dpeep[q] += sum_b part[b, q], q < 3U.
+extern "C" __global__ void lstm_dpeep_reduce(const float* __restrict__ part, int B, int U, float* __restrict__ dpeep) {
+    int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= 3 * U) return;
+    float acc = 0.0f;
+    for (int b = 0; b < B; ++b) acc += part[(long long)b * 3 * U + q];
+    dpeep[q] += acc;
+}

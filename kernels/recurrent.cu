@@ -1,0 +1,112 @@
+// recurrent.cu: the sequential recurrences of RTRBM and RNN-RBM (SPEC 2), one thread block per
+// sequence b (blockIdx.x; blockIdx.y free for a model index) walking all T frames in ONE launch,
+// one thread per unit j (strided when the unit count exceeds blockDim.x). The square recurrent
+// matrix (WR [H,H] or Wuu [U,U]) is staged in shared memory with odd stride ldw when it fits, the
+// current state vector lives in shared memory (double-buffered: one __syncthreads per frame).
+// Layouts: [T,B,X] time-major; states [T+1,B,X] with row 0 the initial state.
+//
+// rtrbm_forward:  bh_t[s] = pre[s] + r[s] WR; r[s+1] = sigma(vw[s] + bh_t[s]).  Ref: Cpu::rtrbm_forward
+// rtrbm_backward: g[T-1] = dbh[T-1]; g[s] = dbh[s] + (g[s+1] WR^T) * r[s+1] (1 - r[s+1]).
+//                                                                              Ref: Cpu::rtrbm_backward
+// rnn_forward:    u[s+1] = tanh(pre[s] + u[s] Wuu).                             Ref: Cpu::rnn_forward
+// rnn_backward:   dz[s] = (e[s] + dz[s+1] Wuu^T) (1 - u[s+1]^2), dz[T] = 0.     Ref: Cpu::rnn_backward
+
+extern "C" __global__ void rtrbm_forward(const float* __restrict__ WR, const float* __restrict__ pre,
+                                         const float* __restrict__ vw, float* __restrict__ r,
+                                         float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
+    float* cur = smem + (w_shared ? H * ldw : 0);
+    float* nxt = cur + H;
+    int b = blockIdx.x;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) cur[j] = r[(long long)b * H + j];
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long row = ((long long)s * B + b) * H;
+        long long out = ((long long)(s + 1) * B + b) * H;
+        for (int j = threadIdx.x; j < H; j += blockDim.x) {
+            float bh = col_dot(Ws, ldw, cur, H, j, pre[row + j]);
+            bh_t[row + j] = bh;
+            float rj = sigmoidf_(vw[row + j] + bh);
+            r[out + j] = rj;
+            nxt[j] = rj;
+        }
+        __syncthreads();
+        float* t = cur; cur = nxt; nxt = t;
+    }
+}
+
+extern "C" __global__ void rtrbm_backward(const float* __restrict__ WR, const float* __restrict__ r,
+                                          const float* __restrict__ dbh, float* __restrict__ g, int T, int B, int H,
+                                          int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
+    float* gn = smem + (w_shared ? H * ldw : 0);  // g[s+1]
+    float* gc = gn + H;                           // g[s]
+    int b = blockIdx.x;
+    for (int s = T - 1; s >= 0; --s) {
+        long long row = ((long long)s * B + b) * H;
+        for (int j = threadIdx.x; j < H; j += blockDim.x) {
+            float gj = dbh[row + j];
+            if (s + 1 < T) {
+                const float* wrow = Ws + (long long)j * ldw;
+                float dr = 0.0f;
+                for (int k = 0; k < H; ++k) dr += wrow[k] * gn[k];
+                float rj = r[((long long)(s + 1) * B + b) * H + j];
+                gj += dr * rj * (1.0f - rj);
+            }
+            g[row + j] = gj;
+            gc[j] = gj;
+        }
+        __syncthreads();
+        float* t = gn; gn = gc; gc = t;
+    }
+}
+
+extern "C" __global__ void rnn_forward(const float* __restrict__ Wuu, const float* __restrict__ pre,
+                                       float* __restrict__ u, int T, int B, int U, int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
+    float* cur = smem + (w_shared ? U * ldw : 0);
+    float* nxt = cur + U;
+    int b = blockIdx.x;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) cur[j] = u[(long long)b * U + j];
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long row = ((long long)s * B + b) * U;
+        long long out = ((long long)(s + 1) * B + b) * U;
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            float uj = tanhf(col_dot(Ws, ldw, cur, U, j, pre[row + j]));
+            u[out + j] = uj;
+            nxt[j] = uj;
+        }
+        __syncthreads();
+        float* t = cur; cur = nxt; nxt = t;
+    }
+}
+
+extern "C" __global__ void rnn_backward(const float* __restrict__ Wuu, const float* __restrict__ u,
+                                        const float* __restrict__ e, float* __restrict__ dz, int T, int B, int U,
+                                        int w_shared, int ldw) {
+    extern __shared__ float smem[];
+    const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
+    float* dn = smem + (w_shared ? U * ldw : 0);  // dz[s+1]
+    float* dc = dn + U;                           // dz[s]
+    int b = blockIdx.x;
+    for (int s = T - 1; s >= 0; --s) {
+        long long row = ((long long)s * B + b) * U;
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            float du = e[row + j];
+            if (s + 1 < T) {
+                const float* wrow = Ws + (long long)j * ldw;
+                for (int k = 0; k < U; ++k) du += wrow[k] * dn[k];
+            }
+            float uj = u[((long long)(s + 1) * B + b) * U + j];
+            float d = du * (1.0f - uj * uj);
+            dz[row + j] = d;
+            dc[j] = d;
+        }
+        __syncthreads();
+        float* t = dn; dn = dc; dc = t;
+    }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds (release, on the development machine) the GPU test binaries and the rtrbm binary, and
+# packs them with a run.sh into gpu-bundle/ (git-ignored). On the GPU machine (no Rust needed):
+#     bash gpu-bundle/run.sh          # results also go to $OUT when it is set
+# run.sh runs every test binary with REQUIRE_CUDA=1 REQUIRE_NVRTC=1 (a missing GPU is a failure
+# there, not a skip) and prints a summary table: binary, passed, failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TESTS=(gpu_kernels nvrtc_compile)
+BUNDLE=gpu-bundle
+rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin"
+
+cargo build --release --bin rtrbm
+cp target/release/rtrbm "$BUNDLE/bin/rtrbm"
+# Test executables: from cargo's JSON messages (profile.test, target kind "test").
+cargo test --release --no-run --message-format=json $(printf -- '--test %s ' "${TESTS[@]}") > "$BUNDLE/.build.json"
+for t in "${TESTS[@]}"; do
+  exe=$(python3 - "$t" "$BUNDLE/.build.json" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+for line in open(path):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == name and m.get("executable"):
+        print(m["executable"])
+PY
+)
+  [ -n "$exe" ] || { echo "no executable found for test $t" >&2; exit 1; }
+  cp "$exe" "$BUNDLE/bin/$t"
+done
+rm -f "$BUNDLE/.build.json"
+strip "$BUNDLE"/bin/* || true
+
+cat > "$BUNDLE/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs the bundled GPU tests on a machine with an NVIDIA GPU (see scripts/gpu-check.sh).
+cd "$(dirname "$0")"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
+export REQUIRE_CUDA=1 REQUIRE_NVRTC=1 RUST_BACKTRACE=1
+LOG="${OUT:-.}"
+mkdir -p "$LOG"
+nvidia-smi > "$LOG/nvidia-smi.txt" 2>&1 || true
+./bin/rtrbm info > "$LOG/rtrbm-info.txt" 2>&1 || true
+printf '%-16s %7s %7s %s\n' binary passed failed status > "$LOG/summary.txt"
+overall=0
+for t in nvrtc_compile gpu_kernels; do
+  timeout 240 ./bin/$t --test-threads=2 --nocapture > "$LOG/$t.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || overall=1
+  passed=$(grep -c '^test .* ok$' "$LOG/$t.log" || true)
+  failed=$(grep -c '^test .* FAILED$' "$LOG/$t.log" || true)
+  printf '%-16s %7s %7s rc=%s\n' "$t" "$passed" "$failed" "$rc" >> "$LOG/summary.txt"
+done
+cat "$LOG/summary.txt"
+for t in nvrtc_compile gpu_kernels; do
+  if grep -q 'FAILED\|panicked' "$LOG/$t.log"; then echo "---- $t (failures) ----"; grep -A12 'panicked\|^failures:' "$LOG/$t.log" | head -120; fi
+done
+exit $overall
+RUN
+chmod +x "$BUNDLE/run.sh"
+du -sh "$BUNDLE"

@@ -1,0 +1,839 @@
+//! The CUDA backend: every [`Backend`] op runs a kernel of `kernels/` (compiled at run time with
+//! NVRTC for the device's compute capability), on one stream of one device, in f32.
+//!
+//! CUDA is loaded dynamically (cudarc `dynamic-loading`): a machine without libcuda or libnvrtc
+//! builds and runs the CPU backend, and [`Cuda::new`] says what is missing instead of panicking.
+//! `kernels/common.cuh` (Philox, sigmoid, softplus, shared-memory helpers) is prepended to each
+//! `.cu` file; each file becomes one module, and the loaded functions are cached by name.
+//! Kernels are compiled with `--fmad=false` so elementwise arithmetic rounds like the CPU
+//! reference (the gemm kernel uses explicit `fmaf`).
+
+use super::{Backend, Dims, Mat};
+use crate::error::{Error, Result};
+use crate::rng::RngKey;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The common header, prepended to every kernel file.
+const COMMON: &str = include_str!("../../kernels/common.cuh");
+
+/// Kernel files: (file name, source, entry points).
+const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
+    (
+        "linalg.cu",
+        include_str!("../../kernels/linalg.cu"),
+        &["gemm_f32", "add_bias", "sum_rows", "axpy", "masked_diff", "mask_rows", "fill_f32", "scale_f32", "sum_squares_partial"],
+    ),
+    ("rbm.cu", include_str!("../../kernels/rbm.cu"), &["hidden_probs", "gibbs_chain", "gibbs_marginals", "free_energy", "test_uniforms"]),
+    ("recurrent.cu", include_str!("../../kernels/recurrent.cu"), &["rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward"]),
+    ("lstm.cu", include_str!("../../kernels/lstm.cu"), &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce"]),
+    ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum"]),
+    ("ais.cu", include_str!("../../kernels/ais.cu"), &["ais_chains"]),
+];
+
+/// Kernels that use dynamic shared memory (their limit is raised to the device's opt-in maximum).
+const DYN_SMEM_KERNELS: &[&str] =
+    &["gibbs_chain", "gibbs_marginals", "ais_chains", "rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward"];
+
+/// Chains (warps) per block of the chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
+const CHAINS_PER_BLOCK: usize = 4;
+/// Threads of the elementwise kernels, and the most blocks of a grid-stride launch.
+const THREADS: u32 = 256;
+const MAX_BLOCKS: usize = 4096;
+/// Blocks of the sum-of-squares reduction.
+const SSQ_BLOCKS: usize = 256;
+
+fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
+    cudarc::nvrtc::CompileOptions {
+        fmad: Some(false),
+        use_fast_math: None,
+        options: vec![format!("--gpu-architecture={arch}"), "-lineinfo".to_string(), "--std=c++14".to_string()],
+        ..Default::default()
+    }
+}
+
+fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library; no symbol is called.
+    std::panic::catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false)
+}
+
+fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library; no symbol is called.
+    std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+}
+
+/// Compiles one kernel file (common header prepended) to PTX; the error names the file and
+/// carries the whole NVRTC log.
+fn compile_file(file: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx> {
+    let full = format!("{COMMON}\n// ---- {file} ----\n{src}");
+    let mut opts = nvrtc_options(arch);
+    opts.name = Some(file.to_string());
+    let res = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&full, opts))
+        .map_err(|p| Error::Cuda(format!("NVRTC panicked compiling {file}: {}", panic_text(p))))?;
+    res.map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { nvrtc, options, log } => Error::Cuda(format!(
+            "NVRTC failed to compile kernels/{file} ({nvrtc:?}, options {options:?}):\n{}",
+            log.to_string_lossy()
+        )),
+        other => Error::Cuda(format!("NVRTC failed on kernels/{file}: {other:?}")),
+    })
+}
+
+/// Compiles every kernel file with NVRTC only (no driver, no GPU) for `arch` (e.g.
+/// `compute_90`): returns (file, PTX bytes). Used by the `nvrtc_compile` test.
+pub fn compile_all_ptx(arch: &str) -> Result<Vec<(String, usize)>> {
+    if !nvrtc_present() {
+        return Err(Error::Cuda("libnvrtc not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc`, and put its lib folder on LD_LIBRARY_PATH)".into()));
+    }
+    let mut out = vec![];
+    for (file, src, _) in KERNEL_FILES {
+        let ptx = compile_file(file, src, arch)?;
+        out.push((file.to_string(), ptx.to_src().len()));
+    }
+    Ok(out)
+}
+
+fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let (mut a, mut b) = (0i32, 0i32);
+    // SAFETY: the library is present; nvrtcVersion writes two ints through valid pointers.
+    let r = std::panic::catch_unwind(move || {
+        let rc = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut a, &mut b) };
+        (rc, a, b)
+    })
+    .ok()?;
+    (r.0 == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((r.1, r.2))
+}
+
+/// Device name, compute capability, driver and NVRTC versions and SM count of device 0, for
+/// `rtrbm info`.
+pub fn device_info() -> Result<String> {
+    let nvrtc = match nvrtc_version() {
+        Some((a, b)) => format!("{a}.{b}"),
+        None => "not found".into(),
+    };
+    if !driver_present() {
+        return Err(Error::Cuda(format!("libcuda not found (no NVIDIA driver); NVRTC {nvrtc}")));
+    }
+    let info = std::panic::catch_unwind(|| -> Result<String> {
+        let ctx = CudaContext::new(0).map_err(|e| Error::Cuda(format!("cannot open device 0: {e:?}")))?;
+        let name = ctx.name().map_err(|e| Error::Cuda(format!("{e:?}")))?;
+        let (ma, mi) = ctx.compute_capability().map_err(|e| Error::Cuda(format!("{e:?}")))?;
+        let sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| Error::Cuda(format!("{e:?}")))?;
+        let mut drv = 0i32;
+        // SAFETY: the driver library is loaded (a context exists); writes one int.
+        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut drv) };
+        let mem = ctx.total_mem().unwrap_or(0);
+        Ok(format!(
+            "{name}: compute capability {ma}.{mi}, {sms} SMs, {:.1} GiB, driver CUDA {}.{}, NVRTC {nvrtc}",
+            mem as f64 / (1u64 << 30) as f64,
+            drv / 1000,
+            (drv % 1000) / 10
+        ))
+    })
+    .map_err(|p| Error::Cuda(format!("CUDA initialisation panicked: {}", panic_text(p))))?;
+    info
+}
+
+/// The CUDA backend (f32). See the module comment.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    name: String,
+    /// Most dynamic shared memory a block of the chain/recurrent kernels may use, in bytes.
+    smem_limit: usize,
+}
+
+fn drv<T>(what: &str, r: std::result::Result<T, cudarc::driver::DriverError>) -> Result<T> {
+    r.map_err(|e| Error::Cuda(format!("{what}: {e:?}")))
+}
+
+fn grid_for(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn i32_of(what: &str, x: usize) -> Result<i32> {
+    i32::try_from(x).map_err(|_| Error::Shape(format!("{what} = {x} exceeds the kernels' 32-bit sizes")))
+}
+
+fn check(name: &str, len: usize, need: usize) -> Result<()> {
+    if len < need {
+        return Err(Error::Shape(format!("{name}: buffer has {len} elements, operation needs {need}")));
+    }
+    Ok(())
+}
+
+/// Odd row stride for a matrix staged in shared memory.
+fn odd(cols: usize) -> usize {
+    cols | 1
+}
+
+impl Cuda {
+    /// Opens device `ordinal`, compiles every kernel for its compute capability and loads them.
+    /// Returns `Error::Cuda` (never panics) when libcuda or libnvrtc is missing or anything fails.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        if !driver_present() {
+            return Err(Error::Cuda("libcuda (the NVIDIA driver library) was not found: no GPU backend on this machine".into()));
+        }
+        if !nvrtc_present() {
+            return Err(Error::Cuda(
+                "libnvrtc was not found: install the CUDA toolkit's NVRTC (or `pip install nvidia-cuda-nvrtc`) and put its lib folder on LD_LIBRARY_PATH".into(),
+            ));
+        }
+        std::panic::catch_unwind(|| Self::open(ordinal)).map_err(|p| Error::Cuda(format!("CUDA initialisation panicked: {}", panic_text(p))))?
+    }
+
+    fn open(ordinal: usize) -> Result<Cuda> {
+        let ctx = drv(&format!("opening CUDA device {ordinal}"), CudaContext::new(ordinal))?;
+        // SAFETY: this backend uses a single stream, so cross-stream event tracking is not needed;
+        // every launch and copy is ordered on that stream and downloads synchronise it.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = drv("compute capability", ctx.compute_capability())?;
+        let arch = format!("compute_{major}{minor}");
+        let optin = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .unwrap_or(48 * 1024)
+            .max(48 * 1024) as usize;
+        let mut funcs = HashMap::new();
+        for (file, src, names) in KERNEL_FILES {
+            let ptx = compile_file(file, src, &arch)?;
+            let module = drv(&format!("loading module {file} ({arch})"), ctx.load_module(ptx))?;
+            for &n in names.iter() {
+                let f = drv(&format!("loading kernel {n} from {file}"), module.load_function(n))?;
+                funcs.insert(n, f);
+            }
+        }
+        // Raise the dynamic shared memory limit of the kernels that stage matrices; keep 48 KiB
+        // (always allowed) if the device refuses.
+        let mut smem_limit = optin - 1024; // headroom for static shared memory
+        for &n in DYN_SMEM_KERNELS {
+            let ok = funcs[n]
+                .set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem_limit as i32,
+                )
+                .is_ok();
+            if !ok {
+                smem_limit = 48 * 1024;
+            }
+        }
+        let name = drv("device name", ctx.name())?;
+        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32)"), smem_limit })
+    }
+
+    fn func(&self, name: &str) -> Result<&CudaFunction> {
+        self.funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
+    }
+
+    /// The uniforms of `counter` at indices `first .. first + n`, drawn on the GPU by the same
+    /// Philox code as every kernel (for bit-identity tests against `RngKey::fill_uniform`).
+    pub fn uniforms(&self, rng: RngKey, counter: u32, first: u32, n: usize) -> Result<Vec<f32>> {
+        let mut out = self.zeros(n.max(1))?;
+        let n_i = i32_of("n", n)?;
+        let f = self.func("test_uniforms")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&first).arg(&n_i).arg(&mut out);
+        // SAFETY: argument types match the kernel signature; `out` holds n elements.
+        launch(&mut lb, grid_for(n), "test_uniforms")?;
+        let mut v = self.download(&out)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// The compute capability's shared-memory budget for one block of a chain kernel: (use W in
+    /// shared memory, ldw, bytes).
+    fn w_layout(&self, rows: usize, cols: usize, per_block_extra: usize) -> (i32, i32, u32) {
+        let ldw = odd(cols);
+        let w_bytes = rows * ldw * 4;
+        if w_bytes + per_block_extra <= self.smem_limit {
+            (1, ldw as i32, (w_bytes + per_block_extra) as u32)
+        } else {
+            (0, cols as i32, per_block_extra as u32)
+        }
+    }
+
+    fn check_smem(&self, what: &str, bytes: u32) -> Result<()> {
+        if bytes as usize > self.smem_limit {
+            return Err(Error::Cuda(format!("{what}: needs {bytes} bytes of shared memory per block, the device allows {}", self.smem_limit)));
+        }
+        Ok(())
+    }
+
+    /// Threads per block for the per-sequence recurrent kernels: units rounded up to a warp,
+    /// at most 256 (units beyond are strided).
+    fn rec_threads(units: usize) -> u32 {
+        (units.div_ceil(32) * 32).clamp(32, 256) as u32
+    }
+}
+
+/// Launches and names the kernel in any error.
+fn launch(lb: &mut cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig, name: &str) -> Result<()> {
+    // SAFETY: each caller pushes arguments in the order and with the types of the kernel's
+    // signature, and checks the buffer lengths the kernel indexes.
+    unsafe { lb.launch(cfg) }.map(|_| ()).map_err(|e| Error::Cuda(format!("kernel {name}: launch failed: {e:?}")))
+}
+
+impl Backend for Cuda {
+    type F = f32;
+    type Buf = CudaSlice<f32>;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// A zero buffer; cudarc cannot allocate 0 bytes, so `n = 0` gives a 1-element buffer.
+    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        drv("alloc_zeros", self.stream.alloc_zeros::<f32>(n.max(1)))
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
+        if host.is_empty() {
+            return self.zeros(0);
+        }
+        drv("upload", self.stream.clone_htod(host))
+    }
+
+    fn write(&self, dst: &mut CudaSlice<f32>, host: &[f32]) -> Result<()> {
+        if dst.len() != host.len() {
+            return Err(Error::Shape(format!("write: buffer {} vs host {}", dst.len(), host.len())));
+        }
+        drv("write", self.stream.memcpy_htod(host, dst))
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        let v = drv("download", self.stream.clone_dtoh(buf))?;
+        drv("synchronize after download", self.stream.synchronize())?;
+        Ok(v)
+    }
+
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
+    fn copy(&self, src: &CudaSlice<f32>, src_off: usize, dst: &mut CudaSlice<f32>, dst_off: usize, n: usize) -> Result<()> {
+        check("copy src", src.len(), src_off + n)?;
+        check("copy dst", dst.len(), dst_off + n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let s = src.slice(src_off..src_off + n);
+        let mut d = dst.slice_mut(dst_off..dst_off + n);
+        drv("copy", self.stream.memcpy_dtod(&s, &mut d))
+    }
+
+    fn fill(&self, x: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+        let n = x.len() as i64;
+        let f = self.func("fill_f32")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(&n).arg(&value);
+        launch(&mut lb, grid_for(n as usize), "fill_f32")
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        drv("synchronize", self.stream.synchronize())
+    }
+
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: Mat<'_, CudaSlice<f32>>,
+        b: Mat<'_, CudaSlice<f32>>,
+        beta: f32,
+        c: &mut CudaSlice<f32>,
+        c_off: usize,
+    ) -> Result<()> {
+        check("gemm A", a.buf.len(), a.offset + m * k)?;
+        check("gemm B", b.buf.len(), b.offset + k * n)?;
+        check("gemm C", c.len(), c_off + m * n)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let (mi, ni, ki) = (i32_of("gemm m", m)?, i32_of("gemm n", n)?, i32_of("gemm k", k)?);
+        let (ao, bo, co) = (a.offset as i64, b.offset as i64, c_off as i64);
+        let (at, bt) = (a.trans as i32, b.trans as i32);
+        let f = self.func("gemm_f32")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(&mi).arg(&ni).arg(&ki).arg(&alpha);
+        lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+        lb.arg(&beta).arg(c).arg(&co);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+        launch(&mut lb, cfg, "gemm_f32")
+    }
+
+    fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+        check("add_bias x", x.len(), rows * cols)?;
+        check("add_bias bias", bias.len(), cols)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let f = self.func("add_bias")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(bias).arg(&r).arg(&c);
+        launch(&mut lb, grid_for(rows * cols), "add_bias")
+    }
+
+    fn sum_rows(&self, x: &CudaSlice<f32>, rows: usize, cols: usize, alpha: f32, beta: f32, out: &mut CudaSlice<f32>) -> Result<()> {
+        check("sum_rows x", x.len(), rows * cols)?;
+        check("sum_rows out", out.len(), cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let f = self.func("sum_rows")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out);
+        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch(&mut lb, cfg, "sum_rows")
+    }
+
+    fn axpy(&self, alpha: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
+        check("axpy y", y.len(), x.len())?;
+        let n = x.len() as i64;
+        let f = self.func("axpy")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(&n).arg(&alpha).arg(x).arg(y);
+        launch(&mut lb, grid_for(n as usize), "axpy")
+    }
+
+    fn masked_diff(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        mask: &CudaSlice<f32>,
+        scale: f32,
+        rows: usize,
+        cols: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check("masked_diff a", a.len(), rows * cols)?;
+        check("masked_diff b", b.len(), rows * cols)?;
+        check("masked_diff mask", mask.len(), rows)?;
+        check("masked_diff out", out.len(), rows * cols)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let f = self.func("masked_diff")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(a).arg(b).arg(mask).arg(&scale).arg(&r).arg(&c).arg(out);
+        launch(&mut lb, grid_for(rows * cols), "masked_diff")
+    }
+
+    fn mask_rows(&self, x: &mut CudaSlice<f32>, mask: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+        check("mask_rows x", x.len(), rows * cols)?;
+        check("mask_rows mask", mask.len(), rows)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let f = self.func("mask_rows")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(mask).arg(&r).arg(&c);
+        launch(&mut lb, grid_for(rows * cols), "mask_rows")
+    }
+
+    fn hidden_probs(&self, w: &CudaSlice<f32>, v: &CudaSlice<f32>, bh_t: &CudaSlice<f32>, n: usize, nv: usize, nh: usize, out: &mut CudaSlice<f32>) -> Result<()> {
+        check("hidden_probs W", w.len(), nv * nh)?;
+        check("hidden_probs v", v.len(), n * nv)?;
+        check("hidden_probs bh_t", bh_t.len(), n * nh)?;
+        check("hidden_probs out", out.len(), n * nh)?;
+        if n * nh == 0 {
+            return Ok(());
+        }
+        let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+        let f = self.func("hidden_probs")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
+        launch(&mut lb, grid_for(n * nh), "hidden_probs")
+    }
+
+    fn gibbs(
+        &self,
+        w: &CudaSlice<f32>,
+        bv_t: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        k: usize,
+        gaussian: bool,
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<()> {
+        check("gibbs W", w.len(), nv * nh)?;
+        check("gibbs bv_t", bv_t.len(), n * nv)?;
+        check("gibbs bh_t", bh_t.len(), n * nh)?;
+        check("gibbs v", v.len(), n * nv)?;
+        if n == 0 || k == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + nh) * 4);
+        self.check_smem("gibbs_chain", smem)?;
+        let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
+        let g = gaussian as i32;
+        let f = self.func("gibbs_chain")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki).arg(&g);
+        lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
+            block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
+            shared_mem_bytes: smem,
+        };
+        launch(&mut lb, cfg, "gibbs_chain")
+    }
+
+    fn free_energy(
+        &self,
+        w: &CudaSlice<f32>,
+        bv_t: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        gaussian: bool,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check("free_energy W", w.len(), nv * nh)?;
+        check("free_energy bv_t", bv_t.len(), n * nv)?;
+        check("free_energy bh_t", bh_t.len(), n * nh)?;
+        check("free_energy v", v.len(), n * nv)?;
+        check("free_energy out", out.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+        let g = gaussian as i32;
+        let f = self.func("free_energy")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&g).arg(out);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(4) as u32, 1, 1), block_dim: (32, 4, 1), shared_mem_bytes: 0 };
+        launch(&mut lb, cfg, "free_energy")
+    }
+
+    fn rtrbm_forward(&self, wr: &CudaSlice<f32>, pre: &CudaSlice<f32>, vw: &CudaSlice<f32>, r: &mut CudaSlice<f32>, bh_t: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+        let (t, b, h) = (d.t, d.b, d.h);
+        check("rtrbm_forward WR", wr.len(), h * h)?;
+        check("rtrbm_forward pre", pre.len(), d.n() * h)?;
+        check("rtrbm_forward vw", vw.len(), d.n() * h)?;
+        check("rtrbm_forward r", r.len(), (t + 1) * b * h)?;
+        check("rtrbm_forward bh_t", bh_t.len(), d.n() * h)?;
+        if d.n() * h == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
+        self.check_smem("rtrbm_forward", smem)?;
+        let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
+        let f = self.func("rtrbm_forward")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(h), 1, 1), shared_mem_bytes: smem };
+        launch(&mut lb, cfg, "rtrbm_forward")
+    }
+
+    fn rtrbm_backward(&self, wr: &CudaSlice<f32>, r: &CudaSlice<f32>, dbh: &CudaSlice<f32>, g: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+        let (t, b, h) = (d.t, d.b, d.h);
+        check("rtrbm_backward WR", wr.len(), h * h)?;
+        check("rtrbm_backward r", r.len(), (t + 1) * b * h)?;
+        check("rtrbm_backward dbh", dbh.len(), d.n() * h)?;
+        check("rtrbm_backward g", g.len(), d.n() * h)?;
+        if d.n() * h == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
+        self.check_smem("rtrbm_backward", smem)?;
+        let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
+        let f = self.func("rtrbm_backward")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(wr).arg(r).arg(dbh).arg(g).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(h), 1, 1), shared_mem_bytes: smem };
+        launch(&mut lb, cfg, "rtrbm_backward")
+    }
+
+    fn rnn_forward(&self, wuu: &CudaSlice<f32>, pre: &CudaSlice<f32>, u: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+        let (t, b, nu) = (d.t, d.b, d.u);
+        check("rnn_forward Wuu", wuu.len(), nu * nu)?;
+        check("rnn_forward pre", pre.len(), d.n() * nu)?;
+        check("rnn_forward u", u.len(), (t + 1) * b * nu)?;
+        if d.n() * nu == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
+        self.check_smem("rnn_forward", smem)?;
+        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let f = self.func("rnn_forward")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        launch(&mut lb, cfg, "rnn_forward")
+    }
+
+    fn rnn_backward(&self, wuu: &CudaSlice<f32>, u: &CudaSlice<f32>, e: &CudaSlice<f32>, dz: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+        let (t, b, nu) = (d.t, d.b, d.u);
+        check("rnn_backward Wuu", wuu.len(), nu * nu)?;
+        check("rnn_backward u", u.len(), (t + 1) * b * nu)?;
+        check("rnn_backward e", e.len(), d.n() * nu)?;
+        check("rnn_backward dz", dz.len(), d.n() * nu)?;
+        if d.n() * nu == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
+        self.check_smem("rnn_backward", smem)?;
+        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let f = self.func("rnn_backward")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(wuu).arg(u).arg(e).arg(dz).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        launch(&mut lb, cfg, "rnn_backward")
+    }
+
+    fn lstm_forward(
+        &self,
+        wl: &CudaSlice<f32>,
+        peep: Option<&CudaSlice<f32>>,
+        pre: &CudaSlice<f32>,
+        l: &mut CudaSlice<f32>,
+        c: &mut CudaSlice<f32>,
+        gates: &mut CudaSlice<f32>,
+        d: Dims,
+    ) -> Result<()> {
+        let (t, b, nu) = (d.t, d.b, d.u);
+        let g4 = 4 * nu;
+        check("lstm_forward Wl", wl.len(), nu * g4)?;
+        check("lstm_forward pre", pre.len(), d.n() * g4)?;
+        check("lstm_forward l", l.len(), (t + 1) * b * nu)?;
+        check("lstm_forward c", c.len(), (t + 1) * b * nu)?;
+        check("lstm_forward gates", gates.len(), d.n() * g4)?;
+        if let Some(p) = peep {
+            check("lstm_forward peep", p.len(), 3 * nu)?;
+        }
+        if d.n() * nu == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(nu, g4, 4 * nu * 4);
+        self.check_smem("lstm_forward", smem)?;
+        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let has_peep = peep.is_some() as i32;
+        // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer.
+        let peep_buf = peep.unwrap_or(wl);
+        let f = self.func("lstm_forward")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
+        lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        launch(&mut lb, cfg, "lstm_forward")
+    }
+
+    fn lstm_backward(
+        &self,
+        wl: &CudaSlice<f32>,
+        peep: Option<&CudaSlice<f32>>,
+        l: &CudaSlice<f32>,
+        c: &CudaSlice<f32>,
+        gates: &CudaSlice<f32>,
+        dl: &CudaSlice<f32>,
+        dpre: &mut CudaSlice<f32>,
+        dstate0: &mut CudaSlice<f32>,
+        dpeep: Option<&mut CudaSlice<f32>>,
+        d: Dims,
+    ) -> Result<()> {
+        let _ = l;
+        let (t, b, nu) = (d.t, d.b, d.u);
+        let g4 = 4 * nu;
+        check("lstm_backward Wl", wl.len(), nu * g4)?;
+        check("lstm_backward c", c.len(), (t + 1) * b * nu)?;
+        check("lstm_backward gates", gates.len(), d.n() * g4)?;
+        check("lstm_backward dl", dl.len(), (t + 1) * b * nu)?;
+        check("lstm_backward dpre", dpre.len(), t * b * g4)?;
+        check("lstm_backward dstate0", dstate0.len(), 2 * b * nu)?;
+        if let Some(p) = peep {
+            check("lstm_backward peep", p.len(), 3 * nu)?;
+        }
+        if b * nu == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(nu, g4, 6 * nu * 4);
+        self.check_smem("lstm_backward", smem)?;
+        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let has_peep = peep.is_some() as i32;
+        let peep_buf = peep.unwrap_or(wl);
+        // Peephole gradients per sequence [B,3U], reduced over b afterwards (deterministic).
+        let mut part = if dpeep.is_some() { Some(self.zeros(b * 3 * nu)?) } else { None };
+        {
+            let f = self.func("lstm_backward")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(c).arg(gates).arg(dl).arg(dpre).arg(dstate0);
+            let null: u64 = 0;
+            match part.as_mut() {
+                Some(p) => {
+                    lb.arg(p);
+                }
+                None => {
+                    lb.arg(&null);
+                }
+            }
+            lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+            let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+            launch(&mut lb, cfg, "lstm_backward")?;
+        }
+        if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
+            check("lstm_backward dpeep", dp.len(), 3 * nu)?;
+            let f = self.func("lstm_dpeep_reduce")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(p).arg(&bi).arg(&ui).arg(dp);
+            let cfg = LaunchConfig { grid_dim: ((3 * nu).div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            launch(&mut lb, cfg, "lstm_dpeep_reduce")?;
+        }
+        Ok(())
+    }
+
+    fn sgd_momentum(&self, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, vel: &mut CudaSlice<f32>, lr: f32, momentum: f32, weight_decay: f32) -> Result<()> {
+        let n = param.len();
+        check("sgd grad", grad.len(), n)?;
+        check("sgd vel", vel.len(), n)?;
+        let ni = n as i64;
+        let f = self.func("sgd_momentum")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(param).arg(grad).arg(vel).arg(&ni).arg(&lr).arg(&momentum).arg(&weight_decay);
+        launch(&mut lb, grid_for(n), "sgd_momentum")
+    }
+
+    fn scale(&self, x: &mut CudaSlice<f32>, alpha: f32) -> Result<()> {
+        let n = x.len() as i64;
+        let f = self.func("scale_f32")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(&n).arg(&alpha);
+        launch(&mut lb, grid_for(n as usize), "scale_f32")
+    }
+
+    fn sum_squares(&self, x: &CudaSlice<f32>) -> Result<f64> {
+        let n = x.len() as i64;
+        let mut partial = drv("alloc partial sums", self.stream.alloc_zeros::<f64>(SSQ_BLOCKS))?;
+        {
+            let f = self.func("sum_squares_partial")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(x).arg(&n).arg(&mut partial);
+            let cfg = LaunchConfig { grid_dim: (SSQ_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            launch(&mut lb, cfg, "sum_squares_partial")?;
+        }
+        let host = drv("download partial sums", self.stream.clone_dtoh(&partial))?;
+        drv("synchronize", self.stream.synchronize())?;
+        Ok(host.iter().sum())
+    }
+
+    fn ais(
+        &self,
+        w: &CudaSlice<f32>,
+        bv_t: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        runs: usize,
+        betas: &[f64],
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<Vec<f64>> {
+        check("ais W", w.len(), nv * nh)?;
+        check("ais bv_t", bv_t.len(), n * nv)?;
+        check("ais bh_t", bh_t.len(), n * nh)?;
+        if betas.len() < 2 || betas[0] != 0.0 || *betas.last().unwrap_or(&0.0) != 1.0 {
+            return Err(Error::msg("ais: the schedule must start at beta = 0 and end at beta = 1"));
+        }
+        let chains = n * runs;
+        if chains == 0 {
+            return Ok(vec![]);
+        }
+        let betas_f: Vec<f32> = betas.iter().map(|&b| b as f32).collect();
+        let betas_d = self.upload(&betas_f)?;
+        let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains))?;
+        let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
+        self.check_smem("ais_chains", smem)?;
+        let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
+        i32_of("N*M", chains)?;
+        let nb = i32_of("betas", betas.len())?;
+        {
+            let f = self.func("ais_chains")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
+            lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&w_sh).arg(&ldw).arg(&mut logw);
+            let cfg = LaunchConfig {
+                grid_dim: (chains.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
+                block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
+                shared_mem_bytes: smem,
+            };
+            launch(&mut lb, cfg, "ais_chains")?;
+        }
+        let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
+        drv("synchronize", self.stream.synchronize())?;
+        Ok(out)
+    }
+
+    fn gibbs_marginals(
+        &self,
+        w: &CudaSlice<f32>,
+        bv_t: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        chains: usize,
+        burn_in: usize,
+        samples: usize,
+        rng: RngKey,
+        counter: u32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check("gibbs_marginals W", w.len(), nv * nh)?;
+        check("gibbs_marginals bv_t", bv_t.len(), n * nv)?;
+        check("gibbs_marginals bh_t", bh_t.len(), n * nh)?;
+        check("gibbs_marginals out", out.len(), n * nv)?;
+        if chains == 0 || samples == 0 {
+            return Err(Error::msg("gibbs_marginals: chains and samples must be positive"));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let norm = (1.0 / (chains * samples) as f64) as f32;
+        let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (3 * nv + nh) * 4);
+        self.check_smem("gibbs_marginals", smem)?;
+        let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+        let (ci, bi, si) = (i32_of("chains", chains)?, i32_of("burn_in", burn_in)?, i32_of("samples", samples)?);
+        i32_of("N*chains", n * chains)?;
+        let f = self.func("gibbs_marginals")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&ci).arg(&bi).arg(&si);
+        lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&w_sh).arg(&ldw).arg(out);
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
+            block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
+            shared_mem_bytes: smem,
+        };
+        launch(&mut lb, cfg, "gibbs_marginals")
+    }
+}
+
+impl Drop for Cuda {
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+        let _ = &self.ctx;
+    }
+}

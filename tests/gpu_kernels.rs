@@ -1,0 +1,530 @@
+//! Every `Backend` op of `Cuda` against the CPU reference `Cpu::<f32>`.
+//!
+//! Each GPU test calls [`gpu`]: without a usable GPU it prints why and returns (skip), unless
+//! `REQUIRE_CUDA=1`, in which case it panics. Outputs are poisoned with NaN before the launch.
+//!
+//! Tolerances (`|gpu - cpu| <= atol + rtol |cpu|`), chosen from how each kernel computes:
+//! - elementwise ops and sum_rows: kernels are compiled with `--fmad=false` and sum in the CPU's
+//!   order, so they agree to 1 ulp: atol 1e-6, rtol 1e-6.
+//! - gemm: tiled, FMA, different summation order: error ~ k * eps * |terms|, k <= 300 and terms
+//!   in [-1, 1]: atol 1e-4, rtol 1e-4.
+//! - hidden_probs and recurrences: dot products in the CPU's order, only expf/tanhf differ from
+//!   Rust's libm by an ulp or two and grow through T <= 7 frames: atol 2e-5, rtol 1e-4.
+//! - free energy: warp-tree reductions of ~100 softplus terms of size ~10: atol 1e-3, rtol 1e-5.
+//! - Bernoulli samples: equal unless a uniform lies within rounding of its probability (~1e-7
+//!   per draw); counted, bounded by 1e-4 of draws (K = 1) and 2 % of chains (K = 25).
+//! - training update: 100 BPTT frames with gemm in another order: atol 1e-4, rtol 1e-3.
+#![cfg(feature = "cuda")]
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+use rtrbm::backend::{Backend, Cpu, Cuda, Dims, Mat};
+use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
+use rtrbm::rng::{HostRng, RngKey};
+
+/// The GPU, or None (skip) with the reason printed; panics instead when REQUIRE_CUDA=1.
+fn gpu() -> Option<Cuda> {
+    match Cuda::new(0) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("REQUIRE_CUDA").as_deref() == Ok("1") {
+                panic!("REQUIRE_CUDA=1 but the CUDA backend is unavailable: {e}");
+            }
+            eprintln!("SKIPPED (no CUDA): {e}");
+            None
+        }
+    }
+}
+
+fn cpu() -> Cpu<f32> {
+    Cpu::new(2)
+}
+
+fn rand_vec(r: &mut HostRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| scale * (2.0 * r.next_f64() as f32 - 1.0)).collect()
+}
+
+fn bin_vec(r: &mut HostRng, n: usize, p: f64) -> Vec<f32> {
+    (0..n).map(|_| if r.next_f64() < p { 1.0 } else { 0.0 }).collect()
+}
+
+/// Panics naming the worst element when some |g - c| > atol + rtol |c|.
+fn assert_close(what: &str, g: &[f32], c: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(g.len(), c.len(), "{what}: lengths");
+    let mut worst = (0usize, 0f32);
+    let mut bad = 0usize;
+    for (i, (&x, &y)) in g.iter().zip(c).enumerate() {
+        let excess = if x.is_nan() || y.is_nan() { f32::INFINITY } else { (x - y).abs() - (atol + rtol * y.abs()) };
+        if excess > 0.0 {
+            bad += 1;
+        }
+        if excess > worst.1 || (bad == 1 && excess > 0.0 && worst.1 == 0.0) {
+            worst = (i, excess);
+        }
+    }
+    if bad > 0 {
+        let i = worst.0;
+        panic!("{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); worst at {i}: gpu {} cpu {}", g.len(), g[i], c[i]);
+    }
+}
+
+fn poisoned(g: &Cuda, n: usize) -> <Cuda as Backend>::Buf {
+    g.upload(&vec![f32::NAN; n]).unwrap()
+}
+
+#[test]
+fn uniforms_are_bit_identical() {
+    let Some(g) = gpu() else { return };
+    for (seed, stream, counter, first, n) in [(0u64, 0u32, 0u32, 0u32, 1usize), (42, 3, 7, 5, 10_007), (u64::MAX, u32::MAX, u32::MAX, 1 << 31, 4099)] {
+        let k = RngKey::new(seed, stream);
+        let gu = g.uniforms(k, counter, first, n).unwrap();
+        let mut cu = vec![0f32; n];
+        k.fill_uniform(counter, first, &mut cu);
+        for i in 0..n {
+            assert_eq!(gu[i].to_bits(), cu[i].to_bits(), "uniform {i} of seed {seed} stream {stream} counter {counter} first {first}");
+        }
+    }
+}
+
+#[test]
+fn gemm_all_transposes_and_offsets() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = HostRng::new(1, 0);
+    for (m, n, k) in [(1, 1, 1), (37, 53, 88), (88, 88, 100), (5, 300, 17), (130, 7, 300)] {
+        for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
+            for beta in [0.0f32, 0.5] {
+                let (ao, bo, co) = (3, 5, 7);
+                let a = rand_vec(&mut r, ao + m * k, 1.0);
+                let b = rand_vec(&mut r, bo + k * n, 1.0);
+                let c0 = rand_vec(&mut r, co + m * n + 2, 1.0);
+                let (ga, gb) = (g.upload(&a).unwrap(), g.upload(&b).unwrap());
+                let mut gc = if beta == 0.0 {
+                    let mut p = c0.clone();
+                    p[co..co + m * n].iter_mut().for_each(|x| *x = f32::NAN);
+                    g.upload(&p).unwrap()
+                } else {
+                    g.upload(&c0).unwrap()
+                };
+                let mut cc = c0.clone();
+                g.gemm(m, n, k, 0.7, Mat { buf: &ga, offset: ao, trans: at }, Mat { buf: &gb, offset: bo, trans: bt }, beta, &mut gc, co).unwrap();
+                c.gemm(m, n, k, 0.7, Mat { buf: &a, offset: ao, trans: at }, Mat { buf: &b, offset: bo, trans: bt }, beta, &mut cc, co).unwrap();
+                let gv = g.download(&gc).unwrap();
+                assert_close(&format!("gemm {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &gv, &cc, 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_ops() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = HostRng::new(2, 0);
+    for (rows, cols) in [(1, 1), (37, 53), (3001, 88), (100, 352)] {
+        let n = rows * cols;
+        let x = rand_vec(&mut r, n, 2.0);
+        let y = rand_vec(&mut r, n, 2.0);
+        let bias = rand_vec(&mut r, cols, 1.0);
+        let mask = bin_vec(&mut r, rows, 0.7);
+        let gx = g.upload(&x).unwrap();
+        let gy = g.upload(&y).unwrap();
+        let (gbias, gmask) = (g.upload(&bias).unwrap(), g.upload(&mask).unwrap());
+        let tol = |w: &str, gb: &<Cuda as Backend>::Buf, cv: &[f32]| assert_close(&format!("{w} {rows}x{cols}"), &g.download(gb).unwrap(), cv, 1e-6, 1e-6);
+        // add_bias
+        let (mut gt, mut ct) = (g.upload(&x).unwrap(), x.clone());
+        g.add_bias(&mut gt, &gbias, rows, cols).unwrap();
+        c.add_bias(&mut ct, &bias, rows, cols).unwrap();
+        tol("add_bias", &gt, &ct);
+        // sum_rows (beta = 0 on a poisoned output, and beta != 0)
+        let mut go = poisoned(&g, cols);
+        let mut co = vec![0f32; cols];
+        g.sum_rows(&gx, rows, cols, 0.3, 0.0, &mut go).unwrap();
+        c.sum_rows(&x, rows, cols, 0.3, 0.0, &mut co).unwrap();
+        assert_close(&format!("sum_rows beta=0 {rows}x{cols}"), &g.download(&go).unwrap(), &co, 1e-5, 1e-5);
+        let o0 = rand_vec(&mut r, cols, 1.0);
+        let (mut go, mut co) = (g.upload(&o0).unwrap(), o0.clone());
+        g.sum_rows(&gx, rows, cols, -1.0, 0.9, &mut go).unwrap();
+        c.sum_rows(&x, rows, cols, -1.0, 0.9, &mut co).unwrap();
+        assert_close(&format!("sum_rows beta=0.9 {rows}x{cols}"), &g.download(&go).unwrap(), &co, 1e-5, 1e-5);
+        // axpy
+        let (mut gt, mut ct) = (g.upload(&y).unwrap(), y.clone());
+        g.axpy(-0.7, &gx, &mut gt).unwrap();
+        c.axpy(-0.7, &x, &mut ct).unwrap();
+        tol("axpy", &gt, &ct);
+        // masked_diff
+        let mut gt = poisoned(&g, n);
+        let mut ct = vec![0f32; n];
+        g.masked_diff(&gx, &gy, &gmask, 0.01, rows, cols, &mut gt).unwrap();
+        c.masked_diff(&x, &y, &mask, 0.01, rows, cols, &mut ct).unwrap();
+        tol("masked_diff", &gt, &ct);
+        // mask_rows
+        let (mut gt, mut ct) = (g.upload(&x).unwrap(), x.clone());
+        g.mask_rows(&mut gt, &gmask, rows, cols).unwrap();
+        c.mask_rows(&mut ct, &mask, rows, cols).unwrap();
+        tol("mask_rows", &gt, &ct);
+        // fill, scale
+        let mut gt = poisoned(&g, n);
+        g.fill(&mut gt, 0.25).unwrap();
+        tol("fill", &gt, &vec![0.25; n]);
+        let (mut gt, mut ct) = (g.upload(&x).unwrap(), x.clone());
+        g.scale(&mut gt, -1.5).unwrap();
+        c.scale(&mut ct, -1.5).unwrap();
+        tol("scale", &gt, &ct);
+        // sgd_momentum
+        let vel = rand_vec(&mut r, n, 0.1);
+        let (mut gp, mut cp) = (g.upload(&x).unwrap(), x.clone());
+        let (mut gv, mut cv) = (g.upload(&vel).unwrap(), vel.clone());
+        g.sgd_momentum(&mut gp, &gy, &mut gv, 0.01, 0.9, 1e-3).unwrap();
+        c.sgd_momentum(&mut cp, &y, &mut cv, 0.01, 0.9, 1e-3).unwrap();
+        tol("sgd param", &gp, &cp);
+        tol("sgd vel", &gv, &cv);
+        // sum_squares (f64)
+        let (gs, cs) = (g.sum_squares(&gx).unwrap(), c.sum_squares(&x).unwrap());
+        assert!((gs - cs).abs() <= 1e-9 * cs.abs() + 1e-12, "sum_squares {gs} vs {cs}");
+        // copy with offsets
+        if n > 10 {
+            let mut gt = g.upload(&y).unwrap();
+            let mut ct = y.clone();
+            g.copy(&gx, 3, &mut gt, 5, n - 10).unwrap();
+            c.copy(&x, 3, &mut ct, 5, n - 10).unwrap();
+            assert_eq!(g.download(&gt).unwrap(), ct, "copy {rows}x{cols}");
+        }
+    }
+    let nanbuf = g.upload(&[1.0, f32::NAN]).unwrap();
+    assert!(g.sum_squares(&nanbuf).unwrap().is_nan());
+}
+
+/// Random RBM inputs: W [V,H], bv_t [N,V], bh_t [N,H], binary v [N,V].
+fn rbm_inputs(seed: u64, n: usize, nv: usize, nh: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut r = HostRng::new(seed, 5);
+    (rand_vec(&mut r, nv * nh, 0.5), rand_vec(&mut r, n * nv, 1.5), rand_vec(&mut r, n * nh, 1.5), bin_vec(&mut r, n * nv, 0.2))
+}
+
+#[test]
+fn hidden_probs_and_free_energy() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    for (n, nv, nh) in [(1, 1, 1), (500, 88, 88), (1001, 37, 53), (7, 300, 129)] {
+        let (w, bv, bh, v) = rbm_inputs(n as u64, n, nv, nh);
+        let (gw, gbv, gbh, gv) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap(), g.upload(&v).unwrap());
+        let mut go = poisoned(&g, n * nh);
+        let mut co = vec![0f32; n * nh];
+        g.hidden_probs(&gw, &gv, &gbh, n, nv, nh, &mut go).unwrap();
+        c.hidden_probs(&w, &v, &bh, n, nv, nh, &mut co).unwrap();
+        assert_close(&format!("hidden_probs N{n} V{nv} H{nh}"), &g.download(&go).unwrap(), &co, 2e-6, 1e-5);
+        for gaussian in [false, true] {
+            let mut go = poisoned(&g, n);
+            let mut co = vec![0f32; n];
+            g.free_energy(&gw, &gbv, &gbh, &gv, n, nv, nh, gaussian, &mut go).unwrap();
+            c.free_energy(&w, &bv, &bh, &v, n, nv, nh, gaussian, &mut co).unwrap();
+            assert_close(&format!("free_energy gaussian={gaussian} N{n} V{nv} H{nh}"), &g.download(&go).unwrap(), &co, 1e-3, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn gibbs_matches_cpu_samples() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let key = RngKey::new(0xfeed, 2);
+    for (n, nv, nh) in [(2000, 88, 88), (777, 37, 53), (64, 300, 200)] {
+        let (w, bv, bh, v) = rbm_inputs(7 + n as u64, n, nv, nh);
+        let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+        for k in [1usize, 25] {
+            let mut gv = g.upload(&v).unwrap();
+            let mut cv = v.clone();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, k, false, key, 11).unwrap();
+            c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, k, false, key, 11).unwrap();
+            let gvh = g.download(&gv).unwrap();
+            assert!(gvh.iter().all(|&x| x == 0.0 || x == 1.0), "gibbs output not binary");
+            let draws_bad = gvh.iter().zip(&cv).filter(|(a, b)| a != b).count();
+            let chains_bad = (0..n).filter(|&i| gvh[i * nv..(i + 1) * nv] != cv[i * nv..(i + 1) * nv]).count();
+            eprintln!("gibbs N{n} V{nv} H{nh} K{k}: {draws_bad} differing visible draws, {chains_bad} differing chains");
+            if k == 1 {
+                assert!(draws_bad as f64 <= 1e-4 * (n * (nv + nh)) as f64 + 1.0, "gibbs K=1: {draws_bad} mismatches");
+            } else {
+                assert!(chains_bad as f64 <= 0.02 * n as f64 + 1.0, "gibbs K=25: {chains_bad} of {n} chains differ");
+            }
+            // same seed twice: identical
+            let mut gv2 = g.upload(&v).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv2, n, nv, nh, k, false, key, 11).unwrap();
+            assert_eq!(g.download(&gv2).unwrap(), gvh, "gibbs not reproducible");
+        }
+        // Gaussian visibles, K = 1: v = mean + normal (f32 Box-Muller on the GPU, f64 on the CPU)
+        let mut gv = g.upload(&v).unwrap();
+        let mut cv = v.clone();
+        g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, 1, true, key, 3).unwrap();
+        c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, 1, true, key, 3).unwrap();
+        let gvh = g.download(&gv).unwrap();
+        let far = gvh.iter().zip(&cv).filter(|(a, b)| (*a - *b).abs() > 1e-4 + 1e-4 * b.abs()).count();
+        assert!(far as f64 <= 1e-3 * (n * nv) as f64 + 1.0, "gaussian gibbs: {far} elements differ");
+    }
+}
+
+#[test]
+fn gibbs_marginals_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let key = RngKey::new(99, 1);
+    let (n, nv, nh) = (9, 37, 53);
+    let (w, bv, bh, _) = rbm_inputs(3, n, nv, nh);
+    let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+    let mut go = poisoned(&g, n * nv);
+    let mut co = vec![0f32; n * nv];
+    g.gibbs_marginals(&gw, &gbv, &gbh, n, nv, nh, 3, 5, 10, key, 100, &mut go).unwrap();
+    c.gibbs_marginals(&w, &bv, &bh, n, nv, nh, 3, 5, 10, key, 100, &mut co).unwrap();
+    let gv = g.download(&go).unwrap();
+    assert!(gv.iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x)));
+    let far = gv.iter().zip(&co).filter(|(a, b)| (*a - *b).abs() > 1e-5).count();
+    assert!(far <= 2 * nv, "gibbs_marginals: {far} of {} differ (more than one chain diverged)", n * nv);
+}
+
+#[test]
+fn recurrences_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = HostRng::new(4, 0);
+    for (t, b, h, u) in [(1, 1, 88, 88), (7, 5, 53, 37), (3, 2, 88, 300), (5, 3, 129, 1)] {
+        let d = Dims { t, b, v: 88, h, u };
+        let n = t * b;
+        let tol = |w: &str, gb: &<Cuda as Backend>::Buf, cv: &[f32]| {
+            assert_close(&format!("{w} T{t} B{b} H{h} U{u}"), &g.download(gb).unwrap(), cv, 2e-5, 1e-4)
+        };
+        // RTRBM
+        let wr = rand_vec(&mut r, h * h, 0.3);
+        let pre = rand_vec(&mut r, n * h, 1.0);
+        let vw = rand_vec(&mut r, n * h, 1.0);
+        let mut r_c = rand_vec(&mut r, (t + 1) * b * h, 1.0);
+        r_c[b * h..].iter_mut().for_each(|x| *x = 0.0);
+        let mut r_g = g.upload(&r_c).unwrap();
+        for x in r_c[b * h..].iter_mut() {
+            *x = f32::NAN;
+        }
+        let mut tmp = r_c.clone();
+        tmp[b * h..].iter_mut().for_each(|x| *x = f32::NAN);
+        g.write(&mut r_g, &tmp).unwrap();
+        let (gwr, gpre, gvw) = (g.upload(&wr).unwrap(), g.upload(&pre).unwrap(), g.upload(&vw).unwrap());
+        let mut bh_g = poisoned(&g, n * h);
+        let mut bh_c = vec![0f32; n * h];
+        g.rtrbm_forward(&gwr, &gpre, &gvw, &mut r_g, &mut bh_g, d).unwrap();
+        c.rtrbm_forward(&wr, &pre, &vw, &mut r_c, &mut bh_c, d).unwrap();
+        tol("rtrbm_forward r", &r_g, &r_c);
+        tol("rtrbm_forward bh_t", &bh_g, &bh_c);
+        let dbh = rand_vec(&mut r, n * h, 0.1);
+        let gdbh = g.upload(&dbh).unwrap();
+        let rg_exact = g.upload(&r_c).unwrap();
+        let mut gg = poisoned(&g, n * h);
+        let mut gc = vec![0f32; n * h];
+        g.rtrbm_backward(&gwr, &rg_exact, &gdbh, &mut gg, d).unwrap();
+        c.rtrbm_backward(&wr, &r_c, &dbh, &mut gc, d).unwrap();
+        tol("rtrbm_backward", &gg, &gc);
+        // RNN
+        let wuu = rand_vec(&mut r, u * u, 0.3);
+        let preu = rand_vec(&mut r, n * u, 1.0);
+        let mut u_c = rand_vec(&mut r, (t + 1) * b * u, 0.5);
+        let mut tmp = u_c.clone();
+        tmp[b * u..].iter_mut().for_each(|x| *x = f32::NAN);
+        let mut u_g = g.upload(&tmp).unwrap();
+        let (gwuu, gpreu) = (g.upload(&wuu).unwrap(), g.upload(&preu).unwrap());
+        g.rnn_forward(&gwuu, &gpreu, &mut u_g, d).unwrap();
+        c.rnn_forward(&wuu, &preu, &mut u_c, d).unwrap();
+        tol("rnn_forward", &u_g, &u_c);
+        let e = rand_vec(&mut r, n * u, 0.1);
+        let (ge, gu_exact) = (g.upload(&e).unwrap(), g.upload(&u_c).unwrap());
+        let mut dz_g = poisoned(&g, n * u);
+        let mut dz_c = vec![0f32; n * u];
+        g.rnn_backward(&gwuu, &gu_exact, &ge, &mut dz_g, d).unwrap();
+        c.rnn_backward(&wuu, &u_c, &e, &mut dz_c, d).unwrap();
+        tol("rnn_backward", &dz_g, &dz_c);
+        // LSTM, with and without peepholes
+        for with_peep in [false, true] {
+            let g4 = 4 * u;
+            let wl = rand_vec(&mut r, u * g4, 0.3);
+            let peep = rand_vec(&mut r, 3 * u, 0.3);
+            let preg = rand_vec(&mut r, n * g4, 1.0);
+            let mut l_c = rand_vec(&mut r, (t + 1) * b * u, 0.5);
+            let mut c_c = rand_vec(&mut r, (t + 1) * b * u, 0.5);
+            let poison_tail = |x: &[f32]| {
+                let mut p = x.to_vec();
+                p[b * u..].iter_mut().for_each(|e| *e = f32::NAN);
+                p
+            };
+            let (mut l_g, mut c_g) = (g.upload(&poison_tail(&l_c)).unwrap(), g.upload(&poison_tail(&c_c)).unwrap());
+            let (gwl, gpeep, gpreg) = (g.upload(&wl).unwrap(), g.upload(&peep).unwrap(), g.upload(&preg).unwrap());
+            let mut gates_g = poisoned(&g, n * g4);
+            let mut gates_c = vec![0f32; n * g4];
+            let pg = if with_peep { Some(&gpeep) } else { None };
+            let pc = if with_peep { Some(&peep) } else { None };
+            g.lstm_forward(&gwl, pg, &gpreg, &mut l_g, &mut c_g, &mut gates_g, d).unwrap();
+            c.lstm_forward(&wl, pc, &preg, &mut l_c, &mut c_c, &mut gates_c, d).unwrap();
+            tol(&format!("lstm_forward l peep={with_peep}"), &l_g, &l_c);
+            tol(&format!("lstm_forward c peep={with_peep}"), &c_g, &c_c);
+            tol(&format!("lstm_forward gates peep={with_peep}"), &gates_g, &gates_c);
+            let dl = rand_vec(&mut r, (t + 1) * b * u, 0.1);
+            let (gl, gcc, ggates, gdl) = (g.upload(&l_c).unwrap(), g.upload(&c_c).unwrap(), g.upload(&gates_c).unwrap(), g.upload(&dl).unwrap());
+            let mut dpre_g = poisoned(&g, n * g4);
+            let mut ds_g = poisoned(&g, 2 * b * u);
+            let dp0 = rand_vec(&mut r, 3 * u, 0.1);
+            let mut dp_g = g.upload(&dp0).unwrap();
+            let (mut dpre_c, mut ds_c, mut dp_c) = (vec![0f32; n * g4], vec![0f32; 2 * b * u], dp0.clone());
+            g.lstm_backward(&gwl, pg, &gl, &gcc, &ggates, &gdl, &mut dpre_g, &mut ds_g, if with_peep { Some(&mut dp_g) } else { None }, d).unwrap();
+            c.lstm_backward(&wl, pc, &l_c, &c_c, &gates_c, &dl, &mut dpre_c, &mut ds_c, if with_peep { Some(&mut dp_c) } else { None }, d).unwrap();
+            tol(&format!("lstm_backward dpre peep={with_peep}"), &dpre_g, &dpre_c);
+            tol(&format!("lstm_backward dstate0 peep={with_peep}"), &ds_g, &ds_c);
+            tol(&format!("lstm_backward dpeep peep={with_peep}"), &dp_g, &dp_c);
+        }
+    }
+}
+
+/// log sum_v exp(v.bv + sum_j softplus(v W + bh)_j), by enumeration in f64.
+fn exact_log_z(w: &[f32], bv: &[f32], bh: &[f32], nv: usize, nh: usize) -> f64 {
+    let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+    let mut terms = vec![];
+    for bits in 0u32..(1 << nv) {
+        let mut s = 0.0;
+        for i in 0..nv {
+            if bits >> i & 1 == 1 {
+                s += bv[i] as f64;
+            }
+        }
+        for j in 0..nh {
+            let mut a = bh[j] as f64;
+            for i in 0..nv {
+                if bits >> i & 1 == 1 {
+                    a += w[i * nh + j] as f64;
+                }
+            }
+            s += sp(a);
+        }
+        terms.push(s);
+    }
+    let m = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    m + terms.iter().map(|t| (t - m).exp()).sum::<f64>().ln()
+}
+
+#[test]
+fn ais_estimates_exact_log_z() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let (n, nv, nh, runs) = (3, 12, 10, 256);
+    let (w, bv, bh, _) = rbm_inputs(17, n, nv, nh);
+    let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+    let steps = 1000;
+    let betas: Vec<f64> = (0..=steps).map(|k| k as f64 / steps as f64).collect();
+    let key = RngKey::new(5, 9);
+    let lw_g = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, key, 1000).unwrap();
+    let lw_c = c.ais(&w, &bv, &bh, n, nv, nh, runs, &betas, key, 1000).unwrap();
+    assert_eq!(lw_g.len(), n * runs);
+    let close = lw_g.iter().zip(&lw_c).filter(|(a, b)| (*a - *b).abs() <= 1e-3).count();
+    eprintln!("AIS: {close} of {} GPU log-weights within 1e-3 of the CPU's", n * runs);
+    assert!(close as f64 >= 0.9 * (n * runs) as f64, "AIS: only {close} of {} chains agree with the CPU", n * runs);
+    let lw_g2 = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, key, 1000).unwrap();
+    assert_eq!(lw_g, lw_g2, "AIS not reproducible");
+    let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+    for f in 0..n {
+        let (bvf, bhf) = (&bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh]);
+        let log_z0: f64 = bvf.iter().map(|&x| sp(x as f64)).sum::<f64>() + bhf.iter().map(|&x| sp(x as f64)).sum::<f64>();
+        let lw = &lw_g[f * runs..(f + 1) * runs];
+        let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let ws: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();
+        let mean = ws.iter().sum::<f64>() / runs as f64;
+        let var = ws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs - 1) as f64;
+        let se = (var.sqrt() / mean) / (runs as f64).sqrt();
+        let est = log_z0 + m + mean.ln();
+        let exact = exact_log_z(&w, bvf, bhf, nv, nh);
+        eprintln!("AIS frame {f}: estimate {est:.5} exact {exact:.5} se {se:.5}");
+        assert!((est - exact).abs() <= 3.0 * se + 0.01, "AIS frame {f}: estimate {est} vs exact {exact} (se {se})");
+    }
+}
+
+fn host_params(spec: &ModelSpec, seed: u64) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    // default init plus small random biases/initial states so every path carries signal
+    let mut r = HostRng::new(seed, 77);
+    init_params(spec, 0.1, seed)
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let data = data.into_iter().map(|x| x + 0.05 * (2.0 * r.next_f64() - 1.0)).collect();
+            (name, shape, data)
+        })
+        .collect()
+}
+
+fn training_update(spec: ModelSpec, t: usize, b: usize) {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let host = host_params(&spec, 3);
+    let mg = Model { spec: spec.clone(), params: Params::from_host(&g, host.clone()).unwrap() };
+    let mc = Model { spec: spec.clone(), params: Params::from_host(&c, host).unwrap() };
+    let mut wg = Workspace::new(&g, &spec, t, b).unwrap();
+    let mut wc = Workspace::new(&c, &spec, t, b).unwrap();
+    let mut r = HostRng::new(8, 0);
+    // sequences of different lengths (the last ones shorter, so padding is exercised when b > 1)
+    let seqs: Vec<Vec<f32>> = (0..b).map(|i| bin_vec(&mut r, (t - i.min(t - 1)) * spec.visible, 0.12)).collect();
+    let refs: Vec<&[f32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let (tg, frames) = wg.load(&g, &refs, spec.visible).unwrap();
+    wc.load(&c, &refs, spec.visible).unwrap();
+    mg.forward(&g, &mut wg, tg, false).unwrap();
+    mc.forward(&c, &mut wc, tg, false).unwrap();
+    let what = spec.kind.name();
+    let n = tg * b;
+    let cmp = |w: &str, gb: &<Cuda as Backend>::Buf, cb: &Vec<f32>, len: usize, atol: f32, rtol: f32| {
+        let gv = g.download(gb).unwrap();
+        assert_close(&format!("{what}: {w}"), &gv[..len], &cb[..len], atol, rtol);
+    };
+    cmp("bv_t", &wg.bv_t, &wc.bv_t, n * spec.visible, 1e-4, 1e-3);
+    cmp("bh_t", &wg.bh_t, &wc.bh_t, n * spec.hidden, 1e-4, 1e-3);
+    let key = RngKey::new(21, 4);
+    mg.negatives(&g, &mut wg, tg, 5, key, 0).unwrap();
+    mc.negatives(&c, &mut wc, tg, 5, key, 0).unwrap();
+    let vneg_g = g.download(&wg.vneg).unwrap();
+    let diff = vneg_g[..n * spec.visible].iter().zip(&wc.vneg).filter(|(a, b)| a != b).count();
+    eprintln!("{what}: {diff} negative draws differ between GPU and CPU");
+    assert!(diff as f64 <= 0.05 * (n * spec.visible) as f64, "{what}: {diff} negatives differ");
+    // deterministic backward: the GPU uses the CPU's negatives
+    g.write(&mut wg.vneg, &wc.vneg).unwrap();
+    let mut gg = mg.zeros_like(&g).unwrap();
+    let mut gc = mc.zeros_like(&c).unwrap();
+    mg.backward(&g, &mut wg, tg, frames, &mut gg).unwrap();
+    mc.backward(&c, &mut wc, tg, frames, &mut gc).unwrap();
+    for (i, name) in gc.names.iter().enumerate() {
+        cmp(&format!("grad {name}"), &gg.bufs[i], &gc.bufs[i], gc.bufs[i].len(), 1e-4, 1e-3);
+    }
+    let (cost_g, cost_c) = (mg.cost(&g, &mut wg, tg, frames).unwrap(), mc.cost(&c, &mut wc, tg, frames).unwrap());
+    assert!((cost_g - cost_c).abs() <= 1e-3 + 1e-4 * cost_c.abs(), "{what}: cost {cost_g} vs {cost_c}");
+    let mut mg = mg;
+    let mut mc = mc;
+    let mut vg = mg.zeros_like(&g).unwrap();
+    let mut vc = mc.zeros_like(&c).unwrap();
+    for i in 0..gc.names.len() {
+        g.sgd_momentum(&mut mg.params.bufs[i], &gg.bufs[i], &mut vg.bufs[i], 0.01, 0.9, 1e-4).unwrap();
+        c.sgd_momentum(&mut mc.params.bufs[i], &gc.bufs[i], &mut vc.bufs[i], 0.01, 0.9, 1e-4).unwrap();
+    }
+    for (i, name) in mc.params.names.iter().enumerate() {
+        cmp(&format!("updated {name}"), &mg.params.bufs[i], &mc.params.bufs[i], mc.params.bufs[i].len(), 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn training_update_lstm_rtrbm() {
+    let mut spec = ModelSpec::new(ModelKind::LstmRtrbm, 88, 88, 88);
+    spec.peepholes = true;
+    spec.learned_init = true;
+    training_update(spec, 100, 1);
+}
+
+#[test]
+fn training_update_lstm_rtrbm_batched() {
+    training_update(ModelSpec::new(ModelKind::LstmRtrbm, 37, 53, 29), 7, 3);
+}
+
+#[test]
+fn training_update_rnn_rbm() {
+    let mut spec = ModelSpec::new(ModelKind::RnnRbm, 88, 88, 88);
+    spec.learned_init = true;
+    training_update(spec, 50, 3);
+}
+
+#[test]
+fn training_update_rtrbm() {
+    training_update(ModelSpec::new(ModelKind::Rtrbm, 88, 88, 0), 30, 2);
+}
