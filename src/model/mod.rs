@@ -17,6 +17,7 @@ pub use params::Params;
 /// Which model of SPEC 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ModelKind {
     /// A frame-level RBM with static biases (no time).
     Rbm,

@@ -1,0 +1,156 @@
+//! `rtrbm bench`: times the three standard workloads on a device and prints a table.
+//!
+//! - `train`: the paper protocol (one JSB chunk of <= 100 frames per update, CD-25, whole update);
+//! - `train --batch 64`: 64 chunks per update, reported in frames per second too;
+//! - `ais --chains 472500`: AIS chain-steps per second at V = H = 88.
+//!
+//! FLOP counts are dense-equivalent (every matrix-vector product counted in full, 2 FLOPs per
+//! multiply-add, even where the kernels skip the zeros of binary vectors), so "achieved FLOP/s"
+//! compares across implementations; the fraction of peak uses the card's FP32 (non-tensor) peak.
+
+use super::device::{default_threads, Device, DeviceChoice};
+use crate::backend::Backend;
+use crate::bench::{ais_workload, paper_spec, train_workload, BenchResult};
+use crate::model::ModelKind;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// train | ais | all (all = paper protocol, batch 64 and AIS).
+    #[arg(default_value = "all")]
+    pub workload: String,
+    #[arg(long, value_enum, default_value = "lstm_rtrbm")]
+    pub model: ModelKind,
+    /// Chunks per update for `train`.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Gibbs steps (CD-K) for `train`.
+    #[arg(long, default_value_t = 25)]
+    pub k: usize,
+    /// Updates per timed repetition (default: 200 for batch 1, 20 otherwise).
+    #[arg(long)]
+    pub updates: Option<usize>,
+    /// AIS chains (472,500 = the JSB test set x 100 runs).
+    #[arg(long, default_value_t = 472_500)]
+    pub chains: usize,
+    /// AIS betas per timed repetition.
+    #[arg(long, default_value_t = 200)]
+    pub betas: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the table as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Mean JSB chunk length in frames (13,807 frames in 229 pieces, chunks of <= 100 frames).
+const JSB_MEAN_CHUNK: f64 = 13_807.0 / 233.0;
+
+#[derive(serde::Serialize)]
+struct Row {
+    workload: String,
+    device: String,
+    result: BenchResult,
+    frames_per_s: Option<f64>,
+    flops_per_item: f64,
+    achieved_flops: f64,
+    fraction_of_fp32_peak: Option<f64>,
+}
+
+/// Dense-equivalent FLOPs of one update of `kind` on a chunk of `t` frames, CD-`k`.
+fn update_flops(kind: ModelKind, t: f64, k: f64) -> f64 {
+    let s = paper_spec(kind);
+    let (v, h, u) = (s.visible as f64, s.hidden as f64, s.recurrent as f64);
+    // Gibbs: 2 matrix-vector products of V x H per step; CD statistics and free energies: ~6 more
+    let rbm = t * (k * 4.0 * v * h + 6.0 * 2.0 * v * h);
+    let rec = match kind {
+        ModelKind::Rbm => 0.0,
+        ModelKind::Rtrbm => t * 3.0 * 2.0 * h * h,
+        ModelKind::RnnRbm => t * 3.0 * 2.0 * (u * u + v * u + u * v + u * h),
+        ModelKind::LstmRtrbm => t * (3.0 * 2.0 * (h * h + u * h) + 3.0 * 2.0 * (v + u) * 4.0 * u),
+    };
+    rbm + rec
+}
+
+/// FP32 (non-tensor) peak of known cards, in FLOP/s.
+fn fp32_peak(device: &str) -> Option<f64> {
+    let d = device.to_ascii_lowercase();
+    if d.contains("h100") || d.contains("h200") || d.contains("gh200") {
+        Some(if d.contains("pcie") { 51.2e12 } else { 66.9e12 })
+    } else if d.contains("a100") {
+        Some(19.5e12)
+    } else {
+        None
+    }
+}
+
+fn row(workload: &str, be_name: &str, r: BenchResult, flops_per_item: f64, frames_per_item: Option<f64>) -> Row {
+    let achieved = r.throughput * flops_per_item;
+    Row {
+        workload: workload.into(),
+        device: be_name.into(),
+        frames_per_s: frames_per_item.map(|f| f * r.throughput),
+        flops_per_item,
+        achieved_flops: achieved,
+        fraction_of_fp32_peak: fp32_peak(be_name).map(|p| achieved / p),
+        result: r,
+    }
+}
+
+fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+    let mut rows = vec![];
+    let name = be.name();
+    let train = |batch: usize| -> anyhow::Result<Row> {
+        let updates = args.updates.unwrap_or(if batch == 1 { 200 } else { 20 });
+        let r = train_workload(be, args.model, batch, args.k, updates)?;
+        let frames = JSB_MEAN_CHUNK * batch as f64;
+        let flops = update_flops(args.model, frames, args.k as f64);
+        let label = format!("train {} batch {batch} CD-{}", args.model.name(), args.k);
+        Ok(row(&label, &name, r, flops, Some(frames)))
+    };
+    let ais = || -> anyhow::Result<Row> {
+        let r = ais_workload(be, args.chains, args.betas)?;
+        Ok(row(&format!("ais {} chains V=H=88", args.chains), &name, r, 4.0 * 88.0 * 88.0, None))
+    };
+    match args.workload.as_str() {
+        "train" => rows.push(train(args.batch)?),
+        "ais" => rows.push(ais()?),
+        "all" => {
+            rows.push(train(1)?);
+            rows.push(train(64)?);
+            rows.push(ais()?);
+        }
+        other => anyhow::bail!("unknown workload `{other}` (expected train, ais or all)"),
+    }
+    Ok(rows)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
+    let rows = crate::with_device!(device, |be| run_on(be, &args))?;
+    println!(
+        "{:<34} {:<30} {:>10} {:>8} {:>14} {:>14} {:>11} {:>7}",
+        "workload", "device", "median s", "spread", "items/s", "frames/s", "GFLOP/s", "% peak"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:<30} {:>10.4} {:>7.1}% {:>14.4e} {:>14} {:>11.1} {:>7}",
+            r.workload,
+            r.device.chars().take(30).collect::<String>(),
+            r.result.median_s,
+            100.0 * (r.result.max_s - r.result.min_s) / r.result.median_s.max(1e-12),
+            r.result.throughput,
+            r.frames_per_s.map(|f| format!("{f:.4e}")).unwrap_or_else(|| "-".into()),
+            r.achieved_flops / 1e9,
+            r.fraction_of_fp32_peak.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or_else(|| "-".into()),
+        );
+        println!("{:<34} ({} per second)", "", r.result.unit);
+    }
+    if let Some(p) = &args.json {
+        crate::error::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
