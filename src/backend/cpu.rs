@@ -74,8 +74,28 @@ fn bernoulli<F: Float>(u: f32, p: F) -> F {
 
 /// `acc[j] = bias[j] + sum_i x[i] * m[i, j]` for a row-major `[len(x), len(acc)]` matrix `m`,
 /// skipping zero entries of `x` (visible and hidden samples are exactly 0/1, mostly 0).
+/// Runs an AVX2-compiled copy when the CPU has AVX2 (same additions in the same order).
 #[inline]
 fn affine_rows<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::float::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            unsafe { affine_rows_avx2(x, m, bias, acc) };
+            return;
+        }
+    }
+    affine_rows_kernel(x, m, bias, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn affine_rows_avx2<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
+    affine_rows_kernel(x, m, bias, acc)
+}
+
+#[inline(always)]
+fn affine_rows_kernel<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
     let width = acc.len();
     acc.copy_from_slice(bias);
     for (i, &xi) in x.iter().enumerate() {
@@ -92,6 +112,14 @@ fn affine_rows<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
                 *a += xi * w;
             }
         }
+    }
+}
+
+/// `x[i] = [u[i] < x[i]]`: Bernoulli draws from the probabilities in `x`, in place.
+#[inline(always)]
+fn bernoulli_slice<F: Float>(u: &[f32], x: &mut [F]) {
+    for (xi, &ui) in x.iter_mut().zip(u) {
+        *xi = bernoulli(ui, *xi);
     }
 }
 
@@ -128,10 +156,9 @@ impl<F: Float> Cpu<F> {
         let (nv, nh) = (v.len(), h.len());
         // Hidden: a = v W + bh, h_j = [u_j < sigma(a_j)] with uniforms (counter, chain*H + j).
         affine_rows(v, w, bh, h);
+        F::sigmoid_slice(h);
         rng.fill_uniform(counter, (chain * nh) as u32, &mut u[..nh]);
-        for (hj, &uj) in h.iter_mut().zip(u.iter()) {
-            *hj = bernoulli(uj, hj.sigmoid());
-        }
+        bernoulli_slice(&u[..nh], h);
         // Visible: b = W h + bv; binary: v_i = [u_i < sigma(b_i)], Gaussian: v_i = b_i + N(0,1).
         affine_rows(h, wt, bv, pv);
         if gaussian {
@@ -140,10 +167,9 @@ impl<F: Float> Cpu<F> {
             }
         } else {
             rng.fill_uniform(counter + 1, (chain * nv) as u32, &mut u[..nv]);
-            for ((vi, p), &ui) in v.iter_mut().zip(pv.iter_mut()).zip(u.iter()) {
-                *p = p.sigmoid();
-                *vi = bernoulli(ui, *p);
-            }
+            F::sigmoid_slice(pv);
+            v.copy_from_slice(pv);
+            bernoulli_slice(&u[..nv], v);
         }
     }
 }
@@ -325,7 +351,7 @@ impl<F: Float> Backend for Cpu<F> {
             let o = &mut out[r * nh..(r + 1) * nh];
             // a = v W + bh_t, out = sigma(a)
             affine_rows(&v[r * nv..(r + 1) * nv], w, &bh_t[r * nh..(r + 1) * nh], o);
-            o.iter_mut().for_each(|x| *x = x.sigmoid());
+            F::sigmoid_slice(o);
         }
         Ok(())
     }
