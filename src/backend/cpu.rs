@@ -181,6 +181,66 @@ fn dot_kernel<F: Float>(a: &[F], b: &[F]) -> F {
     ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 }
 
+/// The hidden half of an AIS step: with a_j = b_k x_j + bh_j and b_j = b_prev x_j + bh_j,
+/// writes `h[j] = sigma(a_j)` and returns `sum_j softplus(a_j) - softplus(b_j)` computed as
+/// `log prod_j (1 + e^a_j) / (1 + e^b_j)` (one logarithm, the product in f64), or `None` when an
+/// argument is too large for that (|a|, |b| > 80) so the caller takes the exact path.
+#[inline]
+fn ais_hidden<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::float::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { ais_hidden_avx2(x, bh, b_prev, b_k, h) };
+        }
+    }
+    ais_hidden_kernel(x, bh, b_prev, b_k, h)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ais_hidden_avx2<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    ais_hidden_kernel(x, bh, b_prev, b_k, h)
+}
+
+#[inline(always)]
+fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    const L: usize = 8;
+    let n = h.len();
+    let (x, bh) = (&x[..n], &bh[..n]);
+    let lim = F::from_f64(80.0);
+    let mut prod = [1f64; L];
+    let mut big = [false; L];
+    let mut unit = |j: usize, l: usize, prod: &mut [f64; L], big: &mut [bool; L]| {
+        let a = b_k * x[j] + bh[j];
+        let b = b_prev * x[j] + bh[j];
+        big[l] |= !(a < lim && -a < lim && b < lim && -b < lim);
+        let ea = a.exp_fast();
+        let da = F::ONE + ea;
+        let db = F::ONE + b.exp_fast();
+        h[j] = ea / da;
+        prod[l] *= (da / db).to_f64();
+    };
+    let full = n / L * L;
+    for j0 in (0..full).step_by(L) {
+        for l in 0..L {
+            unit(j0 + l, l, &mut prod, &mut big);
+        }
+    }
+    for j in full..n {
+        unit(j, j - full, &mut prod, &mut big);
+    }
+    if big.iter().any(|&b| b) {
+        return None;
+    }
+    let p = ((prod[0] * prod[4]) * (prod[1] * prod[5])) * ((prod[2] * prod[6]) * (prod[3] * prod[7]));
+    if p.is_finite() && p > 0.0 {
+        Some(p.ln())
+    } else {
+        None
+    }
+}
+
 /// `x[i] = [u[i] < x[i]]`: Bernoulli draws from the probabilities in `x`, in place.
 #[inline(always)]
 fn bernoulli_slice<F: Float>(u: &[f32], x: &mut [F]) {
@@ -754,33 +814,43 @@ impl<F: Float> Backend for Cpu<F> {
                 let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
                 // v_0 ~ base distribution (W = 0): independent Bernoulli(sigma(bv))
                 rng.fill_uniform(counter, (chain * nv) as u32, &mut u[..nv]);
-                for i in 0..nv {
-                    v[i] = bernoulli(u[i], bv[i].sigmoid());
-                }
+                v.copy_from_slice(bv);
+                F::sigmoid_slice(&mut v);
+                bernoulli_slice(&u[..nv], &mut v);
                 let mut acc = 0f64;
                 for k in 1..betas.len() {
                     let (b_prev, b_k) = (betas_f[k - 1], betas_f[k]);
                     // x = v W; log p*_beta(v) = v.bv + sum_j softplus(beta x_j + bh_j); v.bv cancels.
                     affine_rows(&v, w, &zero_h, &mut x);
-                    let mut delta = F::ZERO;
-                    for j in 0..nh {
-                        delta += (b_k * x[j] + bh[j]).softplus() - (b_prev * x[j] + bh[j]).softplus();
-                    }
-                    acc += delta.to_f64();
+                    // delta = sum_j softplus(b_k x_j + bh_j) - softplus(b_prev x_j + bh_j)
+                    //       = log prod_j (1 + e^a_j) / (1 + e^b_j), and h holds sigma(a_j).
+                    acc += match ais_hidden(&x, bh, b_prev, b_k, &mut h) {
+                        Some(delta) => delta,
+                        None => {
+                            // large arguments: the exact softplus difference, unit by unit
+                            let mut delta = F::ZERO;
+                            for j in 0..nh {
+                                let a = b_k * x[j] + bh[j];
+                                delta += a.softplus() - (b_prev * x[j] + bh[j]).softplus();
+                                h[j] = a.sigmoid();
+                            }
+                            delta.to_f64()
+                        }
+                    };
                     if k + 1 == betas.len() {
                         break; // the last transition would not change the weight
                     }
                     // Transition at beta_k: h ~ sigma(beta_k x + bh), v ~ sigma(beta_k W h + bv).
                     let ctr = counter + 2 * k as u32 - 1;
                     rng.fill_uniform(ctr, (chain * nh) as u32, &mut u[..nh]);
-                    for j in 0..nh {
-                        h[j] = bernoulli(u[j], (b_k * x[j] + bh[j]).sigmoid());
-                    }
+                    bernoulli_slice(&u[..nh], &mut h);
                     affine_rows(&h, &wt, &zero_v, &mut pv);
                     rng.fill_uniform(ctr + 1, (chain * nv) as u32, &mut u[..nv]);
                     for i in 0..nv {
-                        v[i] = bernoulli(u[i], (b_k * pv[i] + bv[i]).sigmoid());
+                        v[i] = b_k * pv[i] + bv[i];
                     }
+                    F::sigmoid_slice(&mut v);
+                    bernoulli_slice(&u[..nv], &mut v);
                 }
                 *lw = acc;
             }
