@@ -107,11 +107,10 @@ fn affine_rows_kernel<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
     for (block, xs) in x.chunks(ROWS).enumerate() {
         let mut n = 0;
         for (i, &xi) in xs.iter().enumerate() {
-            if xi != F::ZERO {
-                idx[n] = (block * ROWS + i) as u32;
-                val[n] = xi;
-                n += 1;
-            }
+            // branch-free compaction: always write, advance only past non-zeros
+            idx[n] = (block * ROWS + i) as u32;
+            val[n] = xi;
+            n += (xi != F::ZERO) as usize;
         }
         let (idx, val) = (&idx[..n], &val[..n]);
         let mut col = 0;
@@ -208,29 +207,18 @@ fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]
     const L: usize = 8;
     let n = h.len();
     let (x, bh) = (&x[..n], &bh[..n]);
-    let lim = F::from_f64(80.0);
     let mut prod = [1f64; L];
-    let mut big = [false; L];
-    let mut unit = |j: usize, l: usize, prod: &mut [f64; L], big: &mut [bool; L]| {
-        let a = b_k * x[j] + bh[j];
-        let b = b_prev * x[j] + bh[j];
-        big[l] |= !(a < lim && -a < lim && b < lim && -b < lim);
-        let ea = a.exp_fast();
-        let da = F::ONE + ea;
-        let db = F::ONE + b.exp_fast();
-        h[j] = ea / da;
-        prod[l] *= (da / db).to_f64();
-    };
+    let mut amax = [F::ZERO; L];
     let full = n / L * L;
     for j0 in (0..full).step_by(L) {
-        for l in 0..L {
-            unit(j0 + l, l, &mut prod, &mut big);
-        }
+        ais_lanes::<F, L>(&x[j0..j0 + L], &bh[j0..j0 + L], b_prev, b_k, &mut h[j0..j0 + L], &mut prod, &mut amax);
     }
     for j in full..n {
-        unit(j, j - full, &mut prod, &mut big);
+        let l = j - full;
+        let (p1, m1) = (&mut prod[l..l + 1], &mut amax[l..l + 1]);
+        ais_lanes::<F, 1>(&x[j..j + 1], &bh[j..j + 1], b_prev, b_k, &mut h[j..j + 1], p1.try_into().unwrap(), m1.try_into().unwrap());
     }
-    if big.iter().any(|&b| b) {
+    if amax.iter().any(|&m| !(m < F::from_f64(80.0))) {
         return None;
     }
     let p = ((prod[0] * prod[4]) * (prod[1] * prod[5])) * ((prod[2] * prod[6]) * (prod[3] * prod[7]));
@@ -238,6 +226,29 @@ fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]
         Some(p.ln())
     } else {
         None
+    }
+}
+
+/// `N` units of [`ais_hidden_kernel`]: h = sigma(a), prod *= (1 + e^a) / (1 + e^b), amax = max |a|, |b|.
+#[inline(always)]
+fn ais_lanes<F: Float, const N: usize>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F], prod: &mut [f64; N], amax: &mut [F; N]) {
+    let (x, bh, h) = (&x[..N], &bh[..N], &mut h[..N]);
+    let mut ratio = [F::ONE; N];
+    for l in 0..N {
+        let a = b_k * x[l] + bh[l];
+        let b = b_prev * x[l] + bh[l];
+        let m = if a < F::ZERO { -a } else { a };
+        let m = if b > m { b } else { m };
+        let m = if -b > m { -b } else { m };
+        amax[l] = if m > amax[l] { m } else { amax[l] };
+        let ea = a.exp_fast();
+        let da = F::ONE + ea;
+        let db = F::ONE + b.exp_fast();
+        h[l] = ea / da;
+        ratio[l] = da / db;
+    }
+    for l in 0..N {
+        prod[l] *= ratio[l].to_f64();
     }
 }
 
