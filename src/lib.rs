@@ -6,6 +6,7 @@
 //! every GPU kernel in `kernels/` has a CPU twin in `backend::cpu` that reads like the spec.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

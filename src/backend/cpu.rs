@@ -74,24 +74,189 @@ fn bernoulli<F: Float>(u: f32, p: F) -> F {
 
 /// `acc[j] = bias[j] + sum_i x[i] * m[i, j]` for a row-major `[len(x), len(acc)]` matrix `m`,
 /// skipping zero entries of `x` (visible and hidden samples are exactly 0/1, mostly 0).
+/// Runs an AVX2-compiled copy when the CPU has AVX2 (same additions in the same order).
 #[inline]
 fn affine_rows<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::float::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            unsafe { affine_rows_avx2(x, m, bias, acc) };
+            return;
+        }
+    }
+    affine_rows_kernel(x, m, bias, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn affine_rows_avx2<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
+    affine_rows_kernel(x, m, bias, acc)
+}
+
+#[inline(always)]
+fn affine_rows_kernel<F: Float>(x: &[F], m: &[F], bias: &[F], acc: &mut [F]) {
     let width = acc.len();
     acc.copy_from_slice(bias);
-    for (i, &xi) in x.iter().enumerate() {
-        if xi == F::ZERO {
-            continue;
+    // The non-zero entries of x, a block of rows at a time; then each tile of columns is
+    // accumulated in registers over those rows (the same additions, in the same order, as
+    // acc[j] += x[i] m[i, j] for i ascending; x[i] = 1 multiplies exactly).
+    const ROWS: usize = 128;
+    let mut idx = [0u32; ROWS];
+    let mut val = [F::ZERO; ROWS];
+    for (block, xs) in x.chunks(ROWS).enumerate() {
+        let mut n = 0;
+        for (i, &xi) in xs.iter().enumerate() {
+            // branch-free compaction: always write, advance only past non-zeros
+            idx[n] = (block * ROWS + i) as u32;
+            val[n] = xi;
+            n += (xi != F::ZERO) as usize;
         }
-        let row = &m[i * width..(i + 1) * width];
-        if xi == F::ONE {
-            for (a, &w) in acc.iter_mut().zip(row) {
-                *a += w;
-            }
-        } else {
-            for (a, &w) in acc.iter_mut().zip(row) {
-                *a += xi * w;
-            }
+        let (idx, val) = (&idx[..n], &val[..n]);
+        let mut col = 0;
+        while col + 32 <= width {
+            tile::<F, 32>(idx, val, m, width, col, acc);
+            col += 32;
         }
+        while col + 8 <= width {
+            tile::<F, 8>(idx, val, m, width, col, acc);
+            col += 8;
+        }
+        while col < width {
+            tile::<F, 1>(idx, val, m, width, col, acc);
+            col += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn tile<F: Float, const C: usize>(idx: &[u32], val: &[F], m: &[F], width: usize, col: usize, acc: &mut [F]) {
+    let mut r = [F::ZERO; C];
+    r.copy_from_slice(&acc[col..col + C]);
+    for (&i, &xi) in idx.iter().zip(val) {
+        let row = &m[i as usize * width + col..i as usize * width + col + C];
+        for c in 0..C {
+            r[c] += xi * row[c];
+        }
+    }
+    acc[col..col + C].copy_from_slice(&r);
+}
+
+/// `sum_i a[i] b[i]` with 8 interleaved partial sums (vectorisable; rounding differs from a
+/// sequential sum). AVX2 copy when the CPU has it.
+#[inline]
+fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::float::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_kernel(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2<F: Float>(a: &[F], b: &[F]) -> F {
+    dot_kernel(a, b)
+}
+
+#[inline(always)]
+fn dot_kernel<F: Float>(a: &[F], b: &[F]) -> F {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut s = [F::ZERO; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            s[l] += x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ar.iter().zip(br).enumerate() {
+        s[l] += x * y;
+    }
+    ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+/// The hidden half of an AIS step: with a_j = b_k x_j + bh_j and b_j = b_prev x_j + bh_j,
+/// writes `h[j] = sigma(a_j)` and returns `sum_j softplus(a_j) - softplus(b_j)` computed as
+/// `log prod_j (1 + e^a_j) / (1 + e^b_j)` (one logarithm, the product in f64), or `None` when an
+/// argument is too large for that (|a|, |b| > 80) so the caller takes the exact path.
+#[inline]
+fn ais_hidden<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::float::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { ais_hidden_avx2(x, bh, b_prev, b_k, h) };
+        }
+    }
+    ais_hidden_kernel(x, bh, b_prev, b_k, h)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ais_hidden_avx2<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    ais_hidden_kernel(x, bh, b_prev, b_k, h)
+}
+
+#[inline(always)]
+fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+    const L: usize = 8;
+    let n = h.len();
+    let (x, bh) = (&x[..n], &bh[..n]);
+    let mut prod = [1f64; L];
+    let mut amax = [F::ZERO; L];
+    let full = n / L * L;
+    for j0 in (0..full).step_by(L) {
+        ais_lanes::<F, L>(&x[j0..j0 + L], &bh[j0..j0 + L], b_prev, b_k, &mut h[j0..j0 + L], &mut prod, &mut amax);
+    }
+    for j in full..n {
+        let l = j - full;
+        let (p1, m1) = (&mut prod[l..l + 1], &mut amax[l..l + 1]);
+        ais_lanes::<F, 1>(&x[j..j + 1], &bh[j..j + 1], b_prev, b_k, &mut h[j..j + 1], p1.try_into().unwrap(), m1.try_into().unwrap());
+    }
+    if amax.iter().any(|&m| !(m < F::from_f64(80.0))) {
+        return None;
+    }
+    let p = ((prod[0] * prod[4]) * (prod[1] * prod[5])) * ((prod[2] * prod[6]) * (prod[3] * prod[7]));
+    if p.is_finite() && p > 0.0 {
+        Some(p.ln())
+    } else {
+        None
+    }
+}
+
+/// `N` units of [`ais_hidden_kernel`]: h = sigma(a), prod *= (1 + e^a) / (1 + e^b), amax = max |a|, |b|.
+#[inline(always)]
+fn ais_lanes<F: Float, const N: usize>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F], prod: &mut [f64; N], amax: &mut [F; N]) {
+    let (x, bh, h) = (&x[..N], &bh[..N], &mut h[..N]);
+    let mut ratio = [F::ONE; N];
+    for l in 0..N {
+        let a = b_k * x[l] + bh[l];
+        let b = b_prev * x[l] + bh[l];
+        let m = if a < F::ZERO { -a } else { a };
+        let m = if b > m { b } else { m };
+        let m = if -b > m { -b } else { m };
+        amax[l] = if m > amax[l] { m } else { amax[l] };
+        let ea = a.exp_fast();
+        let da = F::ONE + ea;
+        let db = F::ONE + b.exp_fast();
+        h[l] = ea / da;
+        ratio[l] = da / db;
+    }
+    for l in 0..N {
+        prod[l] *= ratio[l].to_f64();
+    }
+}
+
+/// `x[i] = [u[i] < x[i]]`: Bernoulli draws from the probabilities in `x`, in place.
+#[inline(always)]
+fn bernoulli_slice<F: Float>(u: &[f32], x: &mut [F]) {
+    for (xi, &ui) in x.iter_mut().zip(u) {
+        *xi = bernoulli(ui, *xi);
     }
 }
 
@@ -128,10 +293,9 @@ impl<F: Float> Cpu<F> {
         let (nv, nh) = (v.len(), h.len());
         // Hidden: a = v W + bh, h_j = [u_j < sigma(a_j)] with uniforms (counter, chain*H + j).
         affine_rows(v, w, bh, h);
+        F::sigmoid_slice(h);
         rng.fill_uniform(counter, (chain * nh) as u32, &mut u[..nh]);
-        for (hj, &uj) in h.iter_mut().zip(u.iter()) {
-            *hj = bernoulli(uj, hj.sigmoid());
-        }
+        bernoulli_slice(&u[..nh], h);
         // Visible: b = W h + bv; binary: v_i = [u_i < sigma(b_i)], Gaussian: v_i = b_i + N(0,1).
         affine_rows(h, wt, bv, pv);
         if gaussian {
@@ -140,10 +304,9 @@ impl<F: Float> Cpu<F> {
             }
         } else {
             rng.fill_uniform(counter + 1, (chain * nv) as u32, &mut u[..nv]);
-            for ((vi, p), &ui) in v.iter_mut().zip(pv.iter_mut()).zip(u.iter()) {
-                *p = p.sigmoid();
-                *vi = bernoulli(ui, *p);
-            }
+            F::sigmoid_slice(pv);
+            v.copy_from_slice(pv);
+            bernoulli_slice(&u[..nv], v);
         }
     }
 }
@@ -245,10 +408,15 @@ impl<F: Float> Backend for Cpu<F> {
                 for i in 0..m {
                     for j in 0..n {
                         let brow = &bv[j * k..(j + 1) * k];
-                        let mut s = F::ZERO;
-                        for (p, &bjp) in brow.iter().enumerate() {
-                            s += a_at(i, p) * bjp;
-                        }
+                        let s = if a.trans {
+                            let mut s = F::ZERO;
+                            for (p, &bjp) in brow.iter().enumerate() {
+                                s += a_at(i, p) * bjp;
+                            }
+                            s
+                        } else {
+                            dot(&av[i * k..(i + 1) * k], brow)
+                        };
                         cv[i * n + j] += alpha * s;
                     }
                 }
@@ -325,7 +493,7 @@ impl<F: Float> Backend for Cpu<F> {
             let o = &mut out[r * nh..(r + 1) * nh];
             // a = v W + bh_t, out = sigma(a)
             affine_rows(&v[r * nv..(r + 1) * nv], w, &bh_t[r * nh..(r + 1) * nh], o);
-            o.iter_mut().for_each(|x| *x = x.sigmoid());
+            F::sigmoid_slice(o);
         }
         Ok(())
     }
@@ -428,10 +596,7 @@ impl<F: Float> Backend for Cpu<F> {
                     if s + 1 < t {
                         // d cost / d r_t = WR g_{t+1}, through r_t = sigma(.): times r (1 - r)
                         let next = ((s + 1) * b + bi) * h;
-                        let mut dr = F::ZERO;
-                        for k in 0..h {
-                            dr += wr[j * h + k] * g[next + k];
-                        }
+                        let dr = dot(&wr[j * h..(j + 1) * h], &g[next..next + h]);
                         let rj = r[((s + 1) * b + bi) * h + j];
                         gj += dr * rj * (F::ONE - rj);
                     }
@@ -473,9 +638,7 @@ impl<F: Float> Backend for Cpu<F> {
                     let mut du = e[row + j];
                     if s + 1 < t {
                         let next = ((s + 1) * b + bi) * nu;
-                        for k in 0..nu {
-                            du += wuu[j * nu + k] * dz[next + k];
-                        }
+                        du += dot(&wuu[j * nu..(j + 1) * nu], &dz[next..next + nu]);
                     }
                     let uj = u[((s + 1) * b + bi) * nu + j];
                     dz[row + j] = du * (F::ONE - uj * uj);
@@ -597,11 +760,7 @@ impl<F: Float> Backend for Cpu<F> {
                 }
                 // d l_{t-1} (through the gates) = dz Wl^T
                 for j in 0..nu {
-                    let mut acc = F::ZERO;
-                    for q in 0..g4 {
-                        acc += wl[j * g4 + q] * dpre[grow + q];
-                    }
-                    dl_rec[bi * nu + j] = acc;
+                    dl_rec[bi * nu + j] = dot(&wl[j * g4..(j + 1) * g4], &dpre[grow..grow + g4]);
                 }
             }
         }
@@ -666,33 +825,43 @@ impl<F: Float> Backend for Cpu<F> {
                 let (bv, bh) = (&bv_t[frame * nv..(frame + 1) * nv], &bh_t[frame * nh..(frame + 1) * nh]);
                 // v_0 ~ base distribution (W = 0): independent Bernoulli(sigma(bv))
                 rng.fill_uniform(counter, (chain * nv) as u32, &mut u[..nv]);
-                for i in 0..nv {
-                    v[i] = bernoulli(u[i], bv[i].sigmoid());
-                }
+                v.copy_from_slice(bv);
+                F::sigmoid_slice(&mut v);
+                bernoulli_slice(&u[..nv], &mut v);
                 let mut acc = 0f64;
                 for k in 1..betas.len() {
                     let (b_prev, b_k) = (betas_f[k - 1], betas_f[k]);
                     // x = v W; log p*_beta(v) = v.bv + sum_j softplus(beta x_j + bh_j); v.bv cancels.
                     affine_rows(&v, w, &zero_h, &mut x);
-                    let mut delta = F::ZERO;
-                    for j in 0..nh {
-                        delta += (b_k * x[j] + bh[j]).softplus() - (b_prev * x[j] + bh[j]).softplus();
-                    }
-                    acc += delta.to_f64();
+                    // delta = sum_j softplus(b_k x_j + bh_j) - softplus(b_prev x_j + bh_j)
+                    //       = log prod_j (1 + e^a_j) / (1 + e^b_j), and h holds sigma(a_j).
+                    acc += match ais_hidden(&x, bh, b_prev, b_k, &mut h) {
+                        Some(delta) => delta,
+                        None => {
+                            // large arguments: the exact softplus difference, unit by unit
+                            let mut delta = F::ZERO;
+                            for j in 0..nh {
+                                let a = b_k * x[j] + bh[j];
+                                delta += a.softplus() - (b_prev * x[j] + bh[j]).softplus();
+                                h[j] = a.sigmoid();
+                            }
+                            delta.to_f64()
+                        }
+                    };
                     if k + 1 == betas.len() {
                         break; // the last transition would not change the weight
                     }
                     // Transition at beta_k: h ~ sigma(beta_k x + bh), v ~ sigma(beta_k W h + bv).
                     let ctr = counter + 2 * k as u32 - 1;
                     rng.fill_uniform(ctr, (chain * nh) as u32, &mut u[..nh]);
-                    for j in 0..nh {
-                        h[j] = bernoulli(u[j], (b_k * x[j] + bh[j]).sigmoid());
-                    }
+                    bernoulli_slice(&u[..nh], &mut h);
                     affine_rows(&h, &wt, &zero_v, &mut pv);
                     rng.fill_uniform(ctr + 1, (chain * nv) as u32, &mut u[..nv]);
                     for i in 0..nv {
-                        v[i] = bernoulli(u[i], (b_k * pv[i] + bv[i]).sigmoid());
+                        v[i] = b_k * pv[i] + bv[i];
                     }
+                    F::sigmoid_slice(&mut v);
+                    bernoulli_slice(&u[..nv], &mut v);
                 }
                 *lw = acc;
             }

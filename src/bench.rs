@@ -1,0 +1,140 @@
+//! Reusable timing workloads (used by `benches/train.rs` and the `rtrbm bench` command).
+//!
+//! Each workload warms up, then times several repetitions, calling `be.synchronize()` before it
+//! reads the clock, and reports the median, minimum and maximum seconds per repetition and the
+//! throughput at the median.
+
+use crate::backend::Backend;
+use crate::config::{CdStep, Config};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::{ModelKind, ModelSpec};
+use crate::rng::{HostRng, RngKey};
+use crate::train::{make_chunks, Trainer};
+use std::time::Instant;
+
+/// Timings of one workload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    /// What was timed, e.g. `train lstm_rtrbm batch 1 CD-25`.
+    pub name: String,
+    /// Seconds per repetition: median, fastest, slowest.
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    /// Repetitions timed (after the warm-up).
+    pub reps: usize,
+    /// Work items per repetition (updates, or chain-steps for AIS).
+    pub items_per_rep: f64,
+    /// Work items per second at the median.
+    pub throughput: f64,
+    /// Name of the work item: `updates` or `chain-steps`.
+    pub unit: String,
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {:.4e} {}/s (median {:.4} s, min {:.4} s, max {:.4} s over {} reps of {} {})",
+            self.name, self.throughput, self.unit, self.median_s, self.min_s, self.max_s, self.reps, self.items_per_rep, self.unit
+        )
+    }
+}
+
+fn summarise(name: String, mut times: Vec<f64>, items: f64, unit: &str) -> BenchResult {
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let median = times[times.len() / 2];
+    BenchResult {
+        name,
+        median_s: median,
+        min_s: times[0],
+        max_s: times[times.len() - 1],
+        reps: times.len(),
+        items_per_rep: items,
+        throughput: items / median.max(1e-12),
+        unit: unit.to_string(),
+    }
+}
+
+/// The paper-protocol model spec of `kind`: V = 88, H = 88 (RNN-RBM: H = 150, U = 100; LSTM-RTRBM: U = 88).
+pub fn paper_spec(kind: ModelKind) -> ModelSpec {
+    match kind {
+        ModelKind::RnnRbm => ModelSpec::new(kind, 88, 150, 100),
+        ModelKind::LstmRtrbm => ModelSpec::new(kind, 88, 88, 88),
+        _ => ModelSpec::new(kind, 88, 88, 0),
+    }
+}
+
+/// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
+/// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
+/// `max(updates / 5, 2)` updates. Throughput is updates per second.
+pub fn train_workload<B: Backend>(be: &B, kind: ModelKind, batch: usize, k: usize, updates: usize) -> Result<BenchResult> {
+    if batch == 0 || k == 0 || updates == 0 {
+        return Err(Error::msg("train_workload: batch, k and updates must be positive"));
+    }
+    let mut cfg = Config::default();
+    cfg.model = paper_spec(kind);
+    cfg.train.batch = batch;
+    cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
+    let data = crate::data::jsb_embedded();
+    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
+    if chunks.is_empty() {
+        return Err(Error::msg("train_workload: no training chunks"));
+    }
+    let mut trainer = Trainer::new(be, cfg)?;
+    let mut next = 0usize;
+    let mut update = 0u64;
+    let mut run = |trainer: &mut Trainer<'_, B>, n: usize| -> Result<()> {
+        for _ in 0..n {
+            let batch_refs: Vec<&[B::F]> = (0..batch).map(|i| chunks[(next + i) % chunks.len()].as_slice()).collect();
+            next = (next + batch) % chunks.len();
+            trainer.step(&batch_refs, update)?;
+            update += 1;
+        }
+        Ok(())
+    };
+    run(&mut trainer, (updates / 5).max(2))?;
+    be.synchronize()?;
+    let mut times = vec![];
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        run(&mut trainer, updates)?;
+        be.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let name = format!("train {} batch {batch} CD-{k} on {}", kind.name(), be.name());
+    Ok(summarise(name, times, updates as f64, "updates"))
+}
+
+/// Trained-like RBM parameters for AIS timing: V = H = 88, W ~ Normal(0, 0.1^2), bv = -3, bh = -1.
+pub fn ais_params<F: Float>(nv: usize, nh: usize, seed: u64) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let mut rng = HostRng::new(seed, 0xA1);
+    let w = (0..nv * nh).map(|_| F::from_f64(0.1 * rng.normal())).collect();
+    (w, vec![F::from_f64(-3.0); nv], vec![F::from_f64(-1.0); nh])
+}
+
+/// [`Backend::ais`] for one RBM (V = H = 88, [`ais_params`]) with `chains` runs through a linear
+/// schedule of `betas` inverse temperatures: 5 repetitions after one warm-up. Throughput is
+/// chain-steps per second, one chain advancing one beta being one chain-step.
+pub fn ais_workload<B: Backend>(be: &B, chains: usize, betas: usize) -> Result<BenchResult> {
+    if chains == 0 || betas < 2 {
+        return Err(Error::msg("ais_workload: needs chains >= 1 and betas >= 2"));
+    }
+    let (nv, nh) = (88, 88);
+    let (w, bv, bh) = ais_params::<B::F>(nv, nh, 17);
+    let (w, bv, bh) = (be.upload(&w)?, be.upload(&bv)?, be.upload(&bh)?);
+    let schedule: Vec<f64> = (0..betas).map(|i| i as f64 / (betas - 1) as f64).collect();
+    let key = RngKey::new(99, 3);
+    be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, key, 0)?;
+    be.synchronize()?;
+    let mut times = vec![];
+    for rep in 0..5u32 {
+        let t0 = Instant::now();
+        be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, key, 1 + rep * 2 * betas as u32)?;
+        be.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let name = format!("ais V=H=88 {chains} chains x {betas} betas on {}", be.name());
+    Ok(summarise(name, times, (chains * (betas - 1)) as f64, "chain-steps"))
+}
