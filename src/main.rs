@@ -31,6 +31,8 @@ enum Cmd {
     /// Inspect, convert and import piano-roll datasets.
     #[command(subcommand)]
     Data(cli::data::DataCmd),
+    /// Time the standard workloads (training, batched training, AIS) on a device.
+    Bench(cli::bench::BenchArgs),
     /// Version, compiled-in backends, CUDA libraries and GPUs.
     Info,
 }
@@ -43,6 +45,7 @@ fn main() {
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Reproduce(a) => cli::reproduce::run(a),
         Cmd::Data(c) => cli::data::run(c),
+        Cmd::Bench(a) => cli::bench::run(a),
         Cmd::Info => cli::info::run(),
     };
     if let Err(e) = result {

@@ -1,4 +1,5 @@
 //! The `rtrbm` command line: one module per subcommand family.
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod eval;
