@@ -837,3 +837,8 @@ impl Drop for Cuda {
         let _ = &self.ctx;
     }
 }
+
+/// The kernel files and their entry points, as (file, kernels), for `rtrbm info`.
+pub fn kernel_inventory() -> Vec<(&'static str, Vec<&'static str>)> {
+    KERNEL_FILES.iter().map(|(file, _, names)| (*file, names.to_vec())).collect()
+}

@@ -10,9 +10,25 @@ pub fn run() -> anyhow::Result<()> {
 
 #[cfg(feature = "cuda")]
 fn cuda_info() {
-    match crate::backend::cuda::device_info() {
-        Ok(s) => println!("{s}"),
+    use crate::backend::cuda;
+    match cuda::device_info() {
+        Ok(s) => println!("gpu 0: {s}"),
         Err(e) => println!("cuda: not usable here: {e}"),
+    }
+    // Compile every kernel for the device's architecture (or compute_90 without a GPU) to show
+    // that NVRTC works here.
+    let compiled = match cuda::Cuda::new(0) {
+        Ok(_) => Ok("compiled and loaded on gpu 0".to_string()),
+        Err(_) => cuda::compile_all_ptx("compute_90").map(|_| "compiled by NVRTC for compute_90 (no GPU to load them)".to_string()),
+    };
+    match compiled {
+        Ok(how) => {
+            println!("kernels ({how}):");
+            for (file, names) in cuda::kernel_inventory() {
+                println!("  kernels/{file}: {}", names.join(", "));
+            }
+        }
+        Err(e) => println!("kernels: not compiled here: {e}"),
     }
 }
 
