@@ -18,6 +18,7 @@ pub mod midi;
 pub mod model;
 pub mod plot;
 pub mod rng;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ enum Cmd {
     /// Inspect, convert and import piano-roll datasets.
     #[command(subcommand)]
     Data(cli::data::DataCmd),
+    /// Training sweeps: plan, run (threads, GPUs, Slurm), report.
+    #[command(subcommand)]
+    Sweep(cli::sweep::SweepCmd),
     /// Version, compiled-in backends, CUDA libraries and GPUs.
     Info,
 }
@@ -37,6 +40,7 @@ fn main() {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Data(c) => cli::data::run(c),
+        Cmd::Sweep(c) => cli::sweep::run(c),
         Cmd::Info => cli::info::run(),
     };
     if let Err(e) = result {

@@ -3,6 +3,7 @@ pub mod data;
 pub mod device;
 pub mod info;
 pub mod sample;
+pub mod sweep;
 pub mod train;
 
 use crate::data::Dataset;
