@@ -139,11 +139,13 @@ pub struct QueueSummary {
 
 /// This machine's host name (for claims).
 pub fn hostname() -> String {
-    std::env::var("HOSTNAME")
+    // the kernel's name first: Slurm sets $HOSTNAME to the node name it was given
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "localhost".into())
 }
 
