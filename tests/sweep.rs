@@ -59,13 +59,17 @@ fn params_of(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f64>)> {
 #[test]
 fn expansion_is_deterministic_with_stable_names() {
     let dir = tempfile::tempdir().unwrap();
-    let body = "grid:\n  train.lr: [0.01, 0.03]\n  model.hidden: [8, 16]\nrandom:\n  count: 3\n  seed: 5\n  fields:\n    \
+    let body =
+        "grid:\n  train.lr: [0.01, 0.03]\n  model.hidden: [8, 16]\nrandom:\n  count: 3\n  seed: 5\n  fields:\n    \
                 train.momentum: {uniform: [0.5, 0.95]}\n    train.weight_decay: {log_uniform: [1.0e-6, 1.0e-3]}\n    \
                 model.recurrent: {choice: [4, 8]}\n    train.batch: {int_uniform: [1, 3]}\n";
     let a = sweep_in(dir.path(), body);
     let b = sweep_in(dir.path(), body);
     assert_eq!(a.runs.len(), 2 * 2 * 3);
-    assert_eq!(a.fields, ["model.hidden", "train.lr", "model.recurrent", "train.batch", "train.momentum", "train.weight_decay"]);
+    assert_eq!(
+        a.fields,
+        ["model.hidden", "train.lr", "model.recurrent", "train.batch", "train.momentum", "train.weight_decay"]
+    );
     for (x, y) in a.runs.iter().zip(&b.runs) {
         assert_eq!((&x.name, &x.config), (&y.name, &y.config));
     }
@@ -172,7 +176,8 @@ fn stale_claims_are_taken_over_and_resumed_live_ones_are_not() {
     std::fs::write(d1.join("claim"), live.to_string()).unwrap();
     std::fs::write(d1.join("heartbeat"), "0").unwrap();
     assert!(!queue::claim_is_stale(&d1, Duration::from_secs(3600)));
-    let s = queue::run_sweep(&sweep, &QueueOptions { stale_after: Duration::from_secs(3600), ..cpu_opts(2, 1) }).unwrap();
+    let s =
+        queue::run_sweep(&sweep, &QueueOptions { stale_after: Duration::from_secs(3600), ..cpu_opts(2, 1) }).unwrap();
     assert_eq!(s.trained.len(), 2, "{s:?}");
     assert!(d0.join("done.json").exists() && !d0.join("claim").exists());
     assert!(std::fs::read_to_string(d0.join("takeovers.log")).unwrap().contains("killed"));
@@ -198,8 +203,11 @@ fn ci_sweep_of_32_tiny_runs_and_its_report() {
     );
     assert_eq!(sweep.runs.len(), 32);
     let t0 = Instant::now();
-    let s = queue::run_sweep(&sweep, &QueueOptions { devices: Devices::All, workers: None, threads: None, ..cpu_opts(1, 1) })
-        .unwrap();
+    let s = queue::run_sweep(
+        &sweep,
+        &QueueOptions { devices: Devices::All, workers: None, threads: None, ..cpu_opts(1, 1) },
+    )
+    .unwrap();
     let took = t0.elapsed().as_secs_f64();
     assert_eq!((s.done_now, s.failed.len()), (32, 0), "{s:?}");
     assert!(took < 60.0, "32 tiny runs took {took:.1} s");

@@ -111,7 +111,11 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
                 s.failed.len(),
                 s.done_now,
                 s.total,
-                if s.done_now < s.total { " (others may be running elsewhere; run again to pick up stale ones)" } else { "" }
+                if s.done_now < s.total {
+                    " (others may be running elsewhere; run again to pick up stale ones)"
+                } else {
+                    ""
+                }
             );
             if !s.failed.is_empty() {
                 anyhow::bail!(

@@ -238,7 +238,11 @@ impl Sweep {
                 fields.push(field.clone());
             }
             if r.count.saturating_mul(points.len()) > MAX_RUNS {
-                return Err(Error::config(&origin, "random.count", format!("the sweep would have more than {MAX_RUNS} runs")));
+                return Err(Error::config(
+                    &origin,
+                    "random.count",
+                    format!("the sweep would have more than {MAX_RUNS} runs"),
+                ));
             }
             let mut rng = HostRng::new(r.seed, RANDOM_STREAM);
             draws = (0..r.count)

@@ -235,8 +235,12 @@ fn create_claim(dir: &Path, worker: &str) -> Result<bool> {
     let claim = dir.join("claim");
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&claim) {
         Ok(mut f) => {
-            let info =
-                ClaimInfo { host: hostname(), pid: std::process::id(), worker: worker.into(), started_unix: now_unix() };
+            let info = ClaimInfo {
+                host: hostname(),
+                pid: std::process::id(),
+                worker: worker.into(),
+                started_unix: now_unix(),
+            };
             let text = serde_json::to_string(&info).unwrap_or_default();
             f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&claim, e))?;
             beat(dir)?;
@@ -343,7 +347,8 @@ pub fn worker_loop(
                 eprintln!("{worker}: training {}", run.name);
             }
             let started = Instant::now();
-            let result = with_heartbeat(&dir, opts.heartbeat_every, || train_one(sweep, run, device, worker, opts, cache));
+            let result =
+                with_heartbeat(&dir, opts.heartbeat_every, || train_one(sweep, run, device, worker, opts, cache));
             let mut s = summary.lock().unwrap_or_else(|p| p.into_inner());
             match result {
                 Ok(rec) => {

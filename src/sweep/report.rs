@@ -78,10 +78,11 @@ pub fn report(sweep: &Sweep) -> Result<Report> {
         (None, None) => a.index.cmp(&b.index),
     });
     let metric = sweep.runs.first().map(|r| format!("{:?}", r.config.train.valid_metric)).unwrap_or_default();
-    let mut header: Vec<String> = ["rank", "run", "status", "valid figure", "test figure", "updates", "epochs", "wall s"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut header: Vec<String> =
+        ["rank", "run", "status", "valid figure", "test figure", "updates", "epochs", "wall s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     header.extend(sweep.fields.iter().cloned());
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -176,7 +177,10 @@ pub fn report(sweep: &Sweep) -> Result<Report> {
         }
         let series = vec![
             Series { label: "best run at this value".into(), points: best_pts },
-            Series { label: "mean over runs".into(), points: mean_pts.iter().map(|m| (m.0, m.1 / m.2 as f64)).collect() },
+            Series {
+                label: "mean over runs".into(),
+                points: mean_pts.iter().map(|m| (m.0, m.1 / m.2 as f64)).collect(),
+            },
         ];
         let p = sweep.out.join(format!("valid_vs_{}.png", super::sanitize(field)));
         let x_label = if log { format!("log10({field})") } else { field.clone() };
@@ -223,7 +227,11 @@ pub fn slurm_script(sweep: &Sweep, opts: &SlurmOptions) -> Result<String> {
     };
     let logs = sweep.out.join("slurm");
     let mut s = String::from("#!/bin/bash\n");
-    s += &format!("# Slurm array for sweep `{}` ({} runs, {pending} pending), written by `rtrbm sweep slurm`.\n", sweep.name, sweep.runs.len());
+    s += &format!(
+        "# Slurm array for sweep `{}` ({} runs, {pending} pending), written by `rtrbm sweep slurm`.\n",
+        sweep.name,
+        sweep.runs.len()
+    );
     s += "# Every task runs one worker of the run queue in the shared sweep folder; submit with `sbatch`.\n";
     s += &format!("#SBATCH --job-name={}\n", sh_quote(&super::sanitize(&sweep.name)));
     let array = match opts.array_parallel {
