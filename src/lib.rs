@@ -20,6 +20,7 @@ pub mod model;
 pub mod plot;
 pub mod reproduce;
 pub mod rng;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

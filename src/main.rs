@@ -33,6 +33,9 @@ enum Cmd {
     Data(cli::data::DataCmd),
     /// Time the standard workloads (training, batched training, AIS) on a device.
     Bench(cli::bench::BenchArgs),
+    /// Training sweeps: plan, run (threads, GPUs, Slurm), report.
+    #[command(subcommand)]
+    Sweep(cli::sweep::SweepCmd),
     /// Version, compiled-in backends, CUDA libraries and GPUs.
     Info,
 }
@@ -46,6 +49,7 @@ fn main() {
         Cmd::Reproduce(a) => cli::reproduce::run(a),
         Cmd::Data(c) => cli::data::run(c),
         Cmd::Bench(a) => cli::bench::run(a),
+        Cmd::Sweep(c) => cli::sweep::run(c),
         Cmd::Info => cli::info::run(),
     };
     if let Err(e) = result {

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod info;
 pub mod reproduce;
 pub mod sample;
+pub mod sweep;
 pub mod train;
 
 use crate::data::Dataset;
