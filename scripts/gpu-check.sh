@@ -60,4 +60,11 @@ done
 exit $overall
 RUN
 chmod +x "$BUNDLE/run.sh"
+cp scripts/gpu-session.sh "$BUNDLE/session.sh"
+# Checkpoints trained elsewhere, evaluated with the full AIS schedule by session.sh.
+mkdir -p "$BUNDLE/ckpt"
+for m in rtrbm rnn_rbm lstm_rtrbm; do
+  ck="runs/reproduce/jsb_$m/best.safetensors"
+  [ -e "$ck" ] && cp "$ck" "$BUNDLE/ckpt/jsb_$m.safetensors"
+done
 du -sh "$BUNDLE"
