@@ -63,8 +63,13 @@ chmod +x "$BUNDLE/run.sh"
 cp scripts/gpu-session.sh "$BUNDLE/session.sh"
 # Checkpoints trained elsewhere, evaluated with the full AIS schedule by session.sh.
 mkdir -p "$BUNDLE/ckpt"
-for m in rtrbm rnn_rbm lstm_rtrbm; do
-  ck="runs/reproduce/jsb_$m/best.safetensors"
-  [ -e "$ck" ] && cp "$ck" "$BUNDLE/ckpt/jsb_$m.safetensors"
+mkdir -p "$BUNDLE/data"
+for ds in jsb musedata nottingham piano_midi_de; do
+  for m in rtrbm rnn_rbm lstm_rtrbm; do
+    ck="runs/reproduce/${ds}_$m/best.safetensors"
+    [ -e "$ck" ] && cp "$ck" "$BUNDLE/ckpt/${ds}_$m.safetensors"
+  done
+  # the test data of the datasets that are not shipped (licences): carried, never committed
+  [ "$ds" != jsb ] && [ -e "../shared/data/polyphonic/$ds.json" ] && cp "../shared/data/polyphonic/$ds.json" "$BUNDLE/data/"
 done
 du -sh "$BUNDLE"

@@ -26,10 +26,12 @@ timeout 240 $B train --device cuda --out "$W/jsb_gpu" --quiet > "$W/logs/train-g
 cp "$W/jsb_gpu/metrics.jsonl" "$W/logs/train-gpu-metrics.jsonl" 2>/dev/null; cp "$W/jsb_gpu/best.safetensors" "$W/evals/jsb_gpu_lstm_rtrbm.safetensors" 2>/dev/null
 
 step "full-schedule evaluations"
-for ck in ckpt/*.safetensors "$W/evals/jsb_gpu_lstm_rtrbm.safetensors"; do
+for ck in ckpt/jsb_*.safetensors "$W/evals/jsb_gpu_lstm_rtrbm.safetensors" ckpt/[mnp]*.safetensors; do
   [ -e "$ck" ] || continue
   name=$(basename "$ck" .safetensors)
-  timeout 150 $B eval --device cuda --checkpoint "$ck" --data jsb --split test --json "$W/evals/$name.eval_full.json" > "$W/logs/eval-$name.txt" 2>&1
+  ds=${name%_lstm_rtrbm}; ds=${ds%_rnn_rbm}; ds=${ds%_rtrbm}
+  if [ "$ds" = jsb ] || [ "$ds" = jsb_gpu ]; then data=jsb; sched=(); else data="data/$ds.json"; sched=(--ais-betas "${OTHER_BETAS:-1450}"); fi
+  timeout 200 $B eval --device cuda --checkpoint "$ck" --data "$data" --split test "${sched[@]}" --json "$W/evals/$name.eval_full.json" > "$W/logs/eval-$name.txt" 2>&1
   echo "$name rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-$name.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
 done
 if [ -e ckpt/jsb_lstm_rtrbm.safetensors ]; then

@@ -88,6 +88,7 @@ fn evaluate_a_saved_checkpoint() {
     let ck = Checkpoint {
         spec: spec.clone(),
         params: init_params(&spec, 0.3, 5),
+        extra: vec![],
         meta: Default::default(),
     };
     checkpoint::save(&path, &ck).unwrap();
