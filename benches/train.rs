@@ -41,8 +41,7 @@ fn criterion_benches(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("train_cd25_{threads}t"));
         group.sample_size(20).measurement_time(Duration::from_secs(4)).throughput(Throughput::Elements(1));
         for kind in KINDS {
-            let mut cfg = Config::default();
-            cfg.model = rtrbm::bench::paper_spec(kind);
+            let mut cfg = Config { model: rtrbm::bench::paper_spec(kind), ..Config::default() };
             cfg.train.cd_schedule = vec![CdStep { from: 0, k: 25 }];
             let mut trainer = Trainer::new(&be, cfg).expect("trainer");
             let mut update = 0u64;

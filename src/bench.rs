@@ -73,8 +73,7 @@ pub fn train_workload<B: Backend>(be: &B, kind: ModelKind, batch: usize, k: usiz
     if batch == 0 || k == 0 || updates == 0 {
         return Err(Error::msg("train_workload: batch, k and updates must be positive"));
     }
-    let mut cfg = Config::default();
-    cfg.model = paper_spec(kind);
+    let mut cfg = Config { model: paper_spec(kind), ..Config::default() };
     cfg.train.batch = batch;
     cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
     let data = crate::data::jsb_embedded();

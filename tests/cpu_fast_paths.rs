@@ -137,6 +137,7 @@ fn ais_matches_naive_except_near_ties() {
     let mut compared = 0;
     for threads in [1, 2] {
         let logw = Cpu::<f32>::new(threads).ais(&w, &bv, &bh, n, nv, nh, runs, &betas, rng, counter).unwrap();
+        #[allow(clippy::needless_range_loop)] // chain indexes logw and derives the frame
         for chain in 0..n * runs {
             let frame = chain / runs;
             let (bvf, bhf) = (&bv[frame * nv..(frame + 1) * nv], &bh[frame * nh..(frame + 1) * nh]);

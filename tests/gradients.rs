@@ -53,7 +53,7 @@ fn check_model(spec: ModelSpec) {
         let name = model.params.names[pi].clone();
         let analytic = grads.bufs[pi].clone();
         let mut any_nonzero = false;
-        for e in 0..analytic.len() {
+        for (e, &an) in analytic.iter().enumerate() {
             let orig = model.params.bufs[pi][e];
             model.params.bufs[pi][e] = orig + eps;
             let cp = cost(&be, &model, &mut ws, t, frames);
@@ -61,12 +61,12 @@ fn check_model(spec: ModelSpec) {
             let cm = cost(&be, &model, &mut ws, t, frames);
             model.params.bufs[pi][e] = orig;
             let numeric = (cp - cm) / (2.0 * eps);
-            let err = (numeric - analytic[e]).abs() / (1e-7 + numeric.abs().max(analytic[e].abs()));
+            let err = (numeric - an).abs() / (1e-7 + numeric.abs().max(an.abs()));
             // Absolute floor: central differences in f64 carry about 1e-10 of rounding here.
-            if (numeric - analytic[e]).abs() > 1e-9 && err > worst.0 {
-                worst = (err, format!("{name}[{e}]: analytic {} numeric {numeric}", analytic[e]));
+            if (numeric - an).abs() > 1e-9 && err > worst.0 {
+                worst = (err, format!("{name}[{e}]: analytic {an} numeric {numeric}"));
             }
-            any_nonzero |= analytic[e].abs() > 1e-8;
+            any_nonzero |= an.abs() > 1e-8;
         }
         assert!(any_nonzero, "{:?}: gradient of {name} is identically zero", spec.kind);
     }

@@ -79,8 +79,7 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
 /// A few hundred updates on JSB lower the free-energy gap and raise a validation proxy.
 #[test]
 fn a_few_hundred_updates_improve_the_model() {
-    let mut cfg = Config::default();
-    cfg.model = ModelSpec::new(ModelKind::Rtrbm, 88, 32, 0);
+    let mut cfg = Config { model: ModelSpec::new(ModelKind::Rtrbm, 88, 32, 0), ..Config::default() };
     cfg.train.max_updates = 300;
     cfg.train.cd_schedule = vec![rtrbm::config::CdStep { from: 0, k: 5 }];
     cfg.train.lr = 0.05;

@@ -39,7 +39,7 @@ impl<F: Float> Cpu<F> {
     /// Runs `f(first_item, items)` over `out` split into contiguous blocks of whole items of
     /// `item_len` elements, one block per thread.
     fn par_items<T: Send>(&self, out: &mut [T], item_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-        let items = if item_len == 0 { 0 } else { out.len() / item_len };
+        let items = out.len().checked_div(item_len).unwrap_or(0);
         let threads = self.threads.min(items).max(1);
         if threads == 1 {
             f(0, out);
@@ -218,7 +218,8 @@ fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]
         let (p1, m1) = (&mut prod[l..l + 1], &mut amax[l..l + 1]);
         ais_lanes::<F, 1>(&x[j..j + 1], &bh[j..j + 1], b_prev, b_k, &mut h[j..j + 1], p1.try_into().unwrap(), m1.try_into().unwrap());
     }
-    if amax.iter().any(|&m| !(m < F::from_f64(80.0))) {
+    // `!(m < 80)` is true for NaN too: fall back to the exact formula then
+    if amax.iter().any(|&m| m.partial_cmp(&F::from_f64(80.0)) != Some(std::cmp::Ordering::Less)) {
         return None;
     }
     let p = ((prod[0] * prod[4]) * (prod[1] * prod[5])) * ((prod[2] * prod[6]) * (prod[3] * prod[7]));
@@ -464,8 +465,8 @@ impl<F: Float> Backend for Cpu<F> {
         check_len("masked_diff b", b, rows * cols)?;
         check_len("masked_diff mask", mask, rows)?;
         check_len("masked_diff out", out, rows * cols)?;
-        for r in 0..rows {
-            let s = scale * mask[r];
+        for (r, &m) in mask.iter().enumerate().take(rows) {
+            let s = scale * m;
             for c in 0..cols {
                 let i = r * cols + c;
                 out[i] = s * (a[i] - b[i]);

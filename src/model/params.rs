@@ -4,6 +4,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 
+/// A tensor on the host: (name, shape, values).
+pub type HostTensor = (String, Vec<usize>, Vec<f64>);
+
 /// An ordered set of named tensors: parameters, their gradients, or optimiser state.
 pub struct Params<B: Backend> {
     pub names: Vec<String>,
@@ -29,7 +32,7 @@ impl<B: Backend> Params<B> {
     }
 
     /// Downloads every tensor as f64.
-    pub fn to_host(&self, be: &B) -> Result<Vec<(String, Vec<usize>, Vec<f64>)>> {
+    pub fn to_host(&self, be: &B) -> Result<Vec<HostTensor>> {
         let mut out = vec![];
         for ((name, shape), buf) in self.names.iter().zip(&self.shapes).zip(&self.bufs) {
             let data = be.download(buf)?.iter().map(|x| x.to_f64()).collect();
