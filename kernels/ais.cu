@@ -9,6 +9,16 @@
 //   h_j ~ sigma(beta_k x_j + bh_j) (counter + 2k - 1, chain*H + j),
 //   v_i ~ sigma(beta_k (W h)_i + bv_i) (counter + 2k, chain*V + i).
 // Reference: Cpu::ais (src/backend/cpu.rs). blockIdx.y is free for a model index.
+//
+// ais_chains_v2_r{1..8}: the same chains, the same uniforms (same counters and indices), for
+// V, H <= 32 R with W staged in shared memory (the host falls back to ais_chains otherwise, or
+// when RTRBM_KERNELS=v1). One warp per chain, blockDim = (32, CPB); lane l owns units l + 32 r.
+// v and h are ballot words in registers; x = v W and W h sum only the ON rows/columns (in
+// increasing order, so x and W h are bit-identical to ais_chains'); uniforms come 4 per Philox
+// block (warp_uniforms); the increment is sum_j log((1 + e^a_j) / (1 + e^b_j)) taken as one logf
+// per lane of a product of ratios (at most 4 ratios per log; exact softplus difference for a
+// unit with |a| or |b| >= 10), summed over the warp in f32 and accumulated in f64, and
+// h_j ~ e^a_j / (1 + e^a_j). Shared memory: W (V*ldw floats) then max(V,H) + 8 floats per warp.
 
 extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* __restrict__ bv_t,
                                       const float* __restrict__ bh_t, int N, int V, int H, int M,
@@ -53,3 +63,108 @@ extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* 
     }
     if (lane == 0) logw[chain] = acc;
 }
+
+template <int R>
+__device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
+                                                   const float* __restrict__ bh_t, int N, int V, int H, int M,
+                                                   const float* __restrict__ betas, int nbetas, u64 seed, u32 stream,
+                                                   u32 counter, int ldw, double* __restrict__ logw) {
+    extern __shared__ float smem[];
+    stage_w_smem(W, V, H, ldw, smem);
+    long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (chain >= (long long)N * M) return;
+    long long frame = chain / M;
+    int su_len = (V > H ? V : H) + 8;
+    float* su = smem + V * ldw + threadIdx.y * su_len;
+    int lane = threadIdx.x;
+    const int RV = (V + 31) >> 5, RH = (H + 31) >> 5;
+    const float* bv = bv_t + frame * V;
+    const float* bh = bh_t + frame * H;
+    float bvr[R], bhr[R];
+    u32 vm[R], hm[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        int u = lane + 32 * r;
+        bvr[r] = u < V ? bv[u] : 0.0f;
+        bhr[r] = u < H ? bh[u] : 0.0f;
+    }
+    const u32 vbase = (u32)(chain * V), hbase = (u32)(chain * H);
+    // v_0 from the base distribution (W = 0)
+    {
+        const float* u = warp_uniforms(seed, stream, counter, vbase, V, su);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            int i = lane + 32 * r;
+            vm[r] = __ballot_sync(0xffffffffu, i < V && u[i] < sigmoidf_(bvr[r]));
+        }
+    }
+    double acc = 0.0;
+    for (int k = 1; k < nbetas; ++k) {
+        float bp = betas[k - 1], bk = betas[k];
+        float x[R], ph[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) x[r] = 0.0f;
+        acc_active<R, true>(smem, ldw, 1, vm, RV, (const float*)0, H, x);
+        float prod = 1.0f, d = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            ph[r] = 0.0f;
+            if (lane + 32 * r < H) {
+                float a = bk * x[r] + bhr[r], b = bp * x[r] + bhr[r];
+                if (fabsf(a) < 10.0f && fabsf(b) < 10.0f) {
+                    float ea = expf(a), da = 1.0f + ea, db = 1.0f + expf(b);
+                    ph[r] = ea / da;
+                    prod *= da / db;  // correctly rounded: unbiased over 1000s of steps
+                } else {
+                    d += softplusf_(a) - softplusf_(b);
+                    ph[r] = sigmoidf_(a);
+                }
+            }
+            if ((r & 3) == 3 || r == R - 1) {  // each ratio is within e^(+-20): 4 fit a float
+                d += logf(prod);
+                prod = 1.0f;
+            }
+        }
+        d = warp_sum(d);
+        acc += (double)d;
+        if (k + 1 == nbetas) break;  // the last transition would not change the weight
+        u32 ctr = counter + 2u * (u32)k - 1u;
+        {
+            const float* u = warp_uniforms(seed, stream, ctr, hbase, H, su);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                int j = lane + 32 * r;
+                hm[r] = __ballot_sync(0xffffffffu, j < H && u[j] < ph[r]);
+            }
+        }
+        float pv[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) pv[r] = 0.0f;
+        acc_active<R, true>(smem, 1, ldw, hm, RH, (const float*)0, V, pv);
+        {
+            const float* u = warp_uniforms(seed, stream, ctr + 1u, vbase, V, su);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                int i = lane + 32 * r;
+                vm[r] = __ballot_sync(0xffffffffu, i < V && u[i] < sigmoidf_(bk * pv[r] + bvr[r]));
+            }
+        }
+    }
+    if (lane == 0) logw[chain] = acc;
+}
+
+#define AIS_V2(R)                                                                                                \
+    extern "C" __global__ void ais_chains_v2_r##R(const float* __restrict__ W, const float* __restrict__ bv_t,   \
+                                                  const float* __restrict__ bh_t, int N, int V, int H, int M,    \
+                                                  const float* __restrict__ betas, int nbetas, u64 seed,         \
+                                                  u32 stream, u32 counter, int ldw, double* __restrict__ logw) { \
+        ais_chains_v2_impl<R>(W, bv_t, bh_t, N, V, H, M, betas, nbetas, seed, stream, counter, ldw, logw);      \
+    }
+AIS_V2(1)
+AIS_V2(2)
+AIS_V2(3)
+AIS_V2(4)
+AIS_V2(5)
+AIS_V2(6)
+AIS_V2(7)
+AIS_V2(8)

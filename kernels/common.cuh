@@ -119,3 +119,63 @@ __device__ __forceinline__ float row_dot(const float* Ws, int ldw, const float* 
     }
     return a;
 }
+
+// ----- helpers of the v2 chain kernels (ais_chains_v2_r*, gibbs_chain_v2_r*, gibbs_marginals_v2_r*) ---
+// Lane l of a warp owns units l, l + 32, ..., l + 32 (R - 1) of a layer (so V, H <= 32 R); a
+// binary layer lives in registers as R ballot words (bit b of word r = unit 32 r + b is on), and
+// matrix-vector products walk only the ON inputs, in increasing index order (warp-uniform loop).
+
+// The uniforms uniform01(seed, stream, counter, base + e) for e in 0 .. n (index arithmetic mod
+// 2^32, like every kernel's (u32)(chain * n + e)), computed with ONE Philox block per 4 units:
+// the warp's lanes fill su (n + 8 floats of this warp's shared memory) and the return value r
+// satisfies r[e] = that uniform. Bit-identical to uniform01 (word (index & 3) of block index >> 2).
+// Every lane of the warp must call it; it synchronises the warp before and after writing su.
+__device__ __forceinline__ const float* warp_uniforms(u64 seed, u32 stream, u32 counter, u32 base, int n, float* su) {
+    __syncwarp();  // earlier readers of su are done
+    u32 off = base & 3u;
+    int nblk = (int)((off + (u32)n + 3u) >> 2);
+    for (int g = threadIdx.x; g < nblk; g += 32) {
+        u32 c[4] = {((base >> 2) + (u32)g) & 0x3fffffffu, counter, stream, 0u};
+        philox4x32_10(c, (u32)(seed & 0xffffffffull), (u32)(seed >> 32));
+#pragma unroll
+        for (int w = 0; w < 4; ++w) su[4 * g + w] = ((float)(c[w] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    }
+    __syncwarp();
+    return su + off;
+}
+
+// acc[r] (output unit o = lane + 32 r < nout) += sum over ON inputs k (bits of mask[0 .. RK), in
+// increasing k) of x_k * Ws[k * ks + o * os]; x_k = 1 when BIN (binary input, 1 * w == w
+// exactly), else xs[k]. With acc initialised to the bias this is bit-identical to col_dot
+// (ks = ldw, os = 1) and row_dot (ks = 1, os = ldw): same terms, same order, no FMA.
+template <int R, bool BIN>
+__device__ __forceinline__ void acc_active(const float* Ws, int ks, int os, const u32* mask, int RK, const float* xs,
+                                           int nout, float* acc) {
+    int lane = threadIdx.x;
+#pragma unroll
+    for (int rk = 0; rk < R; ++rk) {
+        if (rk < RK) {
+            u32 m = mask[rk];
+            while (m) {
+                int k = 32 * rk + __ffs(m) - 1;
+                m &= m - 1u;
+                const float* p = Ws + k * ks + lane * os;
+                float xk = BIN ? 1.0f : xs[k];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    if (lane + 32 * r < nout) {
+                        float w = p[32 * r * os];
+                        acc[r] += BIN ? w : xk * w;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Stages W [rows, cols] into smem with row stride ldw (all threads of the block; ends with a barrier).
+__device__ __forceinline__ void stage_w_smem(const float* __restrict__ W, int rows, int cols, int ldw, float* smem) {
+    int tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
+    for (int e = tid; e < rows * cols; e += nt) smem[(e / cols) * ldw + (e % cols)] = W[e];
+    __syncthreads();
+}

@@ -13,6 +13,15 @@
 // gibbs_marginals: one warp per RBM n: for c in 0..chains (chain n*chains + c), v = 0, burn_in +
 //               samples Gibbs steps, averaging P(v = 1 | h) over the kept steps into out [N,V].
 //               Reference: Cpu::gibbs_marginals.
+// gibbs_chain_v2_r{1..8}, gibbs_marginals_v2_r{1..8}: the same chains and uniforms for BINARY
+//               visibles with V, H <= 32 R and W staged in shared memory (the host falls back
+//               to gibbs_chain / gibbs_marginals otherwise, or when RTRBM_KERNELS=v1). Lane l
+//               owns units l + 32 r; v and h are ballot words in registers; v W + bh and W h + bv
+//               add only the ON rows/columns in increasing order (acc_active), so every
+//               pre-activation, probability and sample is BIT-IDENTICAL to gibbs_chain's; uniforms
+//               come 4 per Philox block (warp_uniforms). gibbs_chain_v2 accepts a non-binary
+//               starting v (its first product weights the rows by v, from shared memory).
+//               Shared memory: W (V*ldw floats), then max(V,H) + 8 + V floats per warp.
 // test_uniforms: out[i] = uniform01(seed, stream, counter, first + i) (bit-identity test).
 // Launch grids use blockIdx.x only, leaving blockIdx.y free for a model index.
 
@@ -124,3 +133,144 @@ extern "C" __global__ void free_energy(const float* __restrict__ W, const float*
 extern "C" __global__ void test_uniforms(u64 seed, u32 stream, u32 counter, u32 first, int n, float* __restrict__ out) {
     GRID_STRIDE(i, n) { out[i] = uniform01(seed, stream, counter, first + (u32)i); }
 }
+
+// One binary Gibbs step of the v2 kernels: h from vm (ON visibles; when vx is not null, the
+// visible values are vx[0 .. V) in shared memory instead of ones), then vm from h. pv, when not
+// null, receives P(v = 1 | h) of the lane's units.
+template <int R>
+__device__ __forceinline__ void gibbs_step_v2(const float* Ws, int ldw, int V, int H, const float* bvr, const float* bhr,
+                                              u32* vm, const float* vx, float* su, u64 seed, u32 stream, u32 ctr,
+                                              long long chain, float* pv) {
+    int lane = threadIdx.x;
+    const int RV = (V + 31) >> 5, RH = (H + 31) >> 5;
+    float x[R];
+    u32 hm[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) x[r] = bhr[r];
+    if (vx)
+        acc_active<R, false>(Ws, ldw, 1, vm, RV, vx, H, x);
+    else
+        acc_active<R, true>(Ws, ldw, 1, vm, RV, (const float*)0, H, x);
+    {
+        const float* u = warp_uniforms(seed, stream, ctr, (u32)(chain * H), H, su);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            int j = lane + 32 * r;
+            hm[r] = __ballot_sync(0xffffffffu, j < H && bernoullif_(u[j], sigmoidf_(x[r])) != 0.0f);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) x[r] = bvr[r];
+    acc_active<R, true>(Ws, 1, ldw, hm, RH, (const float*)0, V, x);
+    {
+        const float* u = warp_uniforms(seed, stream, ctr + 1u, (u32)(chain * V), V, su);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            int i = lane + 32 * r;
+            float p = sigmoidf_(x[r]);
+            if (pv) pv[r] = p;
+            vm[r] = __ballot_sync(0xffffffffu, i < V && bernoullif_(u[i], p) != 0.0f);
+        }
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
+                                                    const float* __restrict__ bh_t, float* __restrict__ v, int N, int V,
+                                                    int H, int K, u64 seed, u32 stream, u32 counter, int ldw) {
+    extern __shared__ float smem[];
+    stage_w_smem(W, V, H, ldw, smem);
+    long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (chain >= N) return;
+    int per_warp = (V > H ? V : H) + 8 + V;
+    float* su = smem + V * ldw + threadIdx.y * per_warp;
+    float* sv = su + (V > H ? V : H) + 8;
+    int lane = threadIdx.x;
+    float bvr[R], bhr[R];
+    u32 vm[R];
+    bool binary = true;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        int u = lane + 32 * r;
+        bvr[r] = u < V ? bv_t[chain * V + u] : 0.0f;
+        bhr[r] = u < H ? bh_t[chain * H + u] : 0.0f;
+        float x = u < V ? v[chain * V + u] : 0.0f;
+        if (u < V) sv[u] = x;
+        binary = binary && (x == 0.0f || x == 1.0f);
+        vm[r] = __ballot_sync(0xffffffffu, x != 0.0f);
+    }
+    binary = __all_sync(0xffffffffu, binary);
+    __syncwarp();
+    for (int k = 0; k < K; ++k) {
+        gibbs_step_v2<R>(smem, ldw, V, H, bvr, bhr, vm, (k == 0 && !binary) ? sv : (const float*)0, su, seed, stream,
+                         counter + 2u * (u32)k, chain, (float*)0);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        int i = lane + 32 * r;
+        if (i < V) v[chain * V + i] = ((vm[r] >> lane) & 1u) ? 1.0f : 0.0f;
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void gibbs_marginals_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
+                                                        const float* __restrict__ bh_t, int N, int V, int H, int chains,
+                                                        int burn_in, int samples, u64 seed, u32 stream, u32 counter,
+                                                        float norm, int ldw, float* __restrict__ out) {
+    extern __shared__ float smem[];
+    stage_w_smem(W, V, H, ldw, smem);
+    long long frame = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (frame >= N) return;
+    int per_warp = (V > H ? V : H) + 8 + V;
+    float* su = smem + V * ldw + threadIdx.y * per_warp;
+    int lane = threadIdx.x;
+    float bvr[R], bhr[R], acc[R], pv[R];
+    u32 vm[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        int u = lane + 32 * r;
+        bvr[r] = u < V ? bv_t[frame * V + u] : 0.0f;
+        bhr[r] = u < H ? bh_t[frame * H + u] : 0.0f;
+        acc[r] = 0.0f;
+    }
+    for (int c = 0; c < chains; ++c) {
+        long long chain = frame * chains + c;
+#pragma unroll
+        for (int r = 0; r < R; ++r) vm[r] = 0u;
+        for (int step = 0; step < burn_in + samples; ++step) {
+            gibbs_step_v2<R>(smem, ldw, V, H, bvr, bhr, vm, (const float*)0, su, seed, stream, counter + 2u * (u32)step,
+                             chain, pv);
+            if (step >= burn_in) {
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r] += pv[r];
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        int i = lane + 32 * r;
+        if (i < V) out[frame * V + i] = acc[r] * norm;
+    }
+}
+
+#define GIBBS_V2(R)                                                                                                   \
+    extern "C" __global__ void gibbs_chain_v2_r##R(const float* __restrict__ W, const float* __restrict__ bv_t,         \
+                                                   const float* __restrict__ bh_t, float* __restrict__ v, int N, int V, \
+                                                   int H, int K, u64 seed, u32 stream, u32 counter, int ldw) {          \
+        gibbs_chain_v2_impl<R>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, ldw);                              \
+    }                                                                                                                  \
+    extern "C" __global__ void gibbs_marginals_v2_r##R(                                                               \
+        const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t, int N, int V,    \
+        int H, int chains, int burn_in, int samples, u64 seed, u32 stream, u32 counter, float norm, int ldw,          \
+        float* __restrict__ out) {                                                                                     \
+        gibbs_marginals_v2_impl<R>(W, bv_t, bh_t, N, V, H, chains, burn_in, samples, seed, stream, counter, norm, ldw, \
+                                   out);                                                                               \
+    }
+GIBBS_V2(1)
+GIBBS_V2(2)
+GIBBS_V2(3)
+GIBBS_V2(4)
+GIBBS_V2(5)
+GIBBS_V2(6)
+GIBBS_V2(7)
+GIBBS_V2(8)

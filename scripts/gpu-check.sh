@@ -31,6 +31,7 @@ PY
   cp "$exe" "$BUNDLE/bin/$t"
 done
 rm -f "$BUNDLE/.build.json"
+cp scripts/gpu-bench.sh "$BUNDLE/bench.sh"
 strip "$BUNDLE"/bin/* || true
 
 cat > "$BUNDLE/run.sh" <<'RUN'

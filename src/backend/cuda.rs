@@ -25,19 +25,63 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
         include_str!("../../kernels/linalg.cu"),
         &["gemm_f32", "add_bias", "sum_rows", "axpy", "masked_diff", "mask_rows", "fill_f32", "scale_f32", "sum_squares_partial"],
     ),
-    ("rbm.cu", include_str!("../../kernels/rbm.cu"), &["hidden_probs", "gibbs_chain", "gibbs_marginals", "free_energy", "test_uniforms"]),
+    (
+        "rbm.cu",
+        include_str!("../../kernels/rbm.cu"),
+        &[
+            "hidden_probs",
+            "gibbs_chain",
+            "gibbs_marginals",
+            "free_energy",
+            "test_uniforms",
+            "gibbs_chain_v2_r1",
+            "gibbs_chain_v2_r2",
+            "gibbs_chain_v2_r3",
+            "gibbs_chain_v2_r4",
+            "gibbs_chain_v2_r5",
+            "gibbs_chain_v2_r6",
+            "gibbs_chain_v2_r7",
+            "gibbs_chain_v2_r8",
+            "gibbs_marginals_v2_r1",
+            "gibbs_marginals_v2_r2",
+            "gibbs_marginals_v2_r3",
+            "gibbs_marginals_v2_r4",
+            "gibbs_marginals_v2_r5",
+            "gibbs_marginals_v2_r6",
+            "gibbs_marginals_v2_r7",
+            "gibbs_marginals_v2_r8",
+        ],
+    ),
     ("recurrent.cu", include_str!("../../kernels/recurrent.cu"), &["rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward"]),
     ("lstm.cu", include_str!("../../kernels/lstm.cu"), &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce"]),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum"]),
-    ("ais.cu", include_str!("../../kernels/ais.cu"), &["ais_chains"]),
+    (
+        "ais.cu",
+        include_str!("../../kernels/ais.cu"),
+        &[
+            "ais_chains",
+            "ais_chains_v2_r1",
+            "ais_chains_v2_r2",
+            "ais_chains_v2_r3",
+            "ais_chains_v2_r4",
+            "ais_chains_v2_r5",
+            "ais_chains_v2_r6",
+            "ais_chains_v2_r7",
+            "ais_chains_v2_r8",
+        ],
+    ),
 ];
 
 /// Kernels that use dynamic shared memory (their limit is raised to the device's opt-in maximum).
 const DYN_SMEM_KERNELS: &[&str] =
     &["gibbs_chain", "gibbs_marginals", "ais_chains", "rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward"];
 
-/// Chains (warps) per block of the chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
+/// Chains (warps) per block of the v1 chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
 const CHAINS_PER_BLOCK: usize = 4;
+/// Chains (warps) per block of the v2 chain kernels (`*_v2_r{R}`), which share one staged W.
+const CHAINS_PER_BLOCK_V2: usize = 8;
+/// The largest R (units per lane: V, H <= 32 R) with a v2 chain kernel.
+const V2_MAX_R: usize = 8;
 /// Threads of the elementwise kernels, and the most blocks of a grid-stride launch.
 const THREADS: u32 = 256;
 const MAX_BLOCKS: usize = 4096;
@@ -152,6 +196,9 @@ pub struct Cuda {
     name: String,
     /// Most dynamic shared memory a block of the chain/recurrent kernels may use, in bytes.
     smem_limit: usize,
+    /// `RTRBM_KERNELS=v1`: use the first chain kernels (gibbs_chain, gibbs_marginals,
+    /// ais_chains) even where a v2 kernel applies (for A/B timing).
+    kernels_v1: bool,
 }
 
 fn drv<T>(what: &str, r: std::result::Result<T, cudarc::driver::DriverError>) -> Result<T> {
@@ -218,7 +265,8 @@ impl Cuda {
         // Raise the dynamic shared memory limit of the kernels that stage matrices; keep 48 KiB
         // (always allowed) if the device refuses.
         let mut smem_limit = optin - 1024; // headroom for static shared memory
-        for &n in DYN_SMEM_KERNELS {
+        let v2_names: Vec<&'static str> = funcs.keys().copied().filter(|n| n.contains("_v2_r")).collect();
+        for &n in DYN_SMEM_KERNELS.iter().chain(v2_names.iter()) {
             let ok = funcs[n]
                 .set_attribute(
                     cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -230,7 +278,9 @@ impl Cuda {
             }
         }
         let name = drv("device name", ctx.name())?;
-        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32)"), smem_limit })
+        let kernels_v1 = std::env::var("RTRBM_KERNELS").map(|v| v.trim() == "v1").unwrap_or(false);
+        let tag = if kernels_v1 { ", kernels v1" } else { "" };
+        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32{tag})"), smem_limit, kernels_v1 })
     }
 
     fn func(&self, name: &str) -> Result<&CudaFunction> {
@@ -262,6 +312,22 @@ impl Cuda {
         } else {
             (0, cols as i32, per_block_extra as u32)
         }
+    }
+
+    /// The v2 chain kernel for V = nv, H = nh, if one applies: (R, ldw, shared-memory bytes per
+    /// block of CHAINS_PER_BLOCK_V2 warps, with `per_warp` floats per warp besides the staged W).
+    /// None under RTRBM_KERNELS=v1, when max(V, H) > 32 V2_MAX_R, or when W does not fit.
+    fn v2_layout(&self, nv: usize, nh: usize, per_warp: usize) -> Option<(usize, i32, u32)> {
+        if self.kernels_v1 || nv == 0 || nh == 0 {
+            return None;
+        }
+        let r = nv.max(nh).div_ceil(32);
+        if r > V2_MAX_R {
+            return None;
+        }
+        let ldw = odd(nh);
+        let bytes = (nv * ldw + CHAINS_PER_BLOCK_V2 * per_warp) * 4;
+        (bytes <= self.smem_limit).then_some((r, ldw as i32, bytes as u32))
     }
 
     fn check_smem(&self, what: &str, bytes: u32) -> Result<()> {
@@ -483,6 +549,22 @@ impl Backend for Cuda {
         check("gibbs v", v.len(), n * nv)?;
         if n == 0 || k == 0 {
             return Ok(());
+        }
+        if !gaussian {
+            if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
+                let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
+                let name = format!("gibbs_chain_v2_r{r}");
+                let f = self.func(&name)?;
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki);
+                lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&ldw);
+                let cfg = LaunchConfig {
+                    grid_dim: (n.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
+                    block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
+                    shared_mem_bytes: smem,
+                };
+                return launch(&mut lb, cfg, &name);
+            }
         }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + nh) * 4);
         self.check_smem("gibbs_chain", smem)?;
@@ -765,6 +847,27 @@ impl Backend for Cuda {
         let betas_f: Vec<f32> = betas.iter().map(|&b| b as f32).collect();
         let betas_d = self.upload(&betas_f)?;
         let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains))?;
+        if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
+            let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
+            i32_of("N*M", chains)?;
+            let nb = i32_of("betas", betas.len())?;
+            let name = format!("ais_chains_v2_r{r}");
+            {
+                let f = self.func(&name)?;
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
+                lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&ldw).arg(&mut logw);
+                let cfg = LaunchConfig {
+                    grid_dim: (chains.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
+                    block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
+                    shared_mem_bytes: smem,
+                };
+                launch(&mut lb, cfg, &name)?;
+            }
+            let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
+            drv("synchronize", self.stream.synchronize())?;
+            return Ok(out);
+        }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
         self.check_smem("ais_chains", smem)?;
         let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
@@ -813,6 +916,22 @@ impl Backend for Cuda {
             return Ok(());
         }
         let norm = (1.0 / (chains * samples) as f64) as f32;
+        if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
+            let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+            let (ci, bi, si) = (i32_of("chains", chains)?, i32_of("burn_in", burn_in)?, i32_of("samples", samples)?);
+            i32_of("N*chains", n * chains)?;
+            let name = format!("gibbs_marginals_v2_r{r}");
+            let f = self.func(&name)?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&ci).arg(&bi).arg(&si);
+            lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&ldw).arg(out);
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
+                block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
+                shared_mem_bytes: smem,
+            };
+            return launch(&mut lb, cfg, &name);
+        }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (3 * nv + nh) * 4);
         self.check_smem("gibbs_marginals", smem)?;
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
