@@ -134,6 +134,7 @@ fn train_pair<B: Backend>(be: &B, name: &str, opts: &ReproduceOptions) -> Result
     let v = serde_json::json!({
         "updates": summary.updates, "epochs": summary.epochs_done, "stopped_early": summary.stopped_early,
         "best_valid": summary.best_valid, "wall_s": summary.wall_s, "device": be.name(),
+        "overrides": overrides(opts),
     });
     write_json(&done, &v)?;
     Ok((cfg, v))
@@ -312,6 +313,47 @@ fn apply_eval_json(r: &mut PairResult, path: &Path) {
     r.overrides = r.overrides.split(", ").filter(|o| !o.starts_with("test on first")).collect::<Vec<_>>().join(", ");
 }
 
+/// The result of a pair for the report: its `results.json`, or (for a model trained here and
+/// evaluated elsewhere) its `done.json`, with an `eval_full.json` folded in when present.
+fn load_pair(dir: &Path, dataset: &str, model: &str) -> Option<PairResult> {
+    let eval = dir.join("eval_full.json");
+    let mut r = match read_json::<PairResult>(&dir.join("results.json")) {
+        Some(r) => r,
+        None if eval.exists() => {
+            let done = read_json::<serde_json::Value>(&dir.join("done.json"))?;
+            let cfg = Config::load(&dir.join("config.yaml")).ok()?;
+            PairResult {
+                dataset: dataset.into(),
+                model: model.into(),
+                config: format!("configs/{dataset}_{model}.yaml"),
+                seed: cfg.train.seed,
+                updates: done["updates"].as_u64().unwrap_or(0),
+                epochs: done["epochs"].as_u64().unwrap_or(0) as usize,
+                stopped_early: done["stopped_early"].as_bool().unwrap_or(false),
+                train_wall_s: done["wall_s"].as_f64().unwrap_or(0.0),
+                train_device: done["device"].as_str().unwrap_or("").into(),
+                best_valid: done["best_valid"].as_f64(),
+                overrides: done["overrides"].as_str().unwrap_or("").into(),
+                test_frames: 0,
+                test_sequences: 0,
+                ll: None,
+                ll_se: None,
+                ais_betas: 0,
+                ais_runs: 0,
+                acc: None,
+                acc_se: None,
+                acc_settings: "8 chains, burn-in 50, 50 samples".into(),
+                eval_wall_s: 0.0,
+                eval_device: String::new(),
+                mse: None,
+            }
+        }
+        None => return None,
+    };
+    apply_eval_json(&mut r, &eval);
+    Some(r)
+}
+
 /// Writes `docs/CONVERGENCE.md` from an `rtrbm eval --convergence --json` report.
 fn write_convergence(opts: &ReproduceOptions, name: &str) -> Result<()> {
     let path = opts.out_dir.join(name).join("convergence.json");
@@ -360,11 +402,7 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
         for m in MODELS {
             let path = opts.out_dir.join(format!("{d}_{m}")).join("results.json");
             let (pl, pa) = paper_figure(d, m);
-            let mut res = read_json::<PairResult>(&path);
-            if let Some(r) = res.as_mut() {
-                apply_eval_json(r, &path.with_file_name("eval_full.json"));
-            }
-            match res {
+            match load_pair(&opts.out_dir.join(format!("{d}_{m}")), d, m) {
                 Some(r) => {
                     let sched = if r.ais_betas == 14_500 {
                         format!("full, {} betas × {} runs", r.ais_betas, r.ais_runs)

@@ -355,7 +355,11 @@ pub fn run_chunks<B: Backend>(
     };
     let mut last_good = prog.clone();
     let mut epoch_cost = (0.0f64, 0usize);
-    'epochs: while prog.epoch < tc.epochs {
+    // a resumed run that had already stopped early stays stopped
+    if tc.patience > 0 && prog.bad_validations >= tc.patience {
+        stopped_early = true;
+    }
+    'epochs: while !stopped_early && prog.epoch < tc.epochs {
         let mut order: Vec<usize> = (0..chunks.len()).collect();
         if tc.shuffle {
             HostRng::new(tc.seed, 0x5EED + prog.epoch as u32).shuffle(&mut order);
