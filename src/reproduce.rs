@@ -400,7 +400,6 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
     let mut missing = vec![];
     for d in DATASETS {
         for m in MODELS {
-            let path = opts.out_dir.join(format!("{d}_{m}")).join("results.json");
             let (pl, pa) = paper_figure(d, m);
             match load_pair(&opts.out_dir.join(format!("{d}_{m}")), d, m) {
                 Some(r) => {
