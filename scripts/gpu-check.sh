@@ -47,7 +47,7 @@ nvidia-smi > "$LOG/nvidia-smi.txt" 2>&1 || true
 printf '%-16s %7s %7s %s\n' binary passed failed status > "$LOG/summary.txt"
 overall=0
 for t in nvrtc_compile gpu_kernels; do
-  timeout 240 ./bin/$t --test-threads=2 --nocapture > "$LOG/$t.log" 2>&1
+  timeout ${TEST_TIMEOUT:-120} ./bin/$t --test-threads=2 --nocapture > "$LOG/$t.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || overall=1
   passed=$(grep -c '^test .* ok$' "$LOG/$t.log" || true)
