@@ -137,3 +137,66 @@ pub fn ais_workload<B: Backend>(be: &B, chains: usize, betas: usize) -> Result<B
     let name = format!("ais V=H=88 {chains} chains x {betas} betas on {}", be.name());
     Ok(summarise(name, times, (chains * (betas - 1)) as f64, "chain-steps"))
 }
+
+/// A sweep of `models` independent LSTM-RTRBM models (88/88, paper protocol, CD-`k`, each its
+/// own seed and data order) trained at once: every model makes `updates` updates per repetition.
+/// Models are spread over `groups` threads, each thread stepping its models in turn on the
+/// backend `make_backend(thread)` returns (one CPU backend per thread, or one shared GPU backend
+/// used from one thread). There is no packing of several models into one kernel launch yet, so on
+/// a GPU the total grows only with overlap. Throughput is model-updates per second.
+pub fn sweep_workload<B: Backend, M: Fn(usize) -> Result<B> + Sync>(
+    make_backend: M,
+    groups: usize,
+    models: usize,
+    k: usize,
+    updates: usize,
+) -> Result<BenchResult> {
+    if models == 0 || groups == 0 || updates == 0 {
+        return Err(Error::msg("sweep_workload: models, groups and updates must be positive"));
+    }
+    let data = crate::data::jsb_embedded();
+    let groups = groups.min(models);
+    let reps = 3usize;
+    let per_group: Vec<usize> = (0..groups).map(|g| (g..models).step_by(groups).count()).collect();
+    let times = std::thread::scope(|scope| -> Result<Vec<Vec<f64>>> {
+        let handles: Vec<_> = per_group
+            .iter()
+            .enumerate()
+            .map(|(g, &n)| {
+                let (data, make_backend) = (&data, &make_backend);
+                scope.spawn(move || -> Result<Vec<f64>> {
+                    let be = make_backend(g)?;
+                    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, 100);
+                    let mut trainers = vec![];
+                    for i in 0..n {
+                        let mut cfg = Config { model: paper_spec(ModelKind::LstmRtrbm), ..Config::default() };
+                        cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
+                        cfg.train.seed = 1000 + (g + i * groups) as u64;
+                        trainers.push(Trainer::new(&be, cfg)?);
+                    }
+                    let mut times = vec![];
+                    for rep in 0..=reps {
+                        be.synchronize()?;
+                        let t0 = Instant::now();
+                        for u in 0..updates {
+                            for (i, t) in trainers.iter_mut().enumerate() {
+                                let c = &chunks[(u * 7 + i * 13 + rep * 31) % chunks.len()];
+                                t.step(&[c.as_slice()], (rep * updates + u) as u64)?;
+                            }
+                        }
+                        be.synchronize()?;
+                        if rep > 0 {
+                            times.push(t0.elapsed().as_secs_f64()); // rep 0 is the warm-up
+                        }
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| Error::msg("sweep worker panicked"))?).collect()
+    })?;
+    // the slowest group bounds each repetition
+    let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t[r]).fold(0.0, f64::max)).collect();
+    let name = format!("sweep of {models} LSTM-RTRBM models, CD-{k}, {groups} thread(s)");
+    Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
+}

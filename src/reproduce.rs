@@ -395,7 +395,7 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
          AIS LL is optimistic; numbers from schedules shorter than the full 14,500 betas are marked and are \
          **not** directly comparable with the paper's column.\n\n",
     );
-    md.push_str("| dataset | model | our LL ± s.e. | AIS schedule | paper LL | our ACC % | paper ACC % | updates (epochs) | train time | overrides | device |\n");
+    md.push_str("| dataset | model | our LL ± s.e. | AIS schedule | paper LL | our ACC % | paper ACC % | updates (epochs) | train time | overrides | trained on / evaluated on |\n");
     md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut missing = vec![];
     for d in DATASETS {
@@ -410,9 +410,9 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
                     };
                     let partial = format!(" ({} frames)", r.test_frames);
                     md.push_str(&format!(
-                        "| {d} | {m} | {} ± {}{partial} | {sched} | {} | {} | {} | {} ({}{}) | {:.0} s | {} | {} |\n",
-                        fmt_opt(r.ll, 2),
-                        fmt_opt(r.ll_se, 2),
+                        "| {d} | {m} | {} ± {}{partial} | {sched} | {} | {} | {} | {} ({}{}) | {:.0} s | {} | {} / {} |\n",
+                        fmt_opt(r.ll, 3),
+                        fmt_opt(r.ll_se, 3),
                         fmt_opt(pl, 2),
                         fmt_opt(r.acc, 2),
                         fmt_opt(pa, 2),
@@ -421,6 +421,7 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
                         if r.stopped_early { ", early stop" } else { "" },
                         r.train_wall_s,
                         if r.overrides.is_empty() { "none".into() } else { r.overrides.clone() },
+                        r.train_device,
                         r.eval_device
                     ));
                 }
@@ -469,6 +470,11 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
         if s.exists() {
             md.push_str(&format!("- {d} LSTM-RTRBM sample: [MIDI](samples/{d}.mid), [piano roll](samples/{d}.png)\n"));
         }
+    }
+    // Hand-written discussion (what the numbers say, what was tried), kept beside the generated table.
+    if let Ok(notes) = std::fs::read_to_string(opts.docs_dir.join("RESULTS-notes.md")) {
+        md.push_str("\n");
+        md.push_str(&notes);
     }
     let conv = opts.docs_dir.join("CONVERGENCE.md");
     if conv.exists() {

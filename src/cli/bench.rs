@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// train | ais | all (all = paper protocol, batch 64 and AIS).
+    /// train | ais | sweep | all (all = paper protocol, batch 64 and AIS).
     #[arg(default_value = "all")]
     pub workload: String,
     #[arg(long, value_enum, default_value = "lstm_rtrbm")]
@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Updates per timed repetition (default: 200 for batch 1, 20 otherwise).
     #[arg(long)]
     pub updates: Option<usize>,
+    /// Models trained at once by `sweep`.
+    #[arg(long, default_value_t = 8)]
+    pub models: usize,
     /// AIS chains (472,500 = the JSB test set x 100 runs).
     #[arg(long, default_value_t = 472_500)]
     pub chains: usize,
@@ -117,6 +120,7 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     match args.workload.as_str() {
         "train" => rows.push(train(args.batch)?),
         "ais" => rows.push(ais()?),
+        "sweep" => anyhow::bail!("internal: sweep is dispatched before the device is opened"),
         "all" => {
             rows.push(train(1)?);
             rows.push(train(64)?);
@@ -127,9 +131,35 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// `bench sweep`: N models at once; on the CPU one backend per thread, on a GPU one backend.
+fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let updates = args.updates.unwrap_or(20);
+    let device = Device::open(args.device, threads)?;
+    let (r, dev) = match device {
+        Device::Cpu(_) => (
+            crate::bench::sweep_workload(|_| Ok(crate::backend::Cpu::<f32>::new(1)), threads, args.models, args.k, updates)?,
+            format!("cpu ({threads} threads, f32)"),
+        ),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(c) => {
+            let dev = c.name();
+            let cell = std::sync::Mutex::new(Some(c));
+            let take = |_| cell.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| crate::Error::msg("one GPU backend"));
+            (crate::bench::sweep_workload(take, 1, args.models, args.k, updates)?, dev)
+        }
+    };
+    let flops = update_flops(ModelKind::LstmRtrbm, JSB_MEAN_CHUNK, args.k as f64);
+    Ok(vec![row(&format!("sweep {} models CD-{}", args.models, args.k), &dev, r, flops, Some(JSB_MEAN_CHUNK))])
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
-    let rows = crate::with_device!(device, |be| run_on(be, &args))?;
+    let rows = if args.workload == "sweep" {
+        run_sweep(&args)?
+    } else {
+        let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
+        crate::with_device!(device, |be| run_on(be, &args))?
+    };
     println!(
         "{:<34} {:<30} {:>10} {:>8} {:>14} {:>14} {:>11} {:>7}",
         "workload", "device", "median s", "spread", "items/s", "frames/s", "GFLOP/s", "% peak"
