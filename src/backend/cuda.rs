@@ -6,7 +6,7 @@
 //! `kernels/common.cuh` (Philox, sigmoid, softplus, shared-memory helpers) is prepended to each
 //! `.cu` file; each file becomes one module, and the loaded functions are cached by name.
 //! Kernels are compiled with `--fmad=false` so elementwise arithmetic rounds like the CPU
-//! reference (the gemm kernel uses explicit `fmaf`).
+//! reference (the gemm kernels use explicit `fmaf`).
 
 use super::{Backend, Dims, Mat};
 use crate::error::{Error, Result};
