@@ -4,6 +4,13 @@
 //              transpose, A at a_off, B at b_off. 16x16 shared-memory tiles, one output per thread.
 //              beta == 0 overwrites C without reading it (NaN in C does not propagate).
 //              Reference: Cpu::gemm (src/backend/cpu.rs).
+// gemm_f32_rb: the same product for large sizes: 64x64 block tiles, 256 threads, 4x4 outputs
+//              per thread (rows ty + 16a, cols tx + 16b), BK = 16, next k-tile prefetched into
+//              registers, tile loads along each operand's contiguous dimension. Split-K: block z
+//              covers k in [z kc, min(k, (z+1) kc)); with gridDim.z == 1 it writes C like
+//              gemm_f32, otherwise the raw partial sums go to P[z][m][n] (C untouched).
+// gemm_splitk_reduce: C = alpha (P[0] + P[1] + ... + P[splits-1]) + beta C, slices added in
+//              order (deterministic); beta == 0 overwrites C.
 // add_bias:    x[r, c] += bias[c], rows x cols.                       Reference: Cpu::add_bias
 // sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in order; beta == 0
 //              overwrites).                                           Reference: Cpu::sum_rows
@@ -52,6 +59,131 @@ extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
     if (row < m && col < n) {
         float* c = C + c_off + (long long)row * n + col;
         *c = (beta == 0.0f) ? alpha * acc : alpha * acc + beta * *c;
+    }
+}
+
+#define RB_BM 64
+#define RB_BN 64
+#define RB_BK 16
+
+// A(i, p) for the 4 A-tile elements of thread `tid`: rows i0.., k-columns p0.. (zero outside
+// m x [.., kend)). Not transposed: 16 consecutive p per row; transposed: 64 consecutive i.
+__device__ __forceinline__ void rb_load_a(const float* __restrict__ a, int m, int k, int trans, int i0, int p0, int kend,
+                                          int tid, float r[4]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        int i = trans ? i0 + (tid & 63) : i0 + (tid >> 4) + 16 * q;
+        int p = trans ? p0 + (tid >> 6) + 4 * q : p0 + (tid & 15);
+        float v = 0.0f;
+        if (i < m && p < kend) v = trans ? a[(long long)p * m + i] : a[(long long)i * k + p];
+        r[q] = v;
+    }
+}
+
+__device__ __forceinline__ void rb_store_a(float (*As)[RB_BM + 1], int trans, int tid, const float r[4]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        if (trans) As[(tid >> 6) + 4 * q][tid & 63] = r[q];
+        else As[tid & 15][(tid >> 4) + 16 * q] = r[q];
+    }
+}
+
+// B(p, j) for the 4 B-tile elements of thread `tid`. Not transposed: 64 consecutive j per
+// k-row; transposed: 16 consecutive p per column.
+__device__ __forceinline__ void rb_load_b(const float* __restrict__ b, int n, int k, int trans, int j0, int p0, int kend,
+                                          int tid, float r[4]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        int j = trans ? j0 + (tid >> 4) + 16 * q : j0 + (tid & 63);
+        int p = trans ? p0 + (tid & 15) : p0 + (tid >> 6) + 4 * q;
+        float v = 0.0f;
+        if (j < n && p < kend) v = trans ? b[(long long)j * k + p] : b[(long long)p * n + j];
+        r[q] = v;
+    }
+}
+
+__device__ __forceinline__ void rb_store_b(float (*Bs)[RB_BN + 1], int trans, int tid, const float r[4]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        if (trans) Bs[tid & 15][(tid >> 4) + 16 * q] = r[q];
+        else Bs[(tid >> 6) + 4 * q][tid & 63] = r[q];
+    }
+}
+
+// blockDim = (16, 16); grid = (ceil(n/64), ceil(m/64), splits). P: splits x m x n floats when
+// splits > 1 (unused otherwise).
+extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int k, int kc, float alpha,
+                                                              const float* __restrict__ A, long long a_off, int a_trans,
+                                                              const float* __restrict__ B, long long b_off, int b_trans,
+                                                              float beta, float* __restrict__ C, long long c_off,
+                                                              float* __restrict__ P) {
+    __shared__ float As[RB_BK][RB_BM + 1];
+    __shared__ float Bs[RB_BK][RB_BN + 1];
+    const float* a = A + a_off;
+    const float* b = B + b_off;
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+    const int i0 = blockIdx.y * RB_BM, j0 = blockIdx.x * RB_BN;
+    const int kbeg = blockIdx.z * kc;
+    const int kend = min(k, kbeg + kc);
+    float acc[4][4];
+#pragma unroll
+    for (int x = 0; x < 4; ++x)
+#pragma unroll
+        for (int y = 0; y < 4; ++y) acc[x][y] = 0.0f;
+    float ra[4], rb[4];
+    rb_load_a(a, m, k, a_trans, i0, kbeg, kend, tid, ra);
+    rb_load_b(b, n, k, b_trans, j0, kbeg, kend, tid, rb);
+    for (int p0 = kbeg; p0 < kend; p0 += RB_BK) {
+        rb_store_a(As, a_trans, tid, ra);
+        rb_store_b(Bs, b_trans, tid, rb);
+        __syncthreads();
+        if (p0 + RB_BK < kend) {
+            rb_load_a(a, m, k, a_trans, i0, p0 + RB_BK, kend, tid, ra);
+            rb_load_b(b, n, k, b_trans, j0, p0 + RB_BK, kend, tid, rb);
+        }
+#pragma unroll
+        for (int q = 0; q < RB_BK; ++q) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                av[x] = As[q][ty + 16 * x];
+                bv[x] = Bs[q][tx + 16 * x];
+            }
+#pragma unroll
+            for (int x = 0; x < 4; ++x)
+#pragma unroll
+                for (int y = 0; y < 4; ++y) acc[x][y] = fmaf(av[x], bv[y], acc[x][y]);
+        }
+        __syncthreads();
+    }
+    const bool split = gridDim.z > 1;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+        int i = i0 + ty + 16 * x;
+        if (i >= m) continue;
+#pragma unroll
+        for (int y = 0; y < 4; ++y) {
+            int j = j0 + tx + 16 * y;
+            if (j >= n) continue;
+            long long e = (long long)i * n + j;
+            if (split) {
+                P[(long long)blockIdx.z * m * n + e] = acc[x][y];
+            } else {
+                float* c = C + c_off + e;
+                *c = (beta == 0.0f) ? alpha * acc[x][y] : alpha * acc[x][y] + beta * *c;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void gemm_splitk_reduce(int m, int n, int splits, const float* __restrict__ P, float alpha,
+                                              float beta, float* __restrict__ C, long long c_off) {
+    long long mn = (long long)m * n;
+    GRID_STRIDE(e, mn) {
+        float s = P[e];
+        for (int z = 1; z < splits; ++z) s += P[(long long)z * mn + e];
+        float* c = C + c_off + e;
+        *c = (beta == 0.0f) ? alpha * s : alpha * s + beta * *c;
     }
 }
 

@@ -17,7 +17,7 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use rtrbm::backend::{Backend, Cpu, Cuda, Dims, Mat};
+use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat};
 use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
 use rtrbm::rng::{HostRng, RngKey};
 
@@ -90,7 +90,15 @@ fn gemm_all_transposes_and_offsets() {
     let Some(g) = gpu() else { return };
     let c = cpu();
     let mut r = HostRng::new(1, 0);
-    for (m, n, k) in [(1, 1, 1), (37, 53, 88), (88, 88, 100), (5, 300, 17), (130, 7, 300)] {
+    // Small shapes through both kernels (the blocked one with and without split-K); the large
+    // ones take the blocked kernel under `Auto` (>= 2^24 multiply-adds): split-K where the
+    // output has fewer 64x64 tiles than the SMs (300x260, 650x100), one slice for 1030x530.
+    let small = [(1, 1, 1), (37, 53, 88), (88, 88, 100), (5, 300, 17), (130, 7, 300)];
+    let cases = small
+        .iter()
+        .flat_map(|&s| [(s, GemmPath::Simple), (s, GemmPath::Blocked)])
+        .chain([((300, 260, 300), GemmPath::Auto), ((650, 100, 260), GemmPath::Auto), ((1030, 530, 100), GemmPath::Auto)]);
+    for ((m, n, k), path) in cases {
         for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
             for beta in [0.0f32, 0.5] {
                 let (ao, bo, co) = (3, 5, 7);
@@ -106,10 +114,14 @@ fn gemm_all_transposes_and_offsets() {
                     g.upload(&c0).unwrap()
                 };
                 let mut cc = c0.clone();
-                g.gemm(m, n, k, 0.7, Mat { buf: &ga, offset: ao, trans: at }, Mat { buf: &gb, offset: bo, trans: bt }, beta, &mut gc, co).unwrap();
+                let (ma, mb) = (Mat { buf: &ga, offset: ao, trans: at }, Mat { buf: &gb, offset: bo, trans: bt });
+                g.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut gc, co).unwrap();
                 c.gemm(m, n, k, 0.7, Mat { buf: &a, offset: ao, trans: at }, Mat { buf: &b, offset: bo, trans: bt }, beta, &mut cc, co).unwrap();
                 let gv = g.download(&gc).unwrap();
-                assert_close(&format!("gemm {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &gv, &cc, 1e-4, 1e-4);
+                assert_close(&format!("gemm {path:?} {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &gv, &cc, 1e-4, 1e-4);
+                // the guard elements around C are untouched
+                assert_eq!(gv[..co].to_vec(), c0[..co].to_vec(), "gemm {path:?} {m}x{n}x{k}: C before c_off");
+                assert_eq!(gv[co + m * n..].to_vec(), c0[co + m * n..].to_vec(), "gemm {path:?} {m}x{n}x{k}: C after m n");
             }
         }
     }
@@ -515,6 +527,13 @@ fn training_update_lstm_rtrbm() {
 #[test]
 fn training_update_lstm_rtrbm_batched() {
     training_update(ModelSpec::new(ModelKind::LstmRtrbm, 37, 53, 29), 7, 3);
+}
+
+/// Batch 24 x 100 frames: every product of the update has >= 2^24 multiply-adds, so the
+/// register-blocked gemm runs (split-K for the k = N weight gradients).
+#[test]
+fn training_update_lstm_rtrbm_large_batch() {
+    training_update(ModelSpec::new(ModelKind::LstmRtrbm, 88, 88, 88), 100, 24);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! `kernels/common.cuh` (Philox, sigmoid, softplus, shared-memory helpers) is prepended to each
 //! `.cu` file; each file becomes one module, and the loaded functions are cached by name.
 //! Kernels are compiled with `--fmad=false` so elementwise arithmetic rounds like the CPU
-//! reference (the gemm kernel uses explicit `fmaf`).
+//! reference (the gemm kernels use explicit `fmaf`).
 
 use super::{Backend, Dims, Mat};
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
     (
         "linalg.cu",
         include_str!("../../kernels/linalg.cu"),
-        &["gemm_f32", "add_bias", "sum_rows", "axpy", "masked_diff", "mask_rows", "fill_f32", "scale_f32", "sum_squares_partial"],
+        &["gemm_f32", "gemm_f32_rb", "gemm_splitk_reduce", "add_bias", "sum_rows", "axpy", "masked_diff", "mask_rows", "fill_f32", "scale_f32", "sum_squares_partial"],
     ),
     (
         "rbm.cu",
@@ -87,6 +87,24 @@ const THREADS: u32 = 256;
 const MAX_BLOCKS: usize = 4096;
 /// Blocks of the sum-of-squares reduction.
 const SSQ_BLOCKS: usize = 256;
+/// `GemmPath::Auto` uses the register-blocked gemm from this many multiply-adds (m n k) on.
+const GEMM_RB_MIN_MACS: usize = 1 << 24;
+/// Block tile of `gemm_f32_rb` (rows = cols) and its k-tile.
+const GEMM_RB_TILE: usize = 64;
+const GEMM_RB_BK: usize = 16;
+
+/// Which gemm kernel [`Cuda::gemm_with`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    /// `gemm_f32_rb` from `GEMM_RB_MIN_MACS` multiply-adds on, `gemm_f32` below (what
+    /// [`Backend::gemm`] does).
+    Auto,
+    /// `gemm_f32`: 16x16 tiles, one output per thread.
+    Simple,
+    /// `gemm_f32_rb`: 64x64 tiles, 4x4 outputs per thread, split-K when the output has fewer
+    /// tiles than the device has SMs.
+    Blocked,
+}
 
 fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
     cudarc::nvrtc::CompileOptions {
@@ -199,6 +217,11 @@ pub struct Cuda {
     /// `RTRBM_KERNELS=v1`: use the first chain kernels (gibbs_chain, gibbs_marginals,
     /// ais_chains) even where a v2 kernel applies (for A/B timing).
     kernels_v1: bool,
+    /// Streaming multiprocessors (sizes the split-K of `gemm_f32_rb`).
+    sm_count: usize,
+    /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
+    /// one buffer serves every launch).
+    splitk: std::sync::Mutex<Option<CudaSlice<f32>>>,
 }
 
 fn drv<T>(what: &str, r: std::result::Result<T, cudarc::driver::DriverError>) -> Result<T> {
@@ -278,13 +301,106 @@ impl Cuda {
             }
         }
         let name = drv("device name", ctx.name())?;
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .unwrap_or(1)
+            .max(1) as usize;
         let kernels_v1 = std::env::var("RTRBM_KERNELS").map(|v| v.trim() == "v1").unwrap_or(false);
         let tag = if kernels_v1 { ", kernels v1" } else { "" };
-        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32{tag})"), smem_limit, kernels_v1 })
+        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32{tag})"), smem_limit, kernels_v1, sm_count, splitk: std::sync::Mutex::new(None) })
     }
 
     fn func(&self, name: &str) -> Result<&CudaFunction> {
         self.funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
+    }
+
+    /// Split-K of `gemm_f32_rb` for an m x n x k product: (splits, kc = k per split, a
+    /// multiple of the k-tile). Splits only when the output has fewer 64x64 tiles than the
+    /// device has SMs, aiming at ~2 blocks per SM with >= 64 k per split; depends only on the
+    /// shape and the SM count, so results are deterministic.
+    fn splitk_plan(&self, m: usize, n: usize, k: usize) -> (usize, usize) {
+        let tiles = m.div_ceil(GEMM_RB_TILE) * n.div_ceil(GEMM_RB_TILE);
+        let mut splits = 1;
+        if tiles < self.sm_count && k > 64 {
+            splits = (2 * self.sm_count).div_ceil(tiles).min(k.div_ceil(64)).max(1);
+        }
+        let kc = k.div_ceil(splits).div_ceil(GEMM_RB_BK) * GEMM_RB_BK;
+        if kc == 0 {
+            return (1, 0);
+        }
+        (k.div_ceil(kc).max(1), kc)
+    }
+
+    /// [`Backend::gemm`] with a chosen kernel (`GemmPath::Auto` is what `gemm` does); the
+    /// other paths exist so that tests cover both kernels at every size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_with(
+        &self,
+        path: GemmPath,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: Mat<'_, CudaSlice<f32>>,
+        b: Mat<'_, CudaSlice<f32>>,
+        beta: f32,
+        c: &mut CudaSlice<f32>,
+        c_off: usize,
+    ) -> Result<()> {
+        check("gemm A", a.buf.len(), a.offset + m * k)?;
+        check("gemm B", b.buf.len(), b.offset + k * n)?;
+        check("gemm C", c.len(), c_off + m * n)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let (mi, ni, ki) = (i32_of("gemm m", m)?, i32_of("gemm n", n)?, i32_of("gemm k", k)?);
+        let (ao, bo, co) = (a.offset as i64, b.offset as i64, c_off as i64);
+        let (at, bt) = (a.trans as i32, b.trans as i32);
+        let blocked = match path {
+            GemmPath::Simple => false,
+            GemmPath::Blocked => true,
+            GemmPath::Auto => m.saturating_mul(n).saturating_mul(k) >= GEMM_RB_MIN_MACS,
+        };
+        if !blocked {
+            let f = self.func("gemm_f32")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&mi).arg(&ni).arg(&ki).arg(&alpha);
+            lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+            lb.arg(&beta).arg(c).arg(&co);
+            let cfg = LaunchConfig { grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+            return launch(&mut lb, cfg, "gemm_f32");
+        }
+        let (splits, kc) = self.splitk_plan(m, n, k);
+        let kci = i32_of("gemm kc", kc)?;
+        let grid = (n.div_ceil(GEMM_RB_TILE) as u32, m.div_ceil(GEMM_RB_TILE) as u32, splits as u32);
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+        let f = self.func("gemm_f32_rb")?;
+        if splits == 1 {
+            let null: u64 = 0;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&alpha);
+            lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+            lb.arg(&beta).arg(c).arg(&co).arg(&null);
+            return launch(&mut lb, cfg, "gemm_f32_rb");
+        }
+        let need = splits * m * n;
+        let mut guard = self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
+        if guard.as_ref().is_none_or(|p| p.len() < need) {
+            *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
+        }
+        let part = guard.as_mut().ok_or_else(|| Error::Cuda("gemm split-K scratch missing".into()))?;
+        {
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&alpha);
+            lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+            lb.arg(&beta).arg(&mut *c).arg(&co).arg(&mut *part);
+            launch(&mut lb, cfg, "gemm_f32_rb")?;
+        }
+        let si = splits as i32;
+        let f = self.func("gemm_splitk_reduce")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(c).arg(&co);
+        launch(&mut lb, grid_for(m * n), "gemm_splitk_reduce")
     }
 
     /// The uniforms of `counter` at indices `first .. first + n`, drawn on the GPU by the same
@@ -423,22 +539,7 @@ impl Backend for Cuda {
         c: &mut CudaSlice<f32>,
         c_off: usize,
     ) -> Result<()> {
-        check("gemm A", a.buf.len(), a.offset + m * k)?;
-        check("gemm B", b.buf.len(), b.offset + k * n)?;
-        check("gemm C", c.len(), c_off + m * n)?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        let (mi, ni, ki) = (i32_of("gemm m", m)?, i32_of("gemm n", n)?, i32_of("gemm k", k)?);
-        let (ao, bo, co) = (a.offset as i64, b.offset as i64, c_off as i64);
-        let (at, bt) = (a.trans as i32, b.trans as i32);
-        let f = self.func("gemm_f32")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(&mi).arg(&ni).arg(&ki).arg(&alpha);
-        lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
-        lb.arg(&beta).arg(c).arg(&co);
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
-        launch(&mut lb, cfg, "gemm_f32")
+        self.gemm_with(GemmPath::Auto, m, n, k, alpha, a, b, beta, c, c_off)
     }
 
     fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {

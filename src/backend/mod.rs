@@ -20,7 +20,7 @@ use crate::rng::RngKey;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
-pub use cuda::Cuda;
+pub use cuda::{Cuda, GemmPath};
 
 /// Sizes shared by the sequence operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -199,6 +199,9 @@ pub struct Workspace<B: Backend> {
     pub e: B::Buf,
     pub dstate0: B::Buf,
     pub fe: B::Buf,
+    /// zeros `[B, max(H,U)]`, never written: the initial states without a learned one (copied,
+    /// so that no update allocates)
+    pub zero_state: B::Buf,
 }
 
 impl<B: Backend> Workspace<B> {
@@ -235,6 +238,7 @@ impl<B: Backend> Workspace<B> {
             e: be.zeros(n * u)?,
             dstate0: be.zeros(2 * b * u)?,
             fe: be.zeros(n)?,
+            zero_state: be.zeros(b * h.max(u))?,
         })
     }
 
@@ -292,10 +296,11 @@ impl<B: Backend> Model<B> {
     fn init_states(&self, be: &B, ws: &mut Workspace<B>) -> Result<()> {
         let (b, h, u) = (ws.b, self.spec.hidden, self.spec.u());
         let p = &self.params;
+        let zero = &ws.zero_state;
         let set = |be: &B, dst: &mut B::Buf, name: &str, width: usize| -> Result<()> {
             match p.find(name) {
                 Some(src) => (0..b).try_for_each(|bi| be.copy(src, 0, dst, bi * width, width)),
-                None => be.copy(&be.zeros(b * width)?, 0, dst, 0, b * width),
+                None => be.copy(zero, 0, dst, 0, b * width),
             }
         };
         match self.spec.kind {
@@ -447,9 +452,9 @@ impl<B: Backend> Model<B> {
                         be.sum_rows(&ws.dstate0, b, nu, one, zero, dl0)?;
                     }
                     if grads.find("c0").is_some() {
-                        let mut tmp = be.zeros(b * nu)?;
-                        be.copy(&ws.dstate0, b * nu, &mut tmp, 0, b * nu)?;
-                        be.sum_rows(&tmp, b, nu, one, zero, grads.get_mut("c0")?)?;
+                        // d c_0 rows [B,U] of dstate0, via the `e` scratch (unused by LSTM-RTRBM)
+                        be.copy(&ws.dstate0, b * nu, &mut ws.e, 0, b * nu)?;
+                        be.sum_rows(&ws.e, b, nu, one, zero, grads.get_mut("c0")?)?;
                     }
                 }
             }
