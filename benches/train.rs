@@ -57,12 +57,17 @@ fn criterion_benches(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("ais_{threads}t"));
         let (chains, betas) = (2000usize, 200usize);
-        group.sample_size(10).measurement_time(Duration::from_secs(6)).throughput(Throughput::Elements((chains * (betas - 1)) as u64));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(6))
+            .throughput(Throughput::Elements((chains * (betas - 1)) as u64));
         let (w, bv, bh) = rtrbm::bench::ais_params::<f32>(88, 88, 17);
         let schedule: Vec<f64> = (0..betas).map(|i| i as f64 / (betas - 1) as f64).collect();
         let key = rtrbm::rng::RngKey::new(99, 3);
         group.bench_function("v88_h88_2000x200", |b| {
-            b.iter(|| rtrbm::backend::Backend::ais(&be, &w, &bv, &bh, 1, 88, 88, chains, &schedule, key, 0).expect("ais"))
+            b.iter(|| {
+                rtrbm::backend::Backend::ais(&be, &w, &bv, &bh, 1, 88, 88, chains, &schedule, key, 0).expect("ais")
+            })
         });
         group.finish();
     }

@@ -37,7 +37,15 @@ impl std::fmt::Display for BenchResult {
         write!(
             f,
             "{}: {:.4e} {}/s (median {:.4} s, min {:.4} s, max {:.4} s over {} reps of {} {})",
-            self.name, self.throughput, self.unit, self.median_s, self.min_s, self.max_s, self.reps, self.items_per_rep, self.unit
+            self.name,
+            self.throughput,
+            self.unit,
+            self.median_s,
+            self.min_s,
+            self.max_s,
+            self.reps,
+            self.items_per_rep,
+            self.unit
         )
     }
 }
@@ -69,7 +77,13 @@ pub fn paper_spec(kind: ModelKind) -> ModelSpec {
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
 /// `max(updates / 5, 2)` updates. Throughput is updates per second.
-pub fn train_workload<B: Backend>(be: &B, kind: ModelKind, batch: usize, k: usize, updates: usize) -> Result<BenchResult> {
+pub fn train_workload<B: Backend>(
+    be: &B,
+    kind: ModelKind,
+    batch: usize,
+    k: usize,
+    updates: usize,
+) -> Result<BenchResult> {
     if batch == 0 || k == 0 || updates == 0 {
         return Err(Error::msg("train_workload: batch, k and updates must be positive"));
     }

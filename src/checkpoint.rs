@@ -68,7 +68,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                 format!("tensor `{name}`: expected f32 {shape:?}, found {:?} {:?}", t.dtype(), t.shape()),
             ));
         }
-        let vals: Vec<f64> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect();
+        let vals: Vec<f64> =
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect();
         if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
             return Err(Error::format(path, format!("tensor `{name}` holds a non-finite value at {i}")));
         }

@@ -35,7 +35,15 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { frames: 128, gibbs_k: 25, start: ChainStart::Zeros, seed: 1, prime: None, side_slip: 0.0, side_slip_span: 2 }
+        Self {
+            frames: 128,
+            gibbs_k: 25,
+            start: ChainStart::Zeros,
+            seed: 1,
+            prime: None,
+            side_slip: 0.0,
+            side_slip_span: 2,
+        }
     }
 }
 

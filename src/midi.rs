@@ -50,16 +50,12 @@
 use crate::data::{Dataset, Sequence, KEYS, PITCH_MAX, PITCH_MIN};
 use crate::error::{write_atomic, Error, Result};
 use midly::num::{u15, u24, u28, u4, u7};
-use midly::{
-    EventIter, Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
-};
+use midly::{EventIter, Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// Grid resolution of the imported piano roll.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Grid {
     Quarter,
@@ -86,11 +82,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self {
-            grid: Grid::Quarter,
-            include_drums: false,
-            transpose_to_c: false,
-        }
+        Self { grid: Grid::Quarter, include_drums: false, transpose_to_c: false }
     }
 }
 
@@ -153,14 +145,9 @@ struct Note {
 }
 
 /// Parses SMF bytes (`path` is only used in messages).
-pub fn parse_midi(
-    bytes: &[u8],
-    path: &Path,
-    opts: &ImportOptions,
-) -> Result<(Sequence, ImportReport)> {
+pub fn parse_midi(bytes: &[u8], path: &Path, opts: &ImportOptions) -> Result<(Sequence, ImportReport)> {
     let bad = |msg: String| Error::format(path, msg);
-    let (header, tracks) =
-        midly::parse(bytes).map_err(|e| bad(format!("not a valid MIDI file: {e}")))?;
+    let (header, tracks) = midly::parse(bytes).map_err(|e| bad(format!("not a valid MIDI file: {e}")))?;
     let tpq = match header.timing {
         Timing::Metrical(t) => t.as_int(),
         Timing::Timecode(fps, sub) => {
@@ -174,10 +161,7 @@ pub fn parse_midi(
     if tpq == 0 {
         return Err(bad("division of 0 ticks per beat".into()));
     }
-    let mut report = ImportReport {
-        ticks_per_beat: tpq,
-        ..Default::default()
-    };
+    let mut report = ImportReport { ticks_per_beat: tpq, ..Default::default() };
 
     // Walk the chunks ourselves, so truncation and garbage are noticed rather than silently eaten.
     let mut rest = tracks.unread();
@@ -194,9 +178,7 @@ pub fn parse_midi(
         let id = &rest[..4];
         let declared = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
         let avail = rest.len() - 8;
-        let looks_like_chunk = id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_');
+        let looks_like_chunk = id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_');
         if !looks_like_chunk {
             report.trailing_bytes += rest.len();
             break;
@@ -294,9 +276,7 @@ pub fn parse_midi(
         len = len.max(b);
     }
     if len > MAX_FRAMES {
-        return Err(bad(format!(
-            "the piece would have {len} frames, more than the limit of {MAX_FRAMES}"
-        )));
+        return Err(bad(format!("the piece would have {len} frames, more than the limit of {MAX_FRAMES}")));
     }
     let len = len as usize;
     let mut grid = vec![false; len * KEYS];
@@ -308,13 +288,7 @@ pub fn parse_midi(
     }
     let frames: Vec<Vec<u8>> = grid
         .chunks(KEYS)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .filter(|(_, &on)| on)
-                .map(|(i, _)| PITCH_MIN + i as u8)
-                .collect()
-        })
+        .map(|row| row.iter().enumerate().filter(|(_, &on)| on).map(|(i, _)| PITCH_MIN + i as u8).collect())
         .collect();
     report.frames = frames.len();
     Ok((Sequence { frames }, report))
@@ -327,13 +301,7 @@ struct TrackNotes {
 }
 
 /// Reads the note events of one track chunk body; `offset` is added to every tick.
-fn read_track(
-    body: &[u8],
-    index: usize,
-    offset: u64,
-    report: &mut ImportReport,
-    path: &Path,
-) -> Result<TrackNotes> {
+fn read_track(body: &[u8], index: usize, offset: u64, report: &mut ImportReport, path: &Path) -> Result<TrackNotes> {
     let mut it = EventIter::new(body);
     let mut tick = offset;
     let mut notes = Vec::new();
@@ -351,10 +319,7 @@ fn read_track(
             Some(Err(e)) => {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "track {index}: malformed event at byte {} of the track: {e}",
-                        body.len() - remaining
-                    ),
+                    format!("track {index}: malformed event at byte {} of the track: {e}", body.len() - remaining),
                 ))
             }
             None => {
@@ -385,12 +350,7 @@ fn read_track(
                             if on == tick {
                                 report.zero_length_notes += 1;
                             }
-                            notes.push(Note {
-                                pitch: key,
-                                on,
-                                off: tick,
-                                drum: ch == 9,
-                            });
+                            notes.push(Note { pitch: key, on, off: tick, drum: ch == 9 });
                         }
                         None => report.unmatched_note_offs += 1,
                     }
@@ -409,28 +369,15 @@ fn read_track(
     for ((ch, key), q) in open {
         for on in q {
             report.notes_never_released += 1;
-            notes.push(Note {
-                pitch: key,
-                on,
-                off: tick,
-                drum: ch == 9,
-            });
+            notes.push(Note { pitch: key, on, off: tick, drum: ch == 9 });
         }
     }
-    Ok(TrackNotes {
-        notes,
-        end: tick,
-        saw_eot,
-    })
+    Ok(TrackNotes { notes, end: tick, saw_eot })
 }
 
 /// Krumhansl-Kessler key profiles (major, minor), index 0 = tonic.
-const MAJOR_PROFILE: [f64; 12] = [
-    6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88,
-];
-const MINOR_PROFILE: [f64; 12] = [
-    6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17,
-];
+const MAJOR_PROFILE: [f64; 12] = [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88];
+const MINOR_PROFILE: [f64; 12] = [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17];
 
 fn pearson(a: &[f64; 12], b: &[f64; 12]) -> f64 {
     let ma = a.iter().sum::<f64>() / 12.0;
@@ -488,23 +435,13 @@ fn transposition_to_c(notes: &[Note]) -> i32 {
         hist[n.pitch as usize % 12] += (n.off - n.on) as f64;
         counts[n.pitch as usize % 12] += 1.0;
     }
-    let h = if hist.iter().all(|&w| w <= 0.0) {
-        &counts
-    } else {
-        &hist
-    };
-    estimate_key(h)
-        .map(|(tonic, _)| shift_to_c(tonic))
-        .unwrap_or(0)
+    let h = if hist.iter().all(|&w| w <= 0.0) { &counts } else { &hist };
+    estimate_key(h).map(|(tonic, _)| shift_to_c(tonic)).unwrap_or(0)
 }
 
 /// Is this a MIDI file name (`.mid`, `.midi`, `.kar`, any case)?
 pub fn is_midi_file_name(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     matches!(ext.as_str(), "mid" | "midi" | "kar")
 }
 
@@ -514,10 +451,7 @@ pub fn import_path(path: &Path, opts: &ImportOptions) -> Result<Dataset> {
 }
 
 /// Like [`import_path`], also returning each file's report (in import order, empty pieces too).
-pub fn import_path_report(
-    path: &Path,
-    opts: &ImportOptions,
-) -> Result<(Dataset, Vec<(PathBuf, ImportReport)>)> {
+pub fn import_path_report(path: &Path, opts: &ImportOptions) -> Result<(Dataset, Vec<(PathBuf, ImportReport)>)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let files: Vec<PathBuf> = if meta.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
@@ -531,10 +465,7 @@ pub fn import_path_report(
         }
         files.sort();
         if files.is_empty() {
-            return Err(Error::format(
-                path,
-                "folder contains no MIDI files (.mid, .midi, .kar)",
-            ));
+            return Err(Error::format(path, "folder contains no MIDI files (.mid, .midi, .kar)"));
         }
         files
     } else {
@@ -550,10 +481,7 @@ pub fn import_path_report(
         reports.push((f, report));
     }
     if data.train.is_empty() {
-        return Err(Error::format(
-            path,
-            "no notes imported: every MIDI file gave an empty piano roll",
-        ));
+        return Err(Error::format(path, "no notes imported: every MIDI file gave an empty piano roll"));
     }
     Ok((data, reports))
 }
@@ -562,15 +490,9 @@ pub fn import_path_report(
 pub const EXPORT_TPQ: u16 = 480;
 
 /// Encodes a piano roll as a type-1 SMF (see the module doc); `frame_beats` beats per frame.
-pub fn encode_midi(
-    seq: &Sequence,
-    frame_beats: f64,
-    bpm: f64,
-) -> std::result::Result<Vec<u8>, String> {
+pub fn encode_midi(seq: &Sequence, frame_beats: f64, bpm: f64) -> std::result::Result<Vec<u8>, String> {
     if !(frame_beats.is_finite() && frame_beats > 0.0) {
-        return Err(format!(
-            "frame length must be a positive number of beats, got {frame_beats}"
-        ));
+        return Err(format!("frame length must be a positive number of beats, got {frame_beats}"));
     }
     let step = (frame_beats * EXPORT_TPQ as f64).round();
     if !(1.0..=1e6).contains(&step) {
@@ -578,9 +500,7 @@ pub fn encode_midi(
     }
     let step = step as u64;
     if !(bpm.is_finite() && bpm > 0.0) {
-        return Err(format!(
-            "tempo must be a positive number of beats per minute, got {bpm}"
-        ));
+        return Err(format!("tempo must be a positive number of beats per minute, got {bpm}"));
     }
     let usec = (60_000_000.0 / bpm).round();
     if !(1.0..=u24::max_value().as_int() as f64).contains(&usec) {
@@ -588,10 +508,7 @@ pub fn encode_midi(
     }
     let total = seq.frames.len() as u64 * step;
     if total > u28::max_value().as_int() as u64 {
-        return Err(format!(
-            "the piece is too long to export ({} frames)",
-            seq.frames.len()
-        ));
+        return Err(format!("the piece is too long to export ({} frames)", seq.frames.len()));
     }
     // Note spans per pitch: runs of consecutive frames.
     let mut on_events: Vec<(u64, u8, bool)> = Vec::new(); // (tick, pitch, is_on)
@@ -601,9 +518,7 @@ pub fn encode_midi(
         let mut now = [false; KEYS];
         for &p in frame {
             if !(PITCH_MIN..=PITCH_MAX).contains(&p) {
-                return Err(format!(
-                    "frame {t} has pitch {p}, outside {PITCH_MIN}..={PITCH_MAX}"
-                ));
+                return Err(format!("frame {t} has pitch {p}, outside {PITCH_MIN}..={PITCH_MAX}"));
             }
             now[(p - PITCH_MIN) as usize] = true;
         }
@@ -626,71 +541,35 @@ pub fn encode_midi(
     // Offs before ons at the same tick; then by pitch.
     on_events.sort_by_key(|&(tick, p, on)| (tick, on, p));
 
-    let ev = |delta: u64, kind: TrackEventKind<'static>| TrackEvent {
-        delta: u28::new(delta as u32),
-        kind,
-    };
+    let ev = |delta: u64, kind: TrackEventKind<'static>| TrackEvent { delta: u28::new(delta as u32), kind };
     let mut t0 = vec![
         ev(0, TrackEventKind::Meta(MetaMessage::TrackName(b"rtrbm"))),
-        ev(
-            0,
-            TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, 24, 8)),
-        ),
-        ev(
-            0,
-            TrackEventKind::Meta(MetaMessage::Tempo(u24::new(usec as u32))),
-        ),
+        ev(0, TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, 24, 8))),
+        ev(0, TrackEventKind::Meta(MetaMessage::Tempo(u24::new(usec as u32)))),
     ];
     t0.push(ev(total, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
     let ch = u4::new(0);
     let mut t1 = vec![
         ev(0, TrackEventKind::Meta(MetaMessage::TrackName(b"Piano"))),
-        ev(
-            0,
-            TrackEventKind::Midi {
-                channel: ch,
-                message: MidiMessage::ProgramChange {
-                    program: u7::new(0),
-                },
-            },
-        ),
+        ev(0, TrackEventKind::Midi { channel: ch, message: MidiMessage::ProgramChange { program: u7::new(0) } }),
     ];
     let mut now = 0u64;
     for (tick, p, on) in on_events {
         let key = u7::new(p);
         let message = if on {
-            MidiMessage::NoteOn {
-                key,
-                vel: u7::new(80),
-            }
+            MidiMessage::NoteOn { key, vel: u7::new(80) }
         } else {
-            MidiMessage::NoteOff {
-                key,
-                vel: u7::new(64),
-            }
+            MidiMessage::NoteOff { key, vel: u7::new(64) }
         };
-        t1.push(ev(
-            tick - now,
-            TrackEventKind::Midi {
-                channel: ch,
-                message,
-            },
-        ));
+        t1.push(ev(tick - now, TrackEventKind::Midi { channel: ch, message }));
         now = tick;
     }
-    t1.push(ev(
-        total - now,
-        TrackEventKind::Meta(MetaMessage::EndOfTrack),
-    ));
+    t1.push(ev(total - now, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
 
-    let mut smf = Smf::new(Header::new(
-        Format::Parallel,
-        Timing::Metrical(u15::new(EXPORT_TPQ)),
-    ));
+    let mut smf = Smf::new(Header::new(Format::Parallel, Timing::Metrical(u15::new(EXPORT_TPQ))));
     smf.tracks = vec![t0, t1];
     let mut out = Vec::new();
-    smf.write_std(&mut out)
-        .map_err(|e| format!("cannot encode MIDI: {e}"))?;
+    smf.write_std(&mut out).map_err(|e| format!("cannot encode MIDI: {e}"))?;
     Ok(out)
 }
 

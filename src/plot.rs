@@ -56,11 +56,7 @@ impl Canvas {
         for _ in 0..width * height {
             pixels.extend_from_slice(&bg);
         }
-        Canvas {
-            width,
-            height,
-            pixels,
-        }
+        Canvas { width, height, pixels }
     }
 
     /// Sets one pixel; coordinates outside the canvas are ignored.
@@ -96,14 +92,7 @@ impl Canvas {
 
     /// A line from `from` to `to` (Bresenham), `thick` pixels wide, clipped to `clip`
     /// (x, y, w, h) when given.
-    pub fn line(
-        &mut self,
-        from: (i64, i64),
-        to: (i64, i64),
-        c: Rgb,
-        thick: i64,
-        clip: Option<(i64, i64, i64, i64)>,
-    ) {
+    pub fn line(&mut self, from: (i64, i64), to: (i64, i64), c: Rgb, thick: i64, clip: Option<(i64, i64, i64, i64)>) {
         let ((x0, y0), (x1, y1)) = (from, to);
         let (mut x, mut y) = (x0, y0);
         let dx = (x1 - x0).abs();
@@ -118,9 +107,7 @@ impl Canvas {
                 for oy in 0..thick {
                     let (px, py) = (x + ox - thick / 2, y + oy - thick / 2);
                     let inside = match clip {
-                        Some((cx, cy, cw, ch)) => {
-                            px >= cx && py >= cy && px < cx + cw && py < cy + ch
-                        }
+                        Some((cx, cy, cw, ch)) => px >= cx && py >= cy && px < cx + cw && py < cy + ch,
                         None => true,
                     };
                     if inside {
@@ -186,15 +173,9 @@ impl Canvas {
             let mut enc = png::Encoder::new(&mut out, w, h);
             enc.set_color(png::ColorType::Rgb);
             enc.set_depth(png::BitDepth::Eight);
-            let mut writer = enc
-                .write_header()
-                .map_err(|e| format!("cannot encode PNG: {e}"))?;
-            writer
-                .write_image_data(&self.pixels)
-                .map_err(|e| format!("cannot encode PNG: {e}"))?;
-            writer
-                .finish()
-                .map_err(|e| format!("cannot encode PNG: {e}"))?;
+            let mut writer = enc.write_header().map_err(|e| format!("cannot encode PNG: {e}"))?;
+            writer.write_image_data(&self.pixels).map_err(|e| format!("cannot encode PNG: {e}"))?;
+            writer.finish().map_err(|e| format!("cannot encode PNG: {e}"))?;
         }
         Ok(out)
     }
@@ -320,11 +301,7 @@ fn format_tick(v: f64, step: f64) -> String {
             None => s,
         };
     }
-    let decimals = if step >= 1.0 {
-        0
-    } else {
-        (-step.log10().floor()).clamp(0.0, 6.0) as usize
-    };
+    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()).clamp(0.0, 6.0) as usize };
     format!("{v:.decimals$}")
 }
 
@@ -393,8 +370,7 @@ pub fn piano_roll_canvas(seq: &Sequence, title: &str) -> Canvas {
     c.fill_rect(LEFT - 1, TOP + plot_h, plot_w + 2, 1, border);
     c.fill_rect(LEFT - 1, TOP - 1, 1, plot_h + 2, border);
     c.fill_rect(LEFT + plot_w, TOP - 1, 1, plot_h + 2, border);
-    let step =
-        nice_step(seq.frames.len() as f64, (plot_w as f64 / 60.0).max(1.0)).max(1.0) as usize;
+    let step = nice_step(seq.frames.len() as f64, (plot_w as f64 / 60.0).max(1.0)).max(1.0) as usize;
     let mut f = 0usize;
     while f <= seq.frames.len() {
         let x = LEFT + (f / per_col) as i64 * px;
@@ -451,13 +427,7 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
     if !(xs.0 <= xs.1 && ys.0 <= ys.1) {
         border(&mut c);
         let msg = "NO DATA";
-        c.text(
-            LEFT + (pw - text_width(msg, 2)) / 2,
-            TOP + ph / 2 - 7,
-            msg,
-            2,
-            AXIS,
-        );
+        c.text(LEFT + (pw - text_width(msg, 2)) / 2, TOP + ph / 2 - 7, msg, 2, AXIS);
         return c;
     }
     // Ranges: pad degenerate ones, then extend to whole ticks.
@@ -474,18 +444,10 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
     let mut xstep = nice_step(x1 - x0, 8.0);
     let ystep = nice_step(y1 - y0, 6.0);
     let (y0, y1) = ((y0 / ystep).floor() * ystep, (y1 / ystep).ceil() * ystep);
-    let (x0, x1) = if xs.0 == xs.1 {
-        ((x0 / xstep).floor() * xstep, (x1 / xstep).ceil() * xstep)
-    } else {
-        (x0, x1)
-    };
+    let (x0, x1) = if xs.0 == xs.1 { ((x0 / xstep).floor() * xstep, (x1 / xstep).ceil() * xstep) } else { (x0, x1) };
     // Fewer x ticks when their labels would collide.
     for _ in 0..4 {
-        let widest = [x0, x1]
-            .iter()
-            .map(|&v| text_width(&format_tick(v, xstep), 1))
-            .max()
-            .unwrap_or(0);
+        let widest = [x0, x1].iter().map(|&v| text_width(&format_tick(v, xstep), 1)).max().unwrap_or(0);
         let n = ((x1 - x0) / xstep).abs().min(1e6) + 1.0;
         if (widest + 12) as f64 * n <= pw as f64 {
             break;
@@ -517,13 +479,7 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
         c.fill_rect(x, TOP + ph, 1, 4, AXIS);
         let label = format_tick(v, xstep);
         let lw = text_width(&label, 1);
-        c.text(
-            (x - lw / 2).clamp(0, W - lw - 1),
-            TOP + ph + 8,
-            &label,
-            1,
-            BLACK,
-        );
+        c.text((x - lw / 2).clamp(0, W - lw - 1), TOP + ph + 8, &label, 1, BLACK);
         k += 1.0;
     }
     border(&mut c);
@@ -550,12 +506,7 @@ pub fn line_chart_canvas(title: &str, x_label: &str, series: &[Series]) -> Canva
     }
     // Legend (top right, inside the plot).
     if !series.is_empty() {
-        let lw = series
-            .iter()
-            .map(|s| text_width(&s.label, 1))
-            .max()
-            .unwrap_or(0)
-            + 30;
+        let lw = series.iter().map(|s| text_width(&s.label, 1)).max().unwrap_or(0) + 30;
         let lh = series.len() as i64 * 12 + 6;
         let lx = LEFT + pw - lw - 8;
         let ly = TOP + 8;

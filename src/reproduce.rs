@@ -175,7 +175,12 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
     }
     let seqs: Vec<Vec<f64>> = test.iter().map(|s| s.to_dense().iter().map(|&x| x as f64).collect()).collect();
     let eval_opts = EvalOptions {
-        ais: Some(AisOptions { runs: opts.ais_runs, schedule: Schedule::scaled(opts.ais_betas)?, seed: 1, ..AisOptions::default() }),
+        ais: Some(AisOptions {
+            runs: opts.ais_runs,
+            schedule: Schedule::scaled(opts.ais_betas)?,
+            seed: 1,
+            ..AisOptions::default()
+        }),
         acc: Some(AccOptions {
             chains: opts.acc_chains,
             burn_in: opts.acc_burn_in,
@@ -187,7 +192,12 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
         convergence: vec![],
         threads: crate::cli::device::default_threads(),
     };
-    eprintln!("{name}: evaluating {} test sequences ({} AIS betas x {} runs)", seqs.len(), opts.ais_betas, opts.ais_runs);
+    eprintln!(
+        "{name}: evaluating {} test sequences ({} AIS betas x {} runs)",
+        seqs.len(),
+        opts.ais_betas,
+        opts.ais_runs
+    );
     let rep = evaluate(be, &m, &seqs, &eval_opts, &mut |_, _, _| {})?;
     let r = PairResult {
         dataset: dataset.into(),
@@ -226,7 +236,11 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
         let piece = crate::generate::generate(be, &m, &g)?;
         let beats = if dataset == "jsb" { 1.0 } else { 0.5 };
         crate::midi::write_midi(&sdir.join(format!("{dataset}.mid")), &piece, beats, 100.0)?;
-        crate::plot::piano_roll_png(&sdir.join(format!("{dataset}.png")), &piece, &format!("LSTM-RTRBM sample ({dataset})"))?;
+        crate::plot::piano_roll_png(
+            &sdir.join(format!("{dataset}.png")),
+            &piece,
+            &format!("LSTM-RTRBM sample ({dataset})"),
+        )?;
     }
     Ok(r)
 }
@@ -436,8 +450,10 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
             }
         }
     }
-    md.push_str("\nPaper figures: Lyu, Wu, Zhu (2015) Table 1 (JSB, MuseData); Nottingham and Piano-midi.de \
-                 RNN-RBM figures from Boulanger-Lewandowski et al. (2012); the others were not published (—).\n\n");
+    md.push_str(
+        "\nPaper figures: Lyu, Wu, Zhu (2015) Table 1 (JSB, MuseData); Nottingham and Piano-midi.de \
+                 RNN-RBM figures from Boulanger-Lewandowski et al. (2012); the others were not published (—).\n\n",
+    );
     if !missing.is_empty() {
         md.push_str(&format!(
             "Not run yet: {}. These need more compute than the CPU session that generated this file had; \
@@ -445,8 +461,10 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
             missing.join(", ")
         ));
     }
-    md.push_str("## Motion capture (SPEC 4.3)\n\nOne-step prediction error per dimension per frame on the last 20% of \
-                 each sequence (766 frames), Gaussian-visible models, 50 Gibbs steps per prediction.\n\n");
+    md.push_str(
+        "## Motion capture (SPEC 4.3)\n\nOne-step prediction error per dimension per frame on the last 20% of \
+                 each sequence (766 frames), Gaussian-visible models, 50 Gibbs steps per prediction.\n\n",
+    );
     md.push_str("| model | ours | paper | updates | train time |\n|---|---|---|---|---|\n");
     for name in MOCAP_CONFIGS {
         let r = read_json::<PairResult>(&opts.out_dir.join(name).join("results.json"));
@@ -473,7 +491,7 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
     }
     // Hand-written discussion (what the numbers say, what was tried), kept beside the generated table.
     if let Ok(notes) = std::fs::read_to_string(opts.docs_dir.join("RESULTS-notes.md")) {
-        md.push_str("\n");
+        md.push('\n');
         md.push_str(&notes);
     }
     let conv = opts.docs_dir.join("CONVERGENCE.md");

@@ -178,7 +178,8 @@ fn fill_uniform_soa(rng: RngKey, counter: u32, first: u32, out: &mut [f32]) {
 unsafe fn philox_lanes_avx2(block0: u32, counter: u32, stream: u32, key: [u32; 2]) -> [f32; 32] {
     use std::arch::x86_64::*;
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mut c0 = _mm256_and_si256(_mm256_add_epi32(_mm256_set1_epi32(block0 as i32), lane), _mm256_set1_epi32(0x3FFF_FFFF));
+    let mut c0 =
+        _mm256_and_si256(_mm256_add_epi32(_mm256_set1_epi32(block0 as i32), lane), _mm256_set1_epi32(0x3FFF_FFFF));
     let mut c1 = _mm256_set1_epi32(counter as i32);
     let mut c2 = _mm256_set1_epi32(stream as i32);
     let mut c3 = _mm256_setzero_si256();
@@ -313,10 +314,7 @@ mod tests {
     #[test]
     fn philox_known_answers() {
         assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
-        assert_eq!(
-            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-        );
+        assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
         assert_eq!(
             philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]

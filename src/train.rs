@@ -172,11 +172,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         for (i, name) in self.vel.names.clone().iter().enumerate() {
             let key = format!("vel.{name}");
-            let vals = ck.extra.iter().find(|e| e.0 == key).ok_or_else(|| Error::msg(format!("checkpoint lacks `{key}`")))?;
+            let vals =
+                ck.extra.iter().find(|e| e.0 == key).ok_or_else(|| Error::msg(format!("checkpoint lacks `{key}`")))?;
             self.be.write(&mut self.vel.bufs[i], &up(&vals.2))?;
         }
         let get = |k: &str| ck.meta.get(k).cloned().unwrap_or_default();
-        let num = |k: &str| get(k).parse::<u64>().map_err(|_| Error::msg(format!("checkpoint metadata `{k}` is missing or invalid")));
+        let num = |k: &str| {
+            get(k).parse::<u64>().map_err(|_| Error::msg(format!("checkpoint metadata `{k}` is missing or invalid")))
+        };
         Ok(Progress {
             update: num("update")?,
             epoch: num("epoch")? as usize,
@@ -231,7 +234,14 @@ pub fn validate<B: Backend>(be: &B, model: &Model<B>, cfg: &Config, valid: &[Seq
 
 /// Mean log P(v_t | v_<t) per frame by AIS over whole sequences (SPEC 4.1), without standard
 /// errors: the validation proxy used during training. `rtrbm eval` is the full evaluation.
-pub fn ais_ll_quick<B: Backend>(be: &B, model: &Model<B>, seqs: &[Sequence], betas: &[f64], runs: usize, rng: RngKey) -> Result<f64> {
+pub fn ais_ll_quick<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    seqs: &[Sequence],
+    betas: &[f64],
+    runs: usize,
+    rng: RngKey,
+) -> Result<f64> {
     let (nv, nh) = (model.spec.visible, model.spec.hidden);
     let mut total = 0.0;
     let mut frames = 0usize;
@@ -244,7 +254,18 @@ pub fn ais_ll_quick<B: Backend>(be: &B, model: &Model<B>, seqs: &[Sequence], bet
         model.forward(be, &mut ws, t, false)?;
         be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, t, nv, nh, model.spec.gaussian, &mut ws.fe)?;
         let fe = be.download(&ws.fe)?;
-        let logw = be.ais(w, &ws.bv_t, &ws.bh_t, t, nv, nh, runs, betas, RngKey::new(rng.seed, rng.stream.wrapping_add(si as u32)), 0)?;
+        let logw = be.ais(
+            w,
+            &ws.bv_t,
+            &ws.bh_t,
+            t,
+            nv,
+            nh,
+            runs,
+            betas,
+            RngKey::new(rng.seed, rng.stream.wrapping_add(si as u32)),
+            0,
+        )?;
         let bv = be.download(&ws.bv_t)?;
         let bh = be.download(&ws.bh_t)?;
         for f in 0..t {
@@ -339,11 +360,17 @@ pub fn run_chunks<B: Backend>(
     let update0 = prog.update;
     let mut stopped_early = false;
     let bar = if opts.progress {
-        let total = if tc.max_updates > 0 { tc.max_updates.min((batches_per_epoch * tc.epochs) as u64) } else { (batches_per_epoch * tc.epochs) as u64 };
+        let total = if tc.max_updates > 0 {
+            tc.max_updates.min((batches_per_epoch * tc.epochs) as u64)
+        } else {
+            (batches_per_epoch * tc.epochs) as u64
+        };
         let pb = indicatif::ProgressBar::new(total);
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} updates ({per_sec}, eta {eta}) {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} updates ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         pb.set_position(prog.update);
         Some(pb)
@@ -483,7 +510,11 @@ pub fn run_config<B: Backend>(be: &B, cfg: Config, opts: &RunOptions) -> Result<
     if crate::data::is_mocap(&cfg.data.path) {
         let data = crate::data::mocap::read(Path::new(&cfg.data.path))?;
         if !cfg.model.gaussian || cfg.model.visible != data.dims {
-            return Err(Error::config(&cfg.data.path, "model", format!("motion capture needs gaussian: true and visible: {}", data.dims)));
+            return Err(Error::config(
+                &cfg.data.path,
+                "model",
+                format!("motion capture needs gaussian: true and visible: {}", data.dims),
+            ));
         }
         let chunks: Vec<Vec<B::F>> = data
             .train_chunks(cfg.train.chunk_frames)

@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn rtrbm(args: &[&str], cwd: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rtrbm")).args(args).current_dir(cwd).output().expect("run rtrbm");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn gpu_usable() -> bool {
@@ -31,14 +35,54 @@ fn train_eval_sample_on_the_tiny_config() {
         assert!(d.join("run").join(f).exists(), "missing run/{f}; stderr: {err}");
     }
     let (ok, out, err) = rtrbm(
-        &["eval", "--checkpoint", "run/best.safetensors", "--data", "jsb", "--max-sequences", "2", "--ais-betas", "50", "--ais-runs", "4", "--acc-samples", "5", "--acc-burn-in", "5", "--device", "cpu", "--json", "eval.json"],
+        &[
+            "eval",
+            "--checkpoint",
+            "run/best.safetensors",
+            "--data",
+            "jsb",
+            "--max-sequences",
+            "2",
+            "--ais-betas",
+            "50",
+            "--ais-runs",
+            "4",
+            "--acc-samples",
+            "5",
+            "--acc-burn-in",
+            "5",
+            "--device",
+            "cpu",
+            "--json",
+            "eval.json",
+        ],
         d,
     );
     assert!(ok, "eval failed: {err}");
     assert!(out.contains("LL") && out.contains("ACC"), "{out}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
     assert!(report["ll"]["ll"].as_f64().unwrap().is_finite());
-    let (ok, _, err) = rtrbm(&["sample", "--checkpoint", "run/best.safetensors", "--frames", "24", "--out", "s.mid", "--png", "s.png", "--prime", "jsb:test:0", "--device", "cpu", "--side-slip", "0.2"], d);
+    let (ok, _, err) = rtrbm(
+        &[
+            "sample",
+            "--checkpoint",
+            "run/best.safetensors",
+            "--frames",
+            "24",
+            "--out",
+            "s.mid",
+            "--png",
+            "s.png",
+            "--prime",
+            "jsb:test:0",
+            "--device",
+            "cpu",
+            "--side-slip",
+            "0.2",
+        ],
+        d,
+    );
     assert!(ok, "sample failed: {err}");
     let bytes = std::fs::read(d.join("s.mid")).unwrap();
     let smf = midly::Smf::parse(&bytes).expect("a valid MIDI file");
@@ -62,7 +106,8 @@ fn device_selection_falls_back_or_fails_clearly() {
     assert!(!ok && err.contains("CUDA"), "explicit cuda without a GPU must fail clearly: {err}");
     assert!(!err.contains("panicked"), "{err}");
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.yaml");
-    let (ok, _, err) = rtrbm(&["train", "--config", cfg, "--device", "auto", "--max-updates", "2", "--out", "y", "--quiet"], d.path());
+    let (ok, _, err) =
+        rtrbm(&["train", "--config", cfg, "--device", "auto", "--max-updates", "2", "--out", "y", "--quiet"], d.path());
     assert!(ok, "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("note: using the CPU")).count(), 1, "{err}");
     let (ok, _, err) = rtrbm(&["train", "--device", "tpu"], d.path());

@@ -22,7 +22,15 @@ fn softplus(x: f32) -> f32 {
     }
 }
 
-fn random_rbm(nv: usize, nh: usize, n: usize, seed: u64, w_std: f64, bv0: f64, bh0: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn random_rbm(
+    nv: usize,
+    nh: usize,
+    n: usize,
+    seed: u64,
+    w_std: f64,
+    bv0: f64,
+    bh0: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut r = HostRng::new(seed, 1);
     let w = (0..nv * nh).map(|_| (w_std * r.normal()) as f32).collect();
     let bv = (0..n * nv).map(|_| (bv0 + 0.5 * r.normal()) as f32).collect();
@@ -54,7 +62,16 @@ fn draw(p: f32, u: f32, tie: &mut f64) -> f32 {
 
 /// One naive Gibbs step of chain `chain` (binary visibles); returns the visible means.
 #[allow(clippy::too_many_arguments)]
-fn naive_step(w: &[f32], bv: &[f32], bh: &[f32], v: &mut [f32], rng: RngKey, counter: u32, chain: usize, tie: &mut f64) -> Vec<f32> {
+fn naive_step(
+    w: &[f32],
+    bv: &[f32],
+    bh: &[f32],
+    v: &mut [f32],
+    rng: RngKey,
+    counter: u32,
+    chain: usize,
+    tie: &mut f64,
+) -> Vec<f32> {
     let (nv, nh) = (bv.len(), bh.len());
     let a = affine(v, w, bh);
     let h: Vec<f32> = (0..nh).map(|j| draw(sig(a[j]), rng.uniform(counter, (chain * nh + j) as u32), tie)).collect();
@@ -103,7 +120,16 @@ fn gibbs_matches_naive_except_near_ties() {
             let mut vn = v0[c * nv..(c + 1) * nv].to_vec();
             let mut tie = f64::INFINITY;
             for step in 0..k as u32 {
-                naive_step(&w, &bv[c * nv..(c + 1) * nv], &bh[c * nh..(c + 1) * nh], &mut vn, rng, 10 + 2 * step, c, &mut tie);
+                naive_step(
+                    &w,
+                    &bv[c * nv..(c + 1) * nv],
+                    &bh[c * nh..(c + 1) * nh],
+                    &mut vn,
+                    rng,
+                    10 + 2 * step,
+                    c,
+                    &mut tie,
+                );
             }
             if tie >= TIE {
                 assert_eq!(&v[c * nv..(c + 1) * nv], vn.as_slice(), "chain {c} ({threads} threads)");
@@ -142,7 +168,8 @@ fn ais_matches_naive_except_near_ties() {
             let frame = chain / runs;
             let (bvf, bhf) = (&bv[frame * nv..(frame + 1) * nv], &bh[frame * nh..(frame + 1) * nh]);
             let mut tie = f64::INFINITY;
-            let mut v: Vec<f32> = (0..nv).map(|i| draw(sig(bvf[i]), rng.uniform(counter, (chain * nv + i) as u32), &mut tie)).collect();
+            let mut v: Vec<f32> =
+                (0..nv).map(|i| draw(sig(bvf[i]), rng.uniform(counter, (chain * nv + i) as u32), &mut tie)).collect();
             let mut acc = 0f64;
             for k in 1..betas.len() {
                 let (bp, bk) = (betas[k - 1] as f32, betas[k] as f32);
@@ -154,7 +181,9 @@ fn ais_matches_naive_except_near_ties() {
                     break;
                 }
                 let ctr = counter + 2 * k as u32 - 1;
-                let h: Vec<f32> = (0..nh).map(|j| draw(sig(bk * x[j] + bhf[j]), rng.uniform(ctr, (chain * nh + j) as u32), &mut tie)).collect();
+                let h: Vec<f32> = (0..nh)
+                    .map(|j| draw(sig(bk * x[j] + bhf[j]), rng.uniform(ctr, (chain * nh + j) as u32), &mut tie))
+                    .collect();
                 let pv = affine(&h, &wt, &vec![0.0; nv]);
                 for i in 0..nv {
                     v[i] = draw(sig(bk * pv[i] + bvf[i]), rng.uniform(ctr + 1, (chain * nv + i) as u32), &mut tie);
@@ -177,7 +206,8 @@ fn ais_f64_is_close_to_f32() {
     let betas: Vec<f64> = (0..50).map(|i| i as f64 / 49.0).collect();
     let f32r = Cpu::<f32>::new(2).ais(&w, &bv, &bh, 1, nv, nh, runs, &betas, RngKey::new(1, 2), 0).unwrap();
     let up = |x: &[f32]| x.iter().map(|&e| e as f64).collect::<Vec<f64>>();
-    let f64r = Cpu::<f64>::new(1).ais(&up(&w), &up(&bv), &up(&bh), 1, nv, nh, runs, &betas, RngKey::new(1, 2), 0).unwrap();
+    let f64r =
+        Cpu::<f64>::new(1).ais(&up(&w), &up(&bv), &up(&bh), 1, nv, nh, runs, &betas, RngKey::new(1, 2), 0).unwrap();
     let close = f32r.iter().zip(&f64r).filter(|(a, b)| (*a - *b).abs() < 1e-3 * b.abs().max(1.0)).count();
     assert!(close >= runs - 2, "only {close} of {runs} chains agree");
 }
@@ -210,7 +240,16 @@ fn marginals_match_naive_except_near_ties() {
             let chain = f * chains + c;
             let mut v = vec![0.0f32; nv];
             for step in 0..(burn + samples) as u32 {
-                let pv = naive_step(&w, &bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh], &mut v, rng, 2 * step, chain, &mut tie);
+                let pv = naive_step(
+                    &w,
+                    &bv[f * nv..(f + 1) * nv],
+                    &bh[f * nh..(f + 1) * nh],
+                    &mut v,
+                    rng,
+                    2 * step,
+                    chain,
+                    &mut tie,
+                );
                 if step as usize >= burn {
                     for i in 0..nv {
                         acc[i] += pv[i] as f64;

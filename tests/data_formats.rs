@@ -85,16 +85,7 @@ fn stats_reproduce_readme_table() {
                 format!("{:.2}", s.mean_poly),
                 s.empty_frames,
             );
-            let want = (
-                want.0,
-                want.1,
-                want.2.to_string(),
-                want.3,
-                want.4,
-                want.5,
-                want.6.to_string(),
-                want.7,
-            );
+            let want = (want.0, want.1, want.2.to_string(), want.3, want.4, want.5, want.6.to_string(), want.7);
             assert_eq!(got, want, "{file} {}", split.name());
         }
         assert_eq!(table_rows(file, &ds), text, "{file}: rendered rows");
@@ -121,20 +112,11 @@ fn jsb_identical_in_every_format() {
     let Some(root) = shared() else { return };
     let reference = json::read(&root.join("polyphonic/jsb_chorales.json")).unwrap();
     let others = [
-        (
-            "pickle",
-            pickle::read(&root.join("originals/jsb-chorales-quarter.pkl")).unwrap(),
-        ),
+        ("pickle", pickle::read(&root.join("originals/jsb-chorales-quarter.pkl")).unwrap()),
         ("mat", mat::read(&root.join("originals/JSB_Chorales.mat")).unwrap()),
-        (
-            "quarter json",
-            json::read(&root.join("originals/jsb-chorales-quarter.json")).unwrap(),
-        ),
+        ("quarter json", json::read(&root.join("originals/jsb-chorales-quarter.json")).unwrap()),
         ("embedded", data::jsb_embedded()),
-        (
-            "load by extension",
-            Dataset::load(&root.join("originals/jsb-chorales-quarter.pkl")).unwrap(),
-        ),
+        ("load by extension", Dataset::load(&root.join("originals/jsb-chorales-quarter.pkl")).unwrap()),
     ];
     for (what, ds) in &others {
         assert_same(&reference, ds, what);
@@ -172,12 +154,7 @@ fn small_pickle() -> Vec<u8> {
 #[test]
 fn small_pickle_with_numpy_scalars() {
     let ds = pickle::parse(&small_pickle(), Path::new("small.pkl")).unwrap();
-    assert_eq!(
-        ds.train,
-        vec![Sequence {
-            frames: vec![vec![60, 64], vec![]]
-        }]
-    );
+    assert_eq!(ds.train, vec![Sequence { frames: vec![vec![60, 64], vec![]] }]);
     assert!(ds.valid.is_empty() && ds.test.is_empty());
 }
 
@@ -211,11 +188,7 @@ fn bad_input_gives_clear_errors() {
         ("truncated.pkl", pkl[..pkl.len() / 2].to_vec(), "truncated"),
         ("no-stop.pkl", pkl[..pkl.len() - 1].to_vec(), "before the STOP opcode"),
         ("unsupported.pkl", unsupported, "byte offset 2, opcode BINFLOAT"),
-        (
-            "text.pkl",
-            b"train,valid,test\n1,2,3\n".to_vec(),
-            "not a protocol-2 pickle",
-        ),
+        ("text.pkl", b"train,valid,test\n1,2,3\n".to_vec(), "not a protocol-2 pickle"),
         ("empty.pkl", Vec::new(), "empty file"),
         ("truncated.mat", truncated_mat, "truncated"),
         ("corrupt.mat", corrupt_mat, "corrupt compressed data"),
@@ -233,11 +206,7 @@ fn bad_input_gives_clear_errors() {
             b"{\"train\": [], \"valid\": [[[64, 60]]], \"test\": []}".to_vec(),
             "split valid, sequence 0, frame 0: pitches not in ascending order",
         ),
-        (
-            "missing.json",
-            b"{\"train\": [], \"valid\": []}".to_vec(),
-            "missing top-level key \"test\"",
-        ),
+        ("missing.json", b"{\"train\": [], \"valid\": []}".to_vec(), "missing top-level key \"test\""),
         ("empty.json", Vec::new(), "empty file"),
     ];
     if let Some(b) = truncated_real_mat {
@@ -259,12 +228,7 @@ fn bad_input_gives_clear_errors() {
 fn json_write_read_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let small = Dataset {
-        train: vec![
-            Sequence {
-                frames: vec![vec![21, 60, 108], vec![], vec![64]],
-            },
-            Sequence::default(),
-        ],
+        train: vec![Sequence { frames: vec![vec![21, 60, 108], vec![], vec![64]] }, Sequence::default()],
         valid: vec![],
         test: vec![Sequence { frames: vec![vec![]] }],
     };
@@ -281,11 +245,8 @@ fn json_write_read_round_trip() {
 
 #[test]
 fn split_is_deterministic_and_partitions() {
-    let seqs: Vec<Sequence> = (0..103u32)
-        .map(|i| Sequence {
-            frames: vec![vec![21 + (i % 88) as u8]; 1 + i as usize / 88],
-        })
-        .collect();
+    let seqs: Vec<Sequence> =
+        (0..103u32).map(|i| Sequence { frames: vec![vec![21 + (i % 88) as u8]; 1 + i as usize / 88] }).collect();
     let a = split_sequences(seqs.clone(), 0.15, 0.1, 42);
     let b = split_sequences(seqs.clone(), 0.15, 0.1, 42);
     assert_eq!(a, b, "same seed, same split");
@@ -306,10 +267,7 @@ fn split_is_deterministic_and_partitions() {
 fn damaged_real_files_never_panic() {
     let Some(root) = shared() else { return };
     for (name, read) in [
-        (
-            "originals/jsb-chorales-quarter.pkl",
-            pickle::parse as fn(&[u8], &Path) -> rtrbm::Result<Dataset>,
-        ),
+        ("originals/jsb-chorales-quarter.pkl", pickle::parse as fn(&[u8], &Path) -> rtrbm::Result<Dataset>),
         ("originals/JSB_Chorales.mat", mat::parse),
     ] {
         let bytes = std::fs::read(root.join(name)).unwrap();

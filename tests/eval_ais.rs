@@ -14,10 +14,7 @@ use rtrbm::rng::HostRng;
 type Be = Cpu<f32>;
 
 fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(4)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4)
 }
 
 /// Biases like a trained music model: most keys strongly off (bv in -5..-3), a band of common
@@ -26,13 +23,7 @@ fn music_rbm(nv: usize, nh: usize, std: f64, seed: u64) -> (Vec<f64>, Vec<f64>, 
     let mut rng = HostRng::new(seed, 21);
     let w = (0..nv * nh).map(|_| std * rng.normal()).collect();
     let bv = (0..nv)
-        .map(|i| {
-            if nv >= 40 && (30..60).contains(&i) {
-                -1.0 - rng.next_f64()
-            } else {
-                -3.0 - 2.0 * rng.next_f64()
-            }
-        })
+        .map(|i| if nv >= 40 && (30..60).contains(&i) { -1.0 - rng.next_f64() } else { -3.0 - 2.0 * rng.next_f64() })
         .collect();
     let bh = (0..nh).map(|_| -rng.next_f64()).collect();
     (w, bv, bh)
@@ -42,19 +33,11 @@ fn check_rbm(nv: usize, nh: usize, std: f64, seed: u64, betas: usize) {
     let be = Be::new(threads());
     let (w, bv, bh) = music_rbm(nv, nh, std, seed);
     let exact = log_z(&w, &bv, &bh, threads()).unwrap();
-    let opts = AisOptions {
-        runs: 100,
-        schedule: Schedule::scaled(betas).unwrap(),
-        seed,
-        max_chains: 50_000,
-    };
+    let opts = AisOptions { runs: 100, schedule: Schedule::scaled(betas).unwrap(), seed, max_chains: 50_000 };
     let (est, se) = rbm_log_z(&be, &w, &bv, &bh, &opts).unwrap();
     eprintln!("V={nv} H={nh} std={std}: exact {exact:.4}, AIS {est:.4} +- {se:.4} ({betas} betas)");
     assert!(se > 0.0 && se.is_finite());
-    assert!(
-        (est - exact).abs() < 3.0 * se + 1e-3,
-        "V={nv} H={nh} std={std}: AIS {est} +- {se} vs exact {exact}"
-    );
+    assert!((est - exact).abs() < 3.0 * se + 1e-3, "V={nv} H={nh} std={std}: AIS {est} +- {se} vs exact {exact}");
 }
 
 #[test]
@@ -80,12 +63,8 @@ fn stderr_shrinks_as_one_over_sqrt_runs() {
     let se = |runs: usize| {
         (0..4u64)
             .map(|seed| {
-                let opts = AisOptions {
-                    runs,
-                    schedule: Schedule::scaled(1000).unwrap(),
-                    seed: 9 + seed,
-                    max_chains: 50_000,
-                };
+                let opts =
+                    AisOptions { runs, schedule: Schedule::scaled(1000).unwrap(), seed: 9 + seed, max_chains: 50_000 };
                 rbm_log_z(&be, &w, &bv, &bh, &opts).unwrap().1
             })
             .sum::<f64>()
@@ -94,21 +73,12 @@ fn stderr_shrinks_as_one_over_sqrt_runs() {
     let (small, large) = (se(25), se(400));
     let ratio = small / large;
     eprintln!("se(M=25) = {small:.4}, se(M=400) = {large:.4}, ratio {ratio:.2} (expected about 4)");
-    assert!(
-        (2.5..6.5).contains(&ratio),
-        "se ratio {ratio} for M = 25 vs 400"
-    );
+    assert!((2.5..6.5).contains(&ratio), "se ratio {ratio} for M = 25 vs 400");
 }
 
 fn random_rolls(lens: &[usize], nv: usize, p: f64, seed: u64) -> Vec<Vec<f64>> {
     let mut rng = HostRng::new(seed, 3);
-    lens.iter()
-        .map(|&t| {
-            (0..t * nv)
-                .map(|_| if rng.next_f64() < p { 1.0 } else { 0.0 })
-                .collect()
-        })
-        .collect()
+    lens.iter().map(|&t| (0..t * nv).map(|_| if rng.next_f64() < p { 1.0 } else { 0.0 }).collect()).collect()
 }
 
 /// A temporal model with random parameters of scale `std` and music-like biases.
@@ -119,50 +89,30 @@ fn random_temporal(be: &Be, kind: ModelKind, h: usize, u: usize, std: f64, seed:
         .into_iter()
         .map(|(name, shape, vals)| {
             let vals = match name.as_str() {
-                "bv" => (0..vals.len())
-                    .map(|_| -3.0 - 1.5 * rng.next_f64())
-                    .collect(),
+                "bv" => (0..vals.len()).map(|_| -3.0 - 1.5 * rng.next_f64()).collect(),
                 "bh" => (0..vals.len()).map(|_| -rng.next_f64()).collect(),
                 _ => (0..vals.len()).map(|_| std * rng.normal()).collect(),
             };
             (name, shape, vals)
         })
         .collect();
-    Model {
-        spec,
-        params: Params::from_host(be, host).unwrap(),
-    }
+    Model { spec, params: Params::from_host(be, host).unwrap() }
 }
 
 #[test]
 fn temporal_ais_ll_matches_exact() {
     let be = Be::new(threads());
     let seqs = random_rolls(&[6, 4, 5], 88, 0.05, 5);
-    for (kind, h, u) in [
-        (ModelKind::Rtrbm, 14, 0),
-        (ModelKind::LstmRtrbm, 12, 8),
-        (ModelKind::RnnRbm, 10, 6),
-    ] {
+    for (kind, h, u) in [(ModelKind::Rtrbm, 14, 0), (ModelKind::LstmRtrbm, 12, 8), (ModelKind::RnnRbm, 10, 6)] {
         let model = random_temporal(&be, kind, h, u, 0.5, 17);
         let fb = FrameBiases::compute(&be, &model, &seqs).unwrap();
         assert_eq!(fb.frames, 15);
         // the biases really vary over time
-        assert!(fb.bh[..h]
-            .iter()
-            .zip(&fb.bh[h..2 * h])
-            .any(|(a, b)| (a - b).abs() > 1e-3));
+        assert!(fb.bh[..h].iter().zip(&fb.bh[h..2 * h]).any(|(a, b)| (a - b).abs() > 1e-3));
         let exact = exact_frames(&fb, false, threads()).unwrap().ll();
-        let opts = AisOptions {
-            runs: 100,
-            schedule: Schedule::scaled(2000).unwrap(),
-            seed: 3,
-            max_chains: 50_000,
-        };
+        let opts = AisOptions { runs: 100, schedule: Schedule::scaled(2000).unwrap(), seed: 3, max_chains: 50_000 };
         let r = ais_ll(&be, &fb, &opts, &mut |_, _| {}).unwrap();
-        eprintln!(
-            "{kind:?}: exact LL {exact:.4}, AIS {:.4} +- {:.4}",
-            r.ll, r.stderr
-        );
+        eprintln!("{kind:?}: exact LL {exact:.4}, AIS {:.4} +- {:.4}", r.ll, r.stderr);
         assert!(r.stderr > 0.0);
         assert!(
             (r.ll - exact).abs() < 3.0 * r.stderr + 1e-3,
@@ -179,22 +129,11 @@ fn sampled_acc_matches_exact_acc() {
     let seqs = random_rolls(&[8, 6], 88, 0.08, 8);
     let model = random_temporal(&be, ModelKind::Rtrbm, 12, 0, 0.6, 23);
     let exact = acc::evaluate_acc_exact(&be, &model, &seqs, threads()).unwrap();
-    let opts = acc::AccOptions {
-        chains: 16,
-        burn_in: 100,
-        samples: 200,
-        seed: 4,
-        max_chains: 50_000,
-    };
+    let opts = acc::AccOptions { chains: 16, burn_in: 100, samples: 200, seed: 4, max_chains: 50_000 };
     let g = acc::evaluate_acc(&be, &model, &seqs, &opts).unwrap();
     let se = g.sampling_se.unwrap();
     eprintln!("ACC exact {:.5}, Gibbs {:.5} +- {se:.5}", exact.acc, g.acc);
     assert!(se > 0.0 && se < 0.02, "sampling error {se}");
-    assert!(
-        (g.acc - exact.acc).abs() < 3.0 * se,
-        "Gibbs ACC {} +- {se} vs exact {}",
-        g.acc,
-        exact.acc
-    );
+    assert!((g.acc - exact.acc).abs() < 3.0 * se, "Gibbs ACC {} +- {se} vs exact {}", g.acc, exact.acc);
     assert!(exact.acc > 0.0 && exact.acc < 1.0 && exact.acc_per_frame > 0.0);
 }

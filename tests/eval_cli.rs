@@ -31,36 +31,19 @@ fn arguments_become_options() {
     assert_eq!(o.acc.unwrap().chains, 8);
     assert!(o.convergence.is_empty());
 
-    let o = parse(&[
-        "--ais-betas",
-        "1000",
-        "--ais-runs",
-        "50",
-        "--convergence",
-        "--convergence-betas",
-        "10,20",
-    ])
-    .unwrap();
+    let o =
+        parse(&["--ais-betas", "1000", "--ais-runs", "50", "--convergence", "--convergence-betas", "10,20"]).unwrap();
     let o = o.options().unwrap();
     assert_eq!(o.ais.as_ref().unwrap().schedule.count(), 1000);
     assert_eq!(o.ais.as_ref().unwrap().runs, 50);
     assert_eq!(o.convergence, vec![10, 20]);
 
-    let o = parse(&["--ais-schedule", "0.5:10,1:20", "--no-acc", "--exact"])
-        .unwrap()
-        .options()
-        .unwrap();
+    let o = parse(&["--ais-schedule", "0.5:10,1:20", "--no-acc", "--exact"]).unwrap().options().unwrap();
     assert_eq!(o.ais.unwrap().schedule.count(), 30);
     assert!(o.acc.is_none() && o.exact);
 
-    assert!(
-        parse(&["--ais-betas", "10", "--ais-schedule", "linear:5"]).is_err(),
-        "conflicting schedules"
-    );
-    assert!(parse(&["--ais-schedule", "0.5:10,0.4:3,1:2"])
-        .unwrap()
-        .options()
-        .is_err());
+    assert!(parse(&["--ais-betas", "10", "--ais-schedule", "linear:5"]).is_err(), "conflicting schedules");
+    assert!(parse(&["--ais-schedule", "0.5:10,0.4:3,1:2"]).unwrap().options().is_err());
     assert!(parse(&["--ais-runs", "1"]).unwrap().options().is_err());
     assert!(parse(&["--acc-chains", "0"]).unwrap().options().is_err());
 }
@@ -68,15 +51,8 @@ fn arguments_become_options() {
 #[test]
 fn missing_checkpoint_is_a_clear_error() {
     let args = parse(&["--no-acc"]).unwrap();
-    let err = rtrbm::cli::eval::run(EvalArgs {
-        checkpoint: "/nonexistent/m.safetensors".into(),
-        ..args
-    })
-    .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("/nonexistent/m.safetensors"),
-        "{err:#}"
-    );
+    let err = rtrbm::cli::eval::run(EvalArgs { checkpoint: "/nonexistent/m.safetensors".into(), ..args }).unwrap_err();
+    assert!(format!("{err:#}").contains("/nonexistent/m.safetensors"), "{err:#}");
 }
 
 #[test]
@@ -85,48 +61,22 @@ fn evaluate_a_saved_checkpoint() {
     let spec = ModelSpec::new(ModelKind::LstmRtrbm, 88, 10, 6);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    let ck = Checkpoint {
-        spec: spec.clone(),
-        params: init_params(&spec, 0.3, 5),
-        extra: vec![],
-        meta: Default::default(),
-    };
+    let ck =
+        Checkpoint { spec: spec.clone(), params: init_params(&spec, 0.3, 5), extra: vec![], meta: Default::default() };
     checkpoint::save(&path, &ck).unwrap();
     let ck = checkpoint::load(&path).unwrap();
-    let model = Model {
-        spec: ck.spec,
-        params: Params::from_host(&be, ck.params).unwrap(),
-    };
+    let model = Model { spec: ck.spec, params: Params::from_host(&be, ck.params).unwrap() };
 
     let mut rng = HostRng::new(1, 1);
     let seqs: Vec<Vec<f64>> = [5usize, 3]
         .iter()
-        .map(|&t| {
-            (0..t * 88)
-                .map(|_| if rng.next_f64() < 0.05 { 1.0 } else { 0.0 })
-                .collect()
-        })
+        .map(|&t| (0..t * 88).map(|_| if rng.next_f64() < 0.05 { 1.0 } else { 0.0 }).collect())
         .collect();
-    let args = parse(&[
-        "--ais-betas",
-        "200",
-        "--ais-runs",
-        "20",
-        "--exact",
-        "--convergence",
-        "--convergence-betas",
-        "50,200",
-    ])
-    .unwrap();
+    let args =
+        parse(&["--ais-betas", "200", "--ais-runs", "20", "--exact", "--convergence", "--convergence-betas", "50,200"])
+            .unwrap();
     let mut calls = 0;
-    let r = evaluate(
-        &be,
-        &model,
-        &seqs,
-        &args.options().unwrap(),
-        &mut |_, _, _| calls += 1,
-    )
-    .unwrap();
+    let r = evaluate(&be, &model, &seqs, &args.options().unwrap(), &mut |_, _, _| calls += 1).unwrap();
     assert!(calls > 0);
     assert_eq!(r.frames, 8);
     let (ll, exact) = (r.ll.as_ref().unwrap().ll, r.exact_ll.unwrap());
@@ -135,14 +85,7 @@ fn evaluate_a_saved_checkpoint() {
     let acc = r.acc.as_ref().unwrap().acc;
     assert!((acc - r.exact_acc.as_ref().unwrap().acc).abs() < 0.05);
     let text = format_report(&r);
-    for want in [
-        "LL",
-        "ACC",
-        "200 betas",
-        "exact LL",
-        "convergence",
-        "optimistic",
-    ] {
+    for want in ["LL", "ACC", "200 betas", "exact LL", "convergence", "optimistic"] {
         assert!(text.contains(want), "report lacks `{want}`:\n{text}");
     }
     let json = serde_json::to_value(&r).unwrap();
@@ -150,22 +93,8 @@ fn evaluate_a_saved_checkpoint() {
     assert_eq!(json["frames"], 8);
 
     // empty input and a wrong frame width are errors, not panics
-    assert!(evaluate(
-        &be,
-        &model,
-        &[],
-        &args.options().unwrap(),
-        &mut |_, _, _| {}
-    )
-    .is_err());
-    assert!(evaluate(
-        &be,
-        &model,
-        &[vec![1.0; 80]],
-        &args.options().unwrap(),
-        &mut |_, _, _| {}
-    )
-    .is_err());
+    assert!(evaluate(&be, &model, &[], &args.options().unwrap(), &mut |_, _, _| {}).is_err());
+    assert!(evaluate(&be, &model, &[vec![1.0; 80]], &args.options().unwrap(), &mut |_, _, _| {}).is_err());
 }
 
 #[test]
@@ -178,27 +107,14 @@ fn prediction_mse_of_a_static_gaussian_model() {
     let host = init_params(&spec, 0.0, 1)
         .into_iter()
         .map(|(n, s, v)| {
-            let v = if n == "bv" {
-                vec![0.5, -0.5, 0.0, 1.0, 0.0]
-            } else {
-                vec![0.0; v.len()]
-            };
+            let v = if n == "bv" { vec![0.5, -0.5, 0.0, 1.0, 0.0] } else { vec![0.0; v.len()] };
             (n, s, v)
         })
         .collect();
-    let model = Model {
-        spec,
-        params: Params::from_host(&be, host).unwrap(),
-    };
+    let model = Model { spec, params: Params::from_host(&be, host).unwrap() };
     let mut rng = HostRng::new(3, 3);
-    let seqs: Vec<Vec<f64>> = [10usize, 6]
-        .iter()
-        .map(|&t| (0..t * 5).map(|_| rng.normal()).collect())
-        .collect();
-    let from: Vec<usize> = seqs
-        .iter()
-        .map(|s| last_fraction_start(s.len() / 5, 0.2))
-        .collect();
+    let seqs: Vec<Vec<f64>> = [10usize, 6].iter().map(|&t| (0..t * 5).map(|_| rng.normal()).collect()).collect();
+    let from: Vec<usize> = seqs.iter().map(|s| last_fraction_start(s.len() / 5, 0.2)).collect();
     assert_eq!(from, vec![8, 5]);
     let r = prediction_mse(&be, &model, &seqs, &from, 5, 1).unwrap();
     assert_eq!((r.frames, r.dims), (3, 5));
@@ -206,11 +122,7 @@ fn prediction_mse_of_a_static_gaussian_model() {
     let mut want = 0.0;
     for (s, &f) in seqs.iter().zip(&from) {
         for row in s.chunks(5).skip(f) {
-            want += row
-                .iter()
-                .zip(&bv)
-                .map(|(x, b)| (x - b) * (x - b))
-                .sum::<f64>();
+            want += row.iter().zip(&bv).map(|(x, b)| (x - b) * (x - b)).sum::<f64>();
         }
     }
     want /= 15.0;

@@ -63,7 +63,12 @@ fn assert_close(what: &str, g: &[f32], c: &[f32], atol: f32, rtol: f32) {
     }
     if bad > 0 {
         let i = worst.0;
-        panic!("{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); worst at {i}: gpu {} cpu {}", g.len(), g[i], c[i]);
+        panic!(
+            "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); worst at {i}: gpu {} cpu {}",
+            g.len(),
+            g[i],
+            c[i]
+        );
     }
 }
 
@@ -74,13 +79,19 @@ fn poisoned(g: &Cuda, n: usize) -> <Cuda as Backend>::Buf {
 #[test]
 fn uniforms_are_bit_identical() {
     let Some(g) = gpu() else { return };
-    for (seed, stream, counter, first, n) in [(0u64, 0u32, 0u32, 0u32, 1usize), (42, 3, 7, 5, 10_007), (u64::MAX, u32::MAX, u32::MAX, 1 << 31, 4099)] {
+    for (seed, stream, counter, first, n) in
+        [(0u64, 0u32, 0u32, 0u32, 1usize), (42, 3, 7, 5, 10_007), (u64::MAX, u32::MAX, u32::MAX, 1 << 31, 4099)]
+    {
         let k = RngKey::new(seed, stream);
         let gu = g.uniforms(k, counter, first, n).unwrap();
         let mut cu = vec![0f32; n];
         k.fill_uniform(counter, first, &mut cu);
         for i in 0..n {
-            assert_eq!(gu[i].to_bits(), cu[i].to_bits(), "uniform {i} of seed {seed} stream {stream} counter {counter} first {first}");
+            assert_eq!(
+                gu[i].to_bits(),
+                cu[i].to_bits(),
+                "uniform {i} of seed {seed} stream {stream} counter {counter} first {first}"
+            );
         }
     }
 }
@@ -94,10 +105,11 @@ fn gemm_all_transposes_and_offsets() {
     // ones take the blocked kernel under `Auto` (>= 2^24 multiply-adds): split-K where the
     // output has fewer 64x64 tiles than the SMs (300x260, 650x100), one slice for 1030x530.
     let small = [(1, 1, 1), (37, 53, 88), (88, 88, 100), (5, 300, 17), (130, 7, 300)];
-    let cases = small
-        .iter()
-        .flat_map(|&s| [(s, GemmPath::Simple), (s, GemmPath::Blocked)])
-        .chain([((300, 260, 300), GemmPath::Auto), ((650, 100, 260), GemmPath::Auto), ((1030, 530, 100), GemmPath::Auto)]);
+    let cases = small.iter().flat_map(|&s| [(s, GemmPath::Simple), (s, GemmPath::Blocked)]).chain([
+        ((300, 260, 300), GemmPath::Auto),
+        ((650, 100, 260), GemmPath::Auto),
+        ((1030, 530, 100), GemmPath::Auto),
+    ]);
     for ((m, n, k), path) in cases {
         for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
             for beta in [0.0f32, 0.5] {
@@ -116,12 +128,27 @@ fn gemm_all_transposes_and_offsets() {
                 let mut cc = c0.clone();
                 let (ma, mb) = (Mat { buf: &ga, offset: ao, trans: at }, Mat { buf: &gb, offset: bo, trans: bt });
                 g.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut gc, co).unwrap();
-                c.gemm(m, n, k, 0.7, Mat { buf: &a, offset: ao, trans: at }, Mat { buf: &b, offset: bo, trans: bt }, beta, &mut cc, co).unwrap();
+                c.gemm(
+                    m,
+                    n,
+                    k,
+                    0.7,
+                    Mat { buf: &a, offset: ao, trans: at },
+                    Mat { buf: &b, offset: bo, trans: bt },
+                    beta,
+                    &mut cc,
+                    co,
+                )
+                .unwrap();
                 let gv = g.download(&gc).unwrap();
                 assert_close(&format!("gemm {path:?} {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &gv, &cc, 1e-4, 1e-4);
                 // the guard elements around C are untouched
                 assert_eq!(gv[..co].to_vec(), c0[..co].to_vec(), "gemm {path:?} {m}x{n}x{k}: C before c_off");
-                assert_eq!(gv[co + m * n..].to_vec(), c0[co + m * n..].to_vec(), "gemm {path:?} {m}x{n}x{k}: C after m n");
+                assert_eq!(
+                    gv[co + m * n..].to_vec(),
+                    c0[co + m * n..].to_vec(),
+                    "gemm {path:?} {m}x{n}x{k}: C after m n"
+                );
             }
         }
     }
@@ -141,7 +168,9 @@ fn elementwise_ops() {
         let gx = g.upload(&x).unwrap();
         let gy = g.upload(&y).unwrap();
         let (gbias, gmask) = (g.upload(&bias).unwrap(), g.upload(&mask).unwrap());
-        let tol = |w: &str, gb: &<Cuda as Backend>::Buf, cv: &[f32]| assert_close(&format!("{w} {rows}x{cols}"), &g.download(gb).unwrap(), cv, 1e-6, 1e-6);
+        let tol = |w: &str, gb: &<Cuda as Backend>::Buf, cv: &[f32]| {
+            assert_close(&format!("{w} {rows}x{cols}"), &g.download(gb).unwrap(), cv, 1e-6, 1e-6)
+        };
         // add_bias
         let (mut gt, mut ct) = (g.upload(&x).unwrap(), x.clone());
         g.add_bias(&mut gt, &gbias, rows, cols).unwrap();
@@ -209,7 +238,12 @@ fn elementwise_ops() {
 /// Random RBM inputs: W [V,H], bv_t [N,V], bh_t [N,H], binary v [N,V].
 fn rbm_inputs(seed: u64, n: usize, nv: usize, nh: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut r = HostRng::new(seed, 5);
-    (rand_vec(&mut r, nv * nh, 0.5), rand_vec(&mut r, n * nv, 1.5), rand_vec(&mut r, n * nh, 1.5), bin_vec(&mut r, n * nv, 0.2))
+    (
+        rand_vec(&mut r, nv * nh, 0.5),
+        rand_vec(&mut r, n * nv, 1.5),
+        rand_vec(&mut r, n * nh, 1.5),
+        bin_vec(&mut r, n * nv, 0.2),
+    )
 }
 
 #[test]
@@ -218,7 +252,8 @@ fn hidden_probs_and_free_energy() {
     let c = cpu();
     for (n, nv, nh) in [(1, 1, 1), (500, 88, 88), (1001, 37, 53), (7, 300, 129)] {
         let (w, bv, bh, v) = rbm_inputs(n as u64, n, nv, nh);
-        let (gw, gbv, gbh, gv) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap(), g.upload(&v).unwrap());
+        let (gw, gbv, gbh, gv) =
+            (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap(), g.upload(&v).unwrap());
         let mut go = poisoned(&g, n * nh);
         let mut co = vec![0f32; n * nh];
         g.hidden_probs(&gw, &gv, &gbh, n, nv, nh, &mut go).unwrap();
@@ -229,7 +264,13 @@ fn hidden_probs_and_free_energy() {
             let mut co = vec![0f32; n];
             g.free_energy(&gw, &gbv, &gbh, &gv, n, nv, nh, gaussian, &mut go).unwrap();
             c.free_energy(&w, &bv, &bh, &v, n, nv, nh, gaussian, &mut co).unwrap();
-            assert_close(&format!("free_energy gaussian={gaussian} N{n} V{nv} H{nh}"), &g.download(&go).unwrap(), &co, 1e-3, 1e-5);
+            assert_close(
+                &format!("free_energy gaussian={gaussian} N{n} V{nv} H{nh}"),
+                &g.download(&go).unwrap(),
+                &co,
+                1e-3,
+                1e-5,
+            );
         }
     }
 }
@@ -251,7 +292,9 @@ fn gibbs_matches_cpu_samples() {
             assert!(gvh.iter().all(|&x| x == 0.0 || x == 1.0), "gibbs output not binary");
             let draws_bad = gvh.iter().zip(&cv).filter(|(a, b)| a != b).count();
             let chains_bad = (0..n).filter(|&i| gvh[i * nv..(i + 1) * nv] != cv[i * nv..(i + 1) * nv]).count();
-            eprintln!("gibbs N{n} V{nv} H{nh} K{k}: {draws_bad} differing visible draws, {chains_bad} differing chains");
+            eprintln!(
+                "gibbs N{n} V{nv} H{nh} K{k}: {draws_bad} differing visible draws, {chains_bad} differing chains"
+            );
             if k == 1 {
                 assert!(draws_bad as f64 <= 1e-4 * (n * (nv + nh)) as f64 + 1.0, "gibbs K=1: {draws_bad} mismatches");
             } else {
@@ -373,14 +416,39 @@ fn recurrences_match_cpu() {
             tol(&format!("lstm_forward c peep={with_peep}"), &c_g, &c_c);
             tol(&format!("lstm_forward gates peep={with_peep}"), &gates_g, &gates_c);
             let dl = rand_vec(&mut r, (t + 1) * b * u, 0.1);
-            let (gl, gcc, ggates, gdl) = (g.upload(&l_c).unwrap(), g.upload(&c_c).unwrap(), g.upload(&gates_c).unwrap(), g.upload(&dl).unwrap());
+            let (gl, gcc, ggates, gdl) =
+                (g.upload(&l_c).unwrap(), g.upload(&c_c).unwrap(), g.upload(&gates_c).unwrap(), g.upload(&dl).unwrap());
             let mut dpre_g = poisoned(&g, n * g4);
             let mut ds_g = poisoned(&g, 2 * b * u);
             let dp0 = rand_vec(&mut r, 3 * u, 0.1);
             let mut dp_g = g.upload(&dp0).unwrap();
             let (mut dpre_c, mut ds_c, mut dp_c) = (vec![0f32; n * g4], vec![0f32; 2 * b * u], dp0.clone());
-            g.lstm_backward(&gwl, pg, &gl, &gcc, &ggates, &gdl, &mut dpre_g, &mut ds_g, if with_peep { Some(&mut dp_g) } else { None }, d).unwrap();
-            c.lstm_backward(&wl, pc, &l_c, &c_c, &gates_c, &dl, &mut dpre_c, &mut ds_c, if with_peep { Some(&mut dp_c) } else { None }, d).unwrap();
+            g.lstm_backward(
+                &gwl,
+                pg,
+                &gl,
+                &gcc,
+                &ggates,
+                &gdl,
+                &mut dpre_g,
+                &mut ds_g,
+                if with_peep { Some(&mut dp_g) } else { None },
+                d,
+            )
+            .unwrap();
+            c.lstm_backward(
+                &wl,
+                pc,
+                &l_c,
+                &c_c,
+                &gates_c,
+                &dl,
+                &mut dpre_c,
+                &mut ds_c,
+                if with_peep { Some(&mut dp_c) } else { None },
+                d,
+            )
+            .unwrap();
             tol(&format!("lstm_backward dpre peep={with_peep}"), &dpre_g, &dpre_c);
             tol(&format!("lstm_backward dstate0 peep={with_peep}"), &ds_g, &ds_c);
             tol(&format!("lstm_backward dpeep peep={with_peep}"), &dp_g, &dp_c);
@@ -435,7 +503,8 @@ fn ais_estimates_exact_log_z() {
     let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
     for f in 0..n {
         let (bvf, bhf) = (&bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh]);
-        let log_z0: f64 = bvf.iter().map(|&x| sp(x as f64)).sum::<f64>() + bhf.iter().map(|&x| sp(x as f64)).sum::<f64>();
+        let log_z0: f64 =
+            bvf.iter().map(|&x| sp(x as f64)).sum::<f64>() + bhf.iter().map(|&x| sp(x as f64)).sum::<f64>();
         let lw = &lw_g[f * runs..(f + 1) * runs];
         let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let ws: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();

@@ -14,7 +14,15 @@ fn random_batch(spec: &ModelSpec, seed: u64) -> Vec<Vec<f64>> {
         .iter()
         .map(|&t| {
             (0..t * spec.visible)
-                .map(|_| if spec.gaussian { rng.normal() } else if rng.next_f64() < 0.4 { 1.0 } else { 0.0 })
+                .map(|_| {
+                    if spec.gaussian {
+                        rng.normal()
+                    } else if rng.next_f64() < 0.4 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         })
         .collect()
@@ -70,7 +78,14 @@ fn check_model(spec: ModelSpec) {
         }
         assert!(any_nonzero, "{:?}: gradient of {name} is identically zero", spec.kind);
     }
-    assert!(worst.0 < 1e-6, "{:?} (gaussian {}): worst relative error {:.3e} at {}", spec.kind, spec.gaussian, worst.0, worst.1);
+    assert!(
+        worst.0 < 1e-6,
+        "{:?} (gaussian {}): worst relative error {:.3e} at {}",
+        spec.kind,
+        spec.gaussian,
+        worst.0,
+        worst.1
+    );
 }
 
 fn spec(kind: ModelKind) -> ModelSpec {

@@ -25,17 +25,9 @@ fn jsb() -> Dataset {
     let v: std::collections::HashMap<String, Vec<Vec<Vec<u8>>>> =
         serde_json::from_str(JSB_JSON).expect("embedded JSB JSON");
     let split = |k: &str| -> Vec<Sequence> {
-        v.get(k)
-            .expect("split present")
-            .iter()
-            .map(|s| Sequence { frames: s.clone() })
-            .collect()
+        v.get(k).expect("split present").iter().map(|s| Sequence { frames: s.clone() }).collect()
     };
-    Dataset {
-        train: split("train"),
-        valid: split("valid"),
-        test: split("test"),
-    }
+    Dataset { train: split("train"), valid: split("valid"), test: split("test") }
 }
 
 fn q() -> ImportOptions {
@@ -43,17 +35,13 @@ fn q() -> ImportOptions {
 }
 
 fn seq(frames: &[&[u8]]) -> Sequence {
-    Sequence {
-        frames: frames.iter().map(|f| f.to_vec()).collect(),
-    }
+    Sequence { frames: frames.iter().map(|f| f.to_vec()).collect() }
 }
 
 const C_SCALE: [u8; 8] = [60, 62, 64, 65, 67, 69, 71, 72];
 
 fn scale_roll() -> Sequence {
-    Sequence {
-        frames: C_SCALE.iter().map(|&p| vec![p]).collect(),
-    }
+    Sequence { frames: C_SCALE.iter().map(|&p| vec![p]).collect() }
 }
 
 /// Number of (frame, pitch) cells where a pitch starts sounding.
@@ -109,14 +97,8 @@ fn eighth_grid_round_trip_and_edge_cases() {
     // A quarter-grid export read on the eighth grid doubles every frame.
     let s = seq(&[&[60], &[], &[62, 67]]);
     write_midi(&path, &s, 1.0, 120.0).unwrap();
-    let opts = ImportOptions {
-        grid: Grid::Eighth,
-        ..q()
-    };
-    assert_eq!(
-        read_midi(&path, &opts).unwrap(),
-        seq(&[&[60], &[60], &[], &[], &[62, 67], &[62, 67]])
-    );
+    let opts = ImportOptions { grid: Grid::Eighth, ..q() };
+    assert_eq!(read_midi(&path, &opts).unwrap(), seq(&[&[60], &[60], &[], &[], &[62, 67], &[62, 67]]));
 }
 
 #[test]
@@ -132,23 +114,15 @@ fn exported_file_is_a_standard_type1_smf() {
     assert_eq!(smf.header.timing, Timing::Metrical(480.into()));
     assert_eq!(smf.tracks.len(), 2);
     let t0 = &smf.tracks[0];
-    assert!(t0
-        .iter()
-        .any(|e| matches!(e.kind, TrackEventKind::Meta(MetaMessage::TrackName(_)))));
-    assert!(t0.iter().any(|e| matches!(
-        e.kind,
-        TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, _, _))
-    )));
+    assert!(t0.iter().any(|e| matches!(e.kind, TrackEventKind::Meta(MetaMessage::TrackName(_)))));
+    assert!(t0.iter().any(|e| matches!(e.kind, TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, _, _)))));
     let tempo = t0.iter().find_map(|e| match e.kind {
         TrackEventKind::Meta(MetaMessage::Tempo(t)) => Some(t.as_int()),
         _ => None,
     });
     assert_eq!(tempo, Some(666_667));
     for t in &smf.tracks {
-        assert!(matches!(
-            t.last().unwrap().kind,
-            TrackEventKind::Meta(MetaMessage::EndOfTrack)
-        ));
+        assert!(matches!(t.last().unwrap().kind, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
     }
     let t1 = &smf.tracks[1];
     assert!(t1.iter().any(|e| matches!(
@@ -159,10 +133,9 @@ fn exported_file_is_a_standard_type1_smf() {
     let ons: Vec<(u8, u8)> = t1
         .iter()
         .filter_map(|e| match e.kind {
-            TrackEventKind::Midi {
-                message: MidiMessage::NoteOn { key, vel },
-                ..
-            } => Some((key.as_int(), vel.as_int())),
+            TrackEventKind::Midi { message: MidiMessage::NoteOn { key, vel }, .. } => {
+                Some((key.as_int(), vel.as_int()))
+            }
             _ => None,
         })
         .collect();
@@ -215,10 +188,7 @@ fn every_sample_imports_with_the_readme_note_counts() {
     for &(file, notes, drums) in SAMPLES {
         let path = dir.join(file);
         for include_drums in [false, true] {
-            let opts = ImportOptions {
-                include_drums,
-                ..q()
-            };
+            let opts = ImportOptions { include_drums, ..q() };
             let (s, r) = read_midi_report(&path, &opts).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert_eq!(r.notes, notes, "{file}: note-ons");
             let skipped = if include_drums { 0 } else { drums };
@@ -226,18 +196,12 @@ fn every_sample_imports_with_the_readme_note_counts() {
             assert_eq!(r.notes_out_of_range, 0, "{file}");
             assert_eq!(r.notes_imported, notes - skipped, "{file}");
             assert_eq!(r.frames, s.len());
-            assert!(
-                onsets(&s) <= r.notes_imported,
-                "{file}: more onsets than notes"
-            );
+            assert!(onsets(&s) <= r.notes_imported, "{file}: more onsets than notes");
             if r.notes_imported > 0 {
                 assert!(s.frames.iter().any(|f| !f.is_empty()), "{file}: empty roll");
             }
             for f in &s.frames {
-                assert!(
-                    f.windows(2).all(|w| w[0] < w[1]),
-                    "{file}: frame not ascending"
-                );
+                assert!(f.windows(2).all(|w| w[0] < w[1]), "{file}: frame not ascending");
                 assert!(f.iter().all(|&p| (21..=108).contains(&p)));
             }
         }
@@ -260,23 +224,9 @@ fn frame_counts_follow_the_beat() {
     ] {
         let s = read_midi(&dir.join(file), &q()).unwrap();
         let beats = secs * 2.0;
-        assert!(
-            (s.len() as f64 - beats).abs() <= 1.0,
-            "{file}: {} frames for {beats} beats",
-            s.len()
-        );
-        let e = read_midi(
-            &dir.join(file),
-            &ImportOptions {
-                grid: Grid::Eighth,
-                ..q()
-            },
-        )
-        .unwrap();
-        assert!(
-            (e.len() as f64 - 2.0 * beats).abs() <= 1.0,
-            "{file}: eighth grid"
-        );
+        assert!((s.len() as f64 - beats).abs() <= 1.0, "{file}: {} frames for {beats} beats", s.len());
+        let e = read_midi(&dir.join(file), &ImportOptions { grid: Grid::Eighth, ..q() }).unwrap();
+        assert!((e.len() as f64 - 2.0 * beats).abs() <= 1.0, "{file}: eighth grid");
     }
     // The same symphony written as 13 tracks at TPQ 256 and 1 track at TPQ 960 gives one roll.
     let a = read_midi(&dir.join("tonejs_midi/symphony_7_2.mid"), &q()).unwrap();
@@ -287,28 +237,12 @@ fn frame_counts_follow_the_beat() {
 #[test]
 fn drums_are_skipped_unless_asked_for() {
     let Some(dir) = samples_dir() else { return };
-    for file in [
-        "jazzsoft_test_midi/test-all-gm-percussion.mid",
-        "tonejs_midi/beat.mid",
-    ] {
+    for file in ["jazzsoft_test_midi/test-all-gm-percussion.mid", "tonejs_midi/beat.mid"] {
         let path = dir.join(file);
         let s = read_midi(&path, &q()).unwrap();
-        assert!(
-            s.frames.iter().all(|f| f.is_empty()),
-            "{file}: drums leaked in"
-        );
-        let d = read_midi(
-            &path,
-            &ImportOptions {
-                include_drums: true,
-                ..q()
-            },
-        )
-        .unwrap();
-        assert!(
-            d.frames.iter().filter(|f| !f.is_empty()).count() > 10,
-            "{file}"
-        );
+        assert!(s.frames.iter().all(|f| f.is_empty()), "{file}: drums leaked in");
+        let d = read_midi(&path, &ImportOptions { include_drums: true, ..q() }).unwrap();
+        assert!(d.frames.iter().filter(|f| !f.is_empty()).count() > 10, "{file}");
     }
 }
 
@@ -328,11 +262,7 @@ fn type_0_1_2_versions_of_the_same_test() {
     // Type 2 ("must play sequentially"): the same notes, track 2 after track 1.
     assert_eq!(t2.len(), 2 * t1.len());
     for f in 0..t1.len() {
-        let mut both: Vec<u8> = t2.frames[f]
-            .iter()
-            .chain(&t2.frames[f + t1.len()])
-            .copied()
-            .collect();
+        let mut both: Vec<u8> = t2.frames[f].iter().chain(&t2.frames[f + t1.len()]).copied().collect();
         both.sort_unstable();
         assert_eq!(both, t1.frames[f], "frame {f}");
     }
@@ -347,26 +277,14 @@ fn quirky_files_parse_leniently() {
     assert_eq!(r.trailing_bytes, 1);
     let (s, r) = read_midi_report(&j.join("test-non-midi-track.mid"), &q()).unwrap();
     assert_eq!(r.unknown_chunks, 1);
-    assert_eq!(
-        s.frames.iter().flatten().copied().collect::<Vec<_>>(),
-        C_SCALE
-    );
+    assert_eq!(s.frames.iter().flatten().copied().collect::<Vec<_>>(), C_SCALE);
     // Running status across meta / sysex events (mido refuses the sysex one).
-    for f in [
-        "test-running-status-metaevent.mid",
-        "test-running-status-sysex.mid",
-        "test-vlq-4-byte.mid",
-    ] {
+    for f in ["test-running-status-metaevent.mid", "test-running-status-sysex.mid", "test-vlq-4-byte.mid"] {
         let s = read_midi(&j.join(f), &q()).unwrap();
-        assert_eq!(
-            s.frames.iter().flatten().copied().collect::<Vec<_>>(),
-            C_SCALE,
-            "{f}"
-        );
+        assert_eq!(s.frames.iter().flatten().copied().collect::<Vec<_>>(), C_SCALE, "{f}");
     }
     // Redundant note-offs and zero-length notes of the Tone.js orchestral score.
-    let (_, r) =
-        read_midi_report(&dir.join("tonejs_midi/concerto_for_orchestra_1.mid"), &q()).unwrap();
+    let (_, r) = read_midi_report(&dir.join("tonejs_midi/concerto_for_orchestra_1.mid"), &q()).unwrap();
     assert_eq!(r.zero_length_notes, 6013);
     assert_eq!(r.unmatched_note_offs, 11683);
 }
@@ -378,10 +296,7 @@ fn folders_import_sorted_pieces() {
     assert_eq!(d.train.len(), 5);
     assert!(d.valid.is_empty() && d.test.is_empty());
     // Sorted by name: ashover11 first.
-    assert_eq!(
-        d.train[0],
-        read_midi(&dir.join("jukedeck_nottingham/ashover11.mid"), &q()).unwrap()
-    );
+    assert_eq!(d.train[0], read_midi(&dir.join("jukedeck_nottingham/ashover11.mid"), &q()).unwrap());
     let one = import_path(&dir.join("jsb_chorales/003806b_.mid"), &q()).unwrap();
     assert_eq!(one.train.len(), 1);
     // The drums-only files are left out of a folder import, the rest kept.
@@ -394,15 +309,8 @@ fn folders_import_sorted_pieces() {
 
 fn assert_err_names(err: rtrbm::Error, path: &Path, words: &str) {
     let msg = err.to_string();
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "{msg:?} does not name {}",
-        path.display()
-    );
-    assert!(
-        msg.to_lowercase().contains(words),
-        "{msg:?} does not say {words:?}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "{msg:?} does not name {}", path.display());
+    assert!(msg.to_lowercase().contains(words), "{msg:?} does not say {words:?}");
 }
 
 #[test]
@@ -411,19 +319,11 @@ fn bad_files_give_errors_naming_them() {
     // A text file named .mid.
     let text = dir.path().join("x.mid");
     std::fs::write(&text, "this is not a MIDI file\n").unwrap();
-    assert_err_names(
-        read_midi(&text, &q()).unwrap_err(),
-        &text,
-        "not a valid midi file",
-    );
+    assert_err_names(read_midi(&text, &q()).unwrap_err(), &text, "not a valid midi file");
     // An empty file.
     let empty = dir.path().join("empty.mid");
     std::fs::write(&empty, b"").unwrap();
-    assert_err_names(
-        read_midi(&empty, &q()).unwrap_err(),
-        &empty,
-        "not a valid midi file",
-    );
+    assert_err_names(read_midi(&empty, &q()).unwrap_err(), &empty, "not a valid midi file");
     // A truncated file (cut inside its only track).
     let good = dir.path().join("good.mid");
     write_midi(&good, &scale_roll(), 1.0, 120.0).unwrap();
@@ -438,11 +338,7 @@ fn bad_files_give_errors_naming_them() {
     // Half a header.
     let half = dir.path().join("half.mid");
     std::fs::write(&half, &bytes[..10]).unwrap();
-    assert_err_names(
-        read_midi(&half, &q()).unwrap_err(),
-        &half,
-        "not a valid midi file",
-    );
+    assert_err_names(read_midi(&half, &q()).unwrap_err(), &half, "not a valid midi file");
     // A malformed event inside a complete chunk (a system-common status byte 0xF3).
     let mut bad = b"MThd\0\0\0\x06\0\0\0\x01\0\x60MTrk\0\0\0\x08".to_vec();
     bad.extend_from_slice(&[0x00, 0x90, 0x3C, 0x40, 0x10, 0xF3, 0x00, 0x00]);
@@ -465,18 +361,10 @@ fn bad_folders_give_errors() {
     // Empty folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert_err_names(
-        import_path(&empty, &q()).unwrap_err(),
-        &empty,
-        "no midi files",
-    );
+    assert_err_names(import_path(&empty, &q()).unwrap_err(), &empty, "no midi files");
     // A folder with only non-MIDI files.
     std::fs::write(empty.join("notes.txt"), "hello").unwrap();
-    assert_err_names(
-        import_path(&empty, &q()).unwrap_err(),
-        &empty,
-        "no midi files",
-    );
+    assert_err_names(import_path(&empty, &q()).unwrap_err(), &empty, "no midi files");
     // A broken file among good ones fails the import and is named.
     let mixed = dir.path().join("mixed");
     std::fs::create_dir(&mixed).unwrap();
@@ -484,11 +372,7 @@ fn bad_folders_give_errors() {
     let broken = mixed.join("b.midi");
     std::fs::write(&broken, "garbage").unwrap();
     write_midi(&mixed.join("c.MID"), &scale_roll(), 1.0, 120.0).unwrap();
-    assert_err_names(
-        import_path(&mixed, &q()).unwrap_err(),
-        &broken,
-        "not a valid midi file",
-    );
+    assert_err_names(import_path(&mixed, &q()).unwrap_err(), &broken, "not a valid midi file");
     std::fs::remove_file(&broken).unwrap();
     assert_eq!(import_path(&mixed, &q()).unwrap().train.len(), 2);
 }
@@ -510,15 +394,8 @@ fn failed_exports_leave_no_file() {
     assert!(write_midi(&out, &scale_roll(), 1.0, -5.0).is_err());
     let png = dir.path().join("file").join("x.png");
     assert!(plot::piano_roll_png(&png, &scale_roll(), "t").is_err());
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        names,
-        vec![std::ffi::OsString::from("file")],
-        "leftovers: {names:?}"
-    );
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("file")], "leftovers: {names:?}");
 }
 
 // ---------------------------------------------------------------- key
@@ -557,31 +434,15 @@ fn key_estimation_and_transposition_to_c() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.mid");
-    write_midi(
-        &p,
-        &Sequence {
-            frames: d_major.clone(),
-        },
-        1.0,
-        120.0,
-    )
-    .unwrap();
-    let opts = ImportOptions {
-        transpose_to_c: true,
-        ..q()
-    };
+    write_midi(&p, &Sequence { frames: d_major.clone() }, 1.0, 120.0).unwrap();
+    let opts = ImportOptions { transpose_to_c: true, ..q() };
     let (s, r) = read_midi_report(&p, &opts).unwrap();
     assert_eq!(r.transpose, -2);
-    let want: Vec<Vec<u8>> = d_major
-        .iter()
-        .map(|f| f.iter().map(|p| p - 2).collect())
-        .collect();
+    let want: Vec<Vec<u8>> = d_major.iter().map(|f| f.iter().map(|p| p - 2).collect()).collect();
     assert_eq!(s.frames, want);
 
     // Pitches pushed out of range are dropped and counted.
-    let low = Sequence {
-        frames: vec![vec![21, 62, 66, 69], vec![62, 66, 69], vec![50, 62, 66]],
-    };
+    let low = Sequence { frames: vec![vec![21, 62, 66, 69], vec![62, 66, 69], vec![50, 62, 66]] };
     write_midi(&p, &low, 1.0, 120.0).unwrap();
     let (s, r) = read_midi_report(&p, &opts).unwrap();
     assert_eq!(r.transpose, -2);
@@ -635,9 +496,7 @@ fn piano_roll_pictures() {
     assert_eq!(count_colour(&buf, NOTE_COLOUR), cells * 9);
 
     // A long piece stays a reasonable width; an empty one still gives a picture.
-    let long = Sequence {
-        frames: (0..20_000).map(|t| vec![21 + (t % 88) as u8]).collect(),
-    };
+    let long = Sequence { frames: (0..20_000).map(|t| vec![21 + (t % 88) as u8]).collect() };
     plot::piano_roll_png(&dir.join("long.png"), &long, "long").unwrap();
     let (w, _, buf) = decode_png(&dir.join("long.png"));
     assert!(w <= 6100, "width {w}");
@@ -650,32 +509,16 @@ fn piano_roll_pictures() {
 #[test]
 fn line_chart_pictures() {
     let (_keep, dir) = picture_dir();
-    let train: Vec<(f64, f64)> = (0..200)
-        .map(|i| (i as f64, 8.0 * (-(i as f64) / 40.0).exp() + 2.5))
-        .collect();
-    let mut valid: Vec<(f64, f64)> = (0..200)
-        .step_by(10)
-        .map(|i| (i as f64, 8.5 * (-(i as f64) / 45.0).exp() + 3.0))
-        .collect();
+    let train: Vec<(f64, f64)> = (0..200).map(|i| (i as f64, 8.0 * (-(i as f64) / 40.0).exp() + 2.5)).collect();
+    let mut valid: Vec<(f64, f64)> =
+        (0..200).step_by(10).map(|i| (i as f64, 8.5 * (-(i as f64) / 45.0).exp() + 3.0)).collect();
     valid[5].1 = f64::NAN;
     valid[9].1 = f64::INFINITY;
     let series = vec![
-        Series {
-            label: "train NLL".into(),
-            points: train,
-        },
-        Series {
-            label: "valid NLL".into(),
-            points: valid,
-        },
-        Series {
-            label: "best".into(),
-            points: vec![(150.0, 3.1)],
-        },
-        Series {
-            label: "empty".into(),
-            points: vec![],
-        },
+        Series { label: "train NLL".into(), points: train },
+        Series { label: "valid NLL".into(), points: valid },
+        Series { label: "best".into(), points: vec![(150.0, 3.1)] },
+        Series { label: "empty".into(), points: vec![] },
     ];
     let path = dir.join("chart.png");
     plot::line_chart_png(&path, "Training curves (LSTM-RTRBM, JSB)", "epoch", &series).unwrap();
@@ -687,26 +530,11 @@ fn line_chart_pictures() {
     // Degenerate inputs still give valid pictures.
     let cases: Vec<Vec<Series>> = vec![
         vec![],
-        vec![Series {
-            label: "nan".into(),
-            points: vec![(f64::NAN, 1.0), (0.0, f64::INFINITY)],
-        }],
-        vec![Series {
-            label: "one".into(),
-            points: vec![(3.0, -2.0)],
-        }],
-        vec![Series {
-            label: "flat".into(),
-            points: vec![(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)],
-        }],
-        vec![Series {
-            label: "huge".into(),
-            points: vec![(0.0, -1e300), (1e300, 1e300)],
-        }],
-        vec![Series {
-            label: "tiny".into(),
-            points: vec![(0.0, 1e-9), (1.0, 2e-9)],
-        }],
+        vec![Series { label: "nan".into(), points: vec![(f64::NAN, 1.0), (0.0, f64::INFINITY)] }],
+        vec![Series { label: "one".into(), points: vec![(3.0, -2.0)] }],
+        vec![Series { label: "flat".into(), points: vec![(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)] }],
+        vec![Series { label: "huge".into(), points: vec![(0.0, -1e300), (1e300, 1e300)] }],
+        vec![Series { label: "tiny".into(), points: vec![(0.0, 1e-9), (1.0, 2e-9)] }],
     ];
     for (i, s) in cases.iter().enumerate() {
         let p = dir.join(format!("case{i}.png"));
@@ -770,14 +598,7 @@ fn note_matching_rules() {
     assert_eq!(r.notes_imported, 4);
     // Rounding: 13 / 4 = 3.25 -> frame 3 (exclusive end); 14 / 4 = 3.5 -> frame 4 (halves up).
     assert_eq!(s, seq(&[&[60], &[60], &[60, 67], &[], &[30], &[30]]));
-    let d = read_midi(
-        &p,
-        &ImportOptions {
-            include_drums: true,
-            ..q()
-        },
-    )
-    .unwrap();
+    let d = read_midi(&p, &ImportOptions { include_drums: true, ..q() }).unwrap();
     assert_eq!(d.frames[3], vec![40]);
 }
 
@@ -786,20 +607,12 @@ fn lenient_and_strict_edges() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("e.mid");
     // The last chunk declares more bytes than there are, but its events end cleanly: accepted.
-    let mut bytes = smf(
-        0,
-        1,
-        &[&[(0, &[0x90, 60, 100]), (1, &[0x80, 60, 0]), (0, EOT)]],
-    );
+    let mut bytes = smf(0, 1, &[&[(0, &[0x90, 60, 100]), (1, &[0x80, 60, 0]), (0, EOT)]]);
     bytes[14 + 7] += 5; // low byte of the MTrk length (header chunk is 14 bytes)
     std::fs::write(&p, &bytes).unwrap();
     assert_eq!(read_midi(&p, &q()).unwrap(), seq(&[&[60]]));
     // A track without end-of-track is accepted and counted.
-    std::fs::write(
-        &p,
-        smf(0, 1, &[&[(0, &[0x90, 60, 100]), (2, &[0x80, 60, 0])]]),
-    )
-    .unwrap();
+    std::fs::write(&p, smf(0, 1, &[&[(0, &[0x90, 60, 100]), (2, &[0x80, 60, 0])]])).unwrap();
     let (s, r) = read_midi_report(&p, &q()).unwrap();
     assert_eq!(r.missing_end_of_track, 1);
     assert_eq!(s, seq(&[&[60], &[60]]));
@@ -812,10 +625,7 @@ fn lenient_and_strict_edges() {
     let a: &[(u8, &[u8])] = &[(0, &[0x90, 60, 100]), (2, &[0x80, 60, 0]), (0, EOT)];
     let b: &[(u8, &[u8])] = &[(1, &[0x90, 62, 100]), (1, &[0x80, 62, 0]), (0, EOT)];
     std::fs::write(&p, smf(2, 1, &[a, b])).unwrap();
-    assert_eq!(
-        read_midi(&p, &q()).unwrap(),
-        seq(&[&[60], &[60], &[], &[62]])
-    );
+    assert_eq!(read_midi(&p, &q()).unwrap(), seq(&[&[60], &[60], &[], &[62]]));
     std::fs::write(&p, smf(1, 1, &[a, b])).unwrap();
     assert_eq!(read_midi(&p, &q()).unwrap(), seq(&[&[60], &[60, 62]]));
 }

@@ -9,7 +9,9 @@ fn all_kernels_compile_for_compute_90() {
         if std::env::var("REQUIRE_NVRTC").as_deref() == Ok("1") {
             panic!("REQUIRE_NVRTC=1 but libnvrtc was not found (LD_LIBRARY_PATH?)");
         }
-        eprintln!("SKIPPED: libnvrtc not found (set LD_LIBRARY_PATH to an NVRTC lib folder; REQUIRE_NVRTC=1 makes this fail)");
+        eprintln!(
+            "SKIPPED: libnvrtc not found (set LD_LIBRARY_PATH to an NVRTC lib folder; REQUIRE_NVRTC=1 makes this fail)"
+        );
         return;
     }
     match rtrbm::backend::cuda::compile_all_ptx("compute_90") {

@@ -216,7 +216,15 @@ fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]
     for j in full..n {
         let l = j - full;
         let (p1, m1) = (&mut prod[l..l + 1], &mut amax[l..l + 1]);
-        ais_lanes::<F, 1>(&x[j..j + 1], &bh[j..j + 1], b_prev, b_k, &mut h[j..j + 1], p1.try_into().unwrap(), m1.try_into().unwrap());
+        ais_lanes::<F, 1>(
+            &x[j..j + 1],
+            &bh[j..j + 1],
+            b_prev,
+            b_k,
+            &mut h[j..j + 1],
+            p1.try_into().unwrap(),
+            m1.try_into().unwrap(),
+        );
     }
     // `!(m < 80)` is true for NaN too: fall back to the exact formula then
     if amax.iter().any(|&m| m.partial_cmp(&F::from_f64(80.0)) != Some(std::cmp::Ordering::Less)) {
@@ -232,7 +240,15 @@ fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]
 
 /// `N` units of [`ais_hidden_kernel`]: h = sigma(a), prod *= (1 + e^a) / (1 + e^b), amax = max |a|, |b|.
 #[inline(always)]
-fn ais_lanes<F: Float, const N: usize>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F], prod: &mut [f64; N], amax: &mut [F; N]) {
+fn ais_lanes<F: Float, const N: usize>(
+    x: &[F],
+    bh: &[F],
+    b_prev: F,
+    b_k: F,
+    h: &mut [F],
+    prod: &mut [f64; N],
+    amax: &mut [F; N],
+) {
     let (x, bh, h) = (&x[..N], &bh[..N], &mut h[..N]);
     let mut ratio = [F::ONE; N];
     for l in 0..N {
@@ -460,7 +476,16 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn masked_diff(&self, a: &Vec<F>, b: &Vec<F>, mask: &Vec<F>, scale: F, rows: usize, cols: usize, out: &mut Vec<F>) -> Result<()> {
+    fn masked_diff(
+        &self,
+        a: &Vec<F>,
+        b: &Vec<F>,
+        mask: &Vec<F>,
+        scale: F,
+        rows: usize,
+        cols: usize,
+        out: &mut Vec<F>,
+    ) -> Result<()> {
         check_len("masked_diff a", a, rows * cols)?;
         check_len("masked_diff b", b, rows * cols)?;
         check_len("masked_diff mask", mask, rows)?;
@@ -485,7 +510,16 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `hidden_probs` in `kernels/rbm.cu`.
-    fn hidden_probs(&self, w: &Vec<F>, v: &Vec<F>, bh_t: &Vec<F>, n: usize, nv: usize, nh: usize, out: &mut Vec<F>) -> Result<()> {
+    fn hidden_probs(
+        &self,
+        w: &Vec<F>,
+        v: &Vec<F>,
+        bh_t: &Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        out: &mut Vec<F>,
+    ) -> Result<()> {
         check_len("hidden_probs W", w, nv * nh)?;
         check_len("hidden_probs v", v, n * nv)?;
         check_len("hidden_probs bh_t", bh_t, n * nh)?;
@@ -525,7 +559,20 @@ impl<F: Float> Backend for Cpu<F> {
                 let chain = first + c;
                 let (bv, bh) = (&bv_t[chain * nv..(chain + 1) * nv], &bh_t[chain * nh..(chain + 1) * nh]);
                 for step in 0..k as u32 {
-                    Self::gibbs_step(w, &wt, bv, bh, vc, &mut h, &mut pv, &mut u, gaussian, rng, counter + 2 * step, chain);
+                    Self::gibbs_step(
+                        w,
+                        &wt,
+                        bv,
+                        bh,
+                        vc,
+                        &mut h,
+                        &mut pv,
+                        &mut u,
+                        gaussian,
+                        rng,
+                        counter + 2 * step,
+                        chain,
+                    );
                 }
             }
         });
@@ -564,7 +611,15 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `rtrbm_forward` in `kernels/recurrent.cu`.
-    fn rtrbm_forward(&self, wr: &Vec<F>, pre: &Vec<F>, vw: &Vec<F>, r: &mut Vec<F>, bh_t: &mut Vec<F>, d: Dims) -> Result<()> {
+    fn rtrbm_forward(
+        &self,
+        wr: &Vec<F>,
+        pre: &Vec<F>,
+        vw: &Vec<F>,
+        r: &mut Vec<F>,
+        bh_t: &mut Vec<F>,
+        d: Dims,
+    ) -> Result<()> {
         let (b, h) = (d.b, d.h);
         check_len("rtrbm_forward r", r, (d.t + 1) * b * h)?;
         check_len("rtrbm_forward bh_t", bh_t, d.n() * h)?;
@@ -729,7 +784,8 @@ impl<F: Float> Backend for Cpu<F> {
                 let next = ((s + 1) * b + bi) * nu;
                 let grow = (s * b + bi) * g4;
                 for j in 0..nu {
-                    let (i, f, o, g) = (gates[grow + j], gates[grow + nu + j], gates[grow + 2 * nu + j], gates[grow + 3 * nu + j]);
+                    let (i, f, o, g) =
+                        (gates[grow + j], gates[grow + nu + j], gates[grow + 2 * nu + j], gates[grow + 3 * nu + j]);
                     let (c_prev, ct) = (c[prev + j], c[next + j]);
                     let tc = ct.tanh();
                     // l_t = o tanh(c_t)
@@ -775,7 +831,15 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `sgd_momentum` in `kernels/optim.cu`.
-    fn sgd_momentum(&self, param: &mut Vec<F>, grad: &Vec<F>, vel: &mut Vec<F>, lr: F, momentum: F, weight_decay: F) -> Result<()> {
+    fn sgd_momentum(
+        &self,
+        param: &mut Vec<F>,
+        grad: &Vec<F>,
+        vel: &mut Vec<F>,
+        lr: F,
+        momentum: F,
+        weight_decay: F,
+    ) -> Result<()> {
         check_len("sgd grad", grad, param.len())?;
         check_len("sgd vel", vel, param.len())?;
         for ((p, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
@@ -817,7 +881,8 @@ impl<F: Float> Backend for Cpu<F> {
         let betas_f: Vec<F> = betas.iter().map(|&b| F::from_f64(b)).collect();
         let mut logw = vec![0f64; n * runs];
         self.par_items(&mut logw, 1, |first, block| {
-            let (mut v, mut x, mut h, mut pv) = (vec![F::ZERO; nv], vec![F::ZERO; nh], vec![F::ZERO; nh], vec![F::ZERO; nv]);
+            let (mut v, mut x, mut h, mut pv) =
+                (vec![F::ZERO; nv], vec![F::ZERO; nh], vec![F::ZERO; nh], vec![F::ZERO; nv]);
             let mut u = vec![0f32; nv.max(nh)];
             let (zero_h, zero_v) = (vec![F::ZERO; nh], vec![F::ZERO; nv]);
             for (c, lw) in block.iter_mut().enumerate() {
@@ -903,7 +968,20 @@ impl<F: Float> Backend for Cpu<F> {
                     let chain = frame * chains + c;
                     v.iter_mut().for_each(|x| *x = F::ZERO);
                     for step in 0..(burn_in + samples) as u32 {
-                        Self::gibbs_step(w, &wt, bv, bh, &mut v, &mut h, &mut pv, &mut u, false, rng, counter + 2 * step, chain);
+                        Self::gibbs_step(
+                            w,
+                            &wt,
+                            bv,
+                            bh,
+                            &mut v,
+                            &mut h,
+                            &mut pv,
+                            &mut u,
+                            false,
+                            rng,
+                            counter + 2 * step,
+                            chain,
+                        );
                         if step as usize >= burn_in {
                             // average P(v = 1 | h) over the kept steps
                             for (a, &p) in acc.iter_mut().zip(pv.iter()) {

@@ -23,7 +23,19 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
     (
         "linalg.cu",
         include_str!("../../kernels/linalg.cu"),
-        &["gemm_f32", "gemm_f32_rb", "gemm_splitk_reduce", "add_bias", "sum_rows", "axpy", "masked_diff", "mask_rows", "fill_f32", "scale_f32", "sum_squares_partial"],
+        &[
+            "gemm_f32",
+            "gemm_f32_rb",
+            "gemm_splitk_reduce",
+            "add_bias",
+            "sum_rows",
+            "axpy",
+            "masked_diff",
+            "mask_rows",
+            "fill_f32",
+            "scale_f32",
+            "sum_squares_partial",
+        ],
     ),
     (
         "rbm.cu",
@@ -52,7 +64,11 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "gibbs_marginals_v2_r8",
         ],
     ),
-    ("recurrent.cu", include_str!("../../kernels/recurrent.cu"), &["rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward"]),
+    (
+        "recurrent.cu",
+        include_str!("../../kernels/recurrent.cu"),
+        &["rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward"],
+    ),
     ("lstm.cu", include_str!("../../kernels/lstm.cu"), &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce"]),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum"]),
     (
@@ -73,8 +89,17 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Kernels that use dynamic shared memory (their limit is raised to the device's opt-in maximum).
-const DYN_SMEM_KERNELS: &[&str] =
-    &["gibbs_chain", "gibbs_marginals", "ais_chains", "rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward"];
+const DYN_SMEM_KERNELS: &[&str] = &[
+    "gibbs_chain",
+    "gibbs_marginals",
+    "ais_chains",
+    "rtrbm_forward",
+    "rtrbm_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_forward",
+    "lstm_backward",
+];
 
 /// Chains (warps) per block of the v1 chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
 const CHAINS_PER_BLOCK: usize = 4;
@@ -126,7 +151,10 @@ fn driver_present() -> bool {
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Compiles one kernel file (common header prepended) to PTX; the error names the file and
@@ -254,14 +282,17 @@ impl Cuda {
     /// Returns `Error::Cuda` (never panics) when libcuda or libnvrtc is missing or anything fails.
     pub fn new(ordinal: usize) -> Result<Cuda> {
         if !driver_present() {
-            return Err(Error::Cuda("libcuda (the NVIDIA driver library) was not found: no GPU backend on this machine".into()));
+            return Err(Error::Cuda(
+                "libcuda (the NVIDIA driver library) was not found: no GPU backend on this machine".into(),
+            ));
         }
         if !nvrtc_present() {
             return Err(Error::Cuda(
                 "libnvrtc was not found: install the CUDA toolkit's NVRTC (or `pip install nvidia-cuda-nvrtc`) and put its lib folder on LD_LIBRARY_PATH".into(),
             ));
         }
-        std::panic::catch_unwind(|| Self::open(ordinal)).map_err(|p| Error::Cuda(format!("CUDA initialisation panicked: {}", panic_text(p))))?
+        std::panic::catch_unwind(|| Self::open(ordinal))
+            .map_err(|p| Error::Cuda(format!("CUDA initialisation panicked: {}", panic_text(p))))?
     }
 
     fn open(ordinal: usize) -> Result<Cuda> {
@@ -307,7 +338,16 @@ impl Cuda {
             .max(1) as usize;
         let kernels_v1 = std::env::var("RTRBM_KERNELS").map(|v| v.trim() == "v1").unwrap_or(false);
         let tag = if kernels_v1 { ", kernels v1" } else { "" };
-        Ok(Cuda { ctx, stream, funcs, name: format!("{name} (sm_{major}{minor}, f32{tag})"), smem_limit, kernels_v1, sm_count, splitk: std::sync::Mutex::new(None) })
+        Ok(Cuda {
+            ctx,
+            stream,
+            funcs,
+            name: format!("{name} (sm_{major}{minor}, f32{tag})"),
+            smem_limit,
+            kernels_v1,
+            sm_count,
+            splitk: std::sync::Mutex::new(None),
+        })
     }
 
     fn func(&self, name: &str) -> Result<&CudaFunction> {
@@ -367,7 +407,11 @@ impl Cuda {
             lb.arg(&mi).arg(&ni).arg(&ki).arg(&alpha);
             lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
             lb.arg(&beta).arg(c).arg(&co);
-            let cfg = LaunchConfig { grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1),
+                block_dim: (16, 16, 1),
+                shared_mem_bytes: 0,
+            };
             return launch(&mut lb, cfg, "gemm_f32");
         }
         let (splits, kc) = self.splitk_plan(m, n, k);
@@ -448,7 +492,10 @@ impl Cuda {
 
     fn check_smem(&self, what: &str, bytes: u32) -> Result<()> {
         if bytes as usize > self.smem_limit {
-            return Err(Error::Cuda(format!("{what}: needs {bytes} bytes of shared memory per block, the device allows {}", self.smem_limit)));
+            return Err(Error::Cuda(format!(
+                "{what}: needs {bytes} bytes of shared memory per block, the device allows {}",
+                self.smem_limit
+            )));
         }
         Ok(())
     }
@@ -504,7 +551,14 @@ impl Backend for Cuda {
         buf.len()
     }
 
-    fn copy(&self, src: &CudaSlice<f32>, src_off: usize, dst: &mut CudaSlice<f32>, dst_off: usize, n: usize) -> Result<()> {
+    fn copy(
+        &self,
+        src: &CudaSlice<f32>,
+        src_off: usize,
+        dst: &mut CudaSlice<f32>,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
         check("copy src", src.len(), src_off + n)?;
         check("copy dst", dst.len(), dst_off + n)?;
         if n == 0 {
@@ -555,7 +609,15 @@ impl Backend for Cuda {
         launch(&mut lb, grid_for(rows * cols), "add_bias")
     }
 
-    fn sum_rows(&self, x: &CudaSlice<f32>, rows: usize, cols: usize, alpha: f32, beta: f32, out: &mut CudaSlice<f32>) -> Result<()> {
+    fn sum_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        alpha: f32,
+        beta: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         check("sum_rows x", x.len(), rows * cols)?;
         check("sum_rows out", out.len(), cols)?;
         if cols == 0 {
@@ -565,7 +627,8 @@ impl Backend for Cuda {
         let f = self.func("sum_rows")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out);
-        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let cfg =
+            LaunchConfig { grid_dim: (cols.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch(&mut lb, cfg, "sum_rows")
     }
 
@@ -615,7 +678,16 @@ impl Backend for Cuda {
         launch(&mut lb, grid_for(rows * cols), "mask_rows")
     }
 
-    fn hidden_probs(&self, w: &CudaSlice<f32>, v: &CudaSlice<f32>, bh_t: &CudaSlice<f32>, n: usize, nv: usize, nh: usize, out: &mut CudaSlice<f32>) -> Result<()> {
+    fn hidden_probs(
+        &self,
+        w: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         check("hidden_probs W", w.len(), nv * nh)?;
         check("hidden_probs v", v.len(), n * nv)?;
         check("hidden_probs bh_t", bh_t.len(), n * nh)?;
@@ -712,7 +784,15 @@ impl Backend for Cuda {
         launch(&mut lb, cfg, "free_energy")
     }
 
-    fn rtrbm_forward(&self, wr: &CudaSlice<f32>, pre: &CudaSlice<f32>, vw: &CudaSlice<f32>, r: &mut CudaSlice<f32>, bh_t: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+    fn rtrbm_forward(
+        &self,
+        wr: &CudaSlice<f32>,
+        pre: &CudaSlice<f32>,
+        vw: &CudaSlice<f32>,
+        r: &mut CudaSlice<f32>,
+        bh_t: &mut CudaSlice<f32>,
+        d: Dims,
+    ) -> Result<()> {
         let (t, b, h) = (d.t, d.b, d.h);
         check("rtrbm_forward WR", wr.len(), h * h)?;
         check("rtrbm_forward pre", pre.len(), d.n() * h)?;
@@ -728,11 +808,22 @@ impl Backend for Cuda {
         let f = self.func("rtrbm_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(h), 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, 1, 1),
+            block_dim: (Self::rec_threads(h), 1, 1),
+            shared_mem_bytes: smem,
+        };
         launch(&mut lb, cfg, "rtrbm_forward")
     }
 
-    fn rtrbm_backward(&self, wr: &CudaSlice<f32>, r: &CudaSlice<f32>, dbh: &CudaSlice<f32>, g: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+    fn rtrbm_backward(
+        &self,
+        wr: &CudaSlice<f32>,
+        r: &CudaSlice<f32>,
+        dbh: &CudaSlice<f32>,
+        g: &mut CudaSlice<f32>,
+        d: Dims,
+    ) -> Result<()> {
         let (t, b, h) = (d.t, d.b, d.h);
         check("rtrbm_backward WR", wr.len(), h * h)?;
         check("rtrbm_backward r", r.len(), (t + 1) * b * h)?;
@@ -747,7 +838,11 @@ impl Backend for Cuda {
         let f = self.func("rtrbm_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(r).arg(dbh).arg(g).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(h), 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, 1, 1),
+            block_dim: (Self::rec_threads(h), 1, 1),
+            shared_mem_bytes: smem,
+        };
         launch(&mut lb, cfg, "rtrbm_backward")
     }
 
@@ -765,11 +860,22 @@ impl Backend for Cuda {
         let f = self.func("rnn_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, 1, 1),
+            block_dim: (Self::rec_threads(nu), 1, 1),
+            shared_mem_bytes: smem,
+        };
         launch(&mut lb, cfg, "rnn_forward")
     }
 
-    fn rnn_backward(&self, wuu: &CudaSlice<f32>, u: &CudaSlice<f32>, e: &CudaSlice<f32>, dz: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
+    fn rnn_backward(
+        &self,
+        wuu: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
+        e: &CudaSlice<f32>,
+        dz: &mut CudaSlice<f32>,
+        d: Dims,
+    ) -> Result<()> {
         let (t, b, nu) = (d.t, d.b, d.u);
         check("rnn_backward Wuu", wuu.len(), nu * nu)?;
         check("rnn_backward u", u.len(), (t + 1) * b * nu)?;
@@ -784,7 +890,11 @@ impl Backend for Cuda {
         let f = self.func("rnn_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(u).arg(e).arg(dz).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, 1, 1),
+            block_dim: (Self::rec_threads(nu), 1, 1),
+            shared_mem_bytes: smem,
+        };
         launch(&mut lb, cfg, "rnn_backward")
     }
 
@@ -821,7 +931,11 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
         lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, 1, 1),
+            block_dim: (Self::rec_threads(nu), 1, 1),
+            shared_mem_bytes: smem,
+        };
         launch(&mut lb, cfg, "lstm_forward")
     }
 
@@ -874,7 +988,11 @@ impl Backend for Cuda {
                 }
             }
             lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-            let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(nu), 1, 1), shared_mem_bytes: smem };
+            let cfg = LaunchConfig {
+                grid_dim: (b as u32, 1, 1),
+                block_dim: (Self::rec_threads(nu), 1, 1),
+                shared_mem_bytes: smem,
+            };
             launch(&mut lb, cfg, "lstm_backward")?;
         }
         if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
@@ -882,13 +1000,25 @@ impl Backend for Cuda {
             let f = self.func("lstm_dpeep_reduce")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(p).arg(&bi).arg(&ui).arg(dp);
-            let cfg = LaunchConfig { grid_dim: ((3 * nu).div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: ((3 * nu).div_ceil(128) as u32, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
             launch(&mut lb, cfg, "lstm_dpeep_reduce")?;
         }
         Ok(())
     }
 
-    fn sgd_momentum(&self, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, vel: &mut CudaSlice<f32>, lr: f32, momentum: f32, weight_decay: f32) -> Result<()> {
+    fn sgd_momentum(
+        &self,
+        param: &mut CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        vel: &mut CudaSlice<f32>,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<()> {
         let n = param.len();
         check("sgd grad", grad.len(), n)?;
         check("sgd vel", vel.len(), n)?;

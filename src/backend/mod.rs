@@ -103,7 +103,15 @@ pub trait Backend: Send + Sync {
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
     /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`.
-    fn sum_rows(&self, x: &Self::Buf, rows: usize, cols: usize, alpha: Self::F, beta: Self::F, out: &mut Self::Buf) -> Result<()>;
+    fn sum_rows(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        alpha: Self::F,
+        beta: Self::F,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
 
     /// `y = y + alpha * x` over all elements.
     fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
@@ -111,7 +119,16 @@ pub trait Backend: Send + Sync {
     /// `out[n, :] = scale * mask[n] * (a[n, :] - b[n, :])` for `rows` rows of width `cols`
     /// (the CD gradient of the dynamic biases, SPEC 3).
     #[allow(clippy::too_many_arguments)]
-    fn masked_diff(&self, a: &Self::Buf, b: &Self::Buf, mask: &Self::Buf, scale: Self::F, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<()>;
+    fn masked_diff(
+        &self,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        mask: &Self::Buf,
+        scale: Self::F,
+        rows: usize,
+        cols: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
 
     /// `x[n, :] *= mask[n]` (zeroes the rows of padded frames).
     fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
@@ -121,7 +138,16 @@ pub trait Backend: Send + Sync {
     /// `out[n, :] = sigma(v[n, :] W + bh_t[n, :])`, n < N: P(h = 1 | v) of each RBM.
     /// `w` is `[V, H]`, `v` is `[N, V]`, `bh_t` and `out` are `[N, H]`.
     #[allow(clippy::too_many_arguments)]
-    fn hidden_probs(&self, w: &Self::Buf, v: &Self::Buf, bh_t: &Self::Buf, n: usize, nv: usize, nh: usize, out: &mut Self::Buf) -> Result<()>;
+    fn hidden_probs(
+        &self,
+        w: &Self::Buf,
+        v: &Self::Buf,
+        bh_t: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
 
     /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:
     /// `v` `[N, V]` holds the start and receives the last visible sample. Step k draws
@@ -165,7 +191,15 @@ pub trait Backend: Send + Sync {
     /// `bh_t[s] = pre[s] + r[s] WR` and `r[s+1] = sigma(vw[s] + bh_t[s])`, where `pre` `[T,B,H]`
     /// holds bh (+ WL^T l_{t-1} for LSTM-RTRBM), `vw` `[T,B,H]` holds v_t W, `wr` is `[H,H]`,
     /// `r` is `[T+1,B,H]` with row 0 the initial state (read), `bh_t` is `[T,B,H]`.
-    fn rtrbm_forward(&self, wr: &Self::Buf, pre: &Self::Buf, vw: &Self::Buf, r: &mut Self::Buf, bh_t: &mut Self::Buf, d: Dims) -> Result<()>;
+    fn rtrbm_forward(
+        &self,
+        wr: &Self::Buf,
+        pre: &Self::Buf,
+        vw: &Self::Buf,
+        r: &mut Self::Buf,
+        bh_t: &mut Self::Buf,
+        d: Dims,
+    ) -> Result<()>;
 
     /// Backward pass of [`Backend::rtrbm_forward`]: given `dbh` `[T,B,H]`, the gradient of the
     /// cost w.r.t. bh_t through the free energies alone, writes `g` `[T,B,H]`, the total gradient
@@ -220,7 +254,15 @@ pub trait Backend: Send + Sync {
     // ----- optimisation -----------------------------------------------------------------------
 
     /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`.
-    fn sgd_momentum(&self, param: &mut Self::Buf, grad: &Self::Buf, vel: &mut Self::Buf, lr: Self::F, momentum: Self::F, weight_decay: Self::F) -> Result<()>;
+    fn sgd_momentum(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        vel: &mut Self::Buf,
+        lr: Self::F,
+        momentum: Self::F,
+        weight_decay: Self::F,
+    ) -> Result<()>;
 
     /// `x *= alpha`.
     fn scale(&self, x: &mut Self::Buf, alpha: Self::F) -> Result<()>;

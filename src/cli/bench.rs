@@ -138,14 +138,21 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let device = Device::open(args.device, threads)?;
     let (r, dev) = match device {
         Device::Cpu(_) => (
-            crate::bench::sweep_workload(|_| Ok(crate::backend::Cpu::<f32>::new(1)), threads, args.models, args.k, updates)?,
+            crate::bench::sweep_workload(
+                |_| Ok(crate::backend::Cpu::<f32>::new(1)),
+                threads,
+                args.models,
+                args.k,
+                updates,
+            )?,
             format!("cpu ({threads} threads, f32)"),
         ),
         #[cfg(feature = "cuda")]
         Device::Cuda(c) => {
             let dev = c.name();
             let cell = std::sync::Mutex::new(Some(c));
-            let take = |_| cell.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| crate::Error::msg("one GPU backend"));
+            let take =
+                |_| cell.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| crate::Error::msg("one GPU backend"));
             (crate::bench::sweep_workload(take, 1, args.models, args.k, updates)?, dev)
         }
     };

@@ -70,9 +70,7 @@ pub enum DataCmd {
 
 /// Parses `VALID_FRAC,TEST_FRAC`: two fractions in [0, 1] whose sum is below 1.
 fn parse_fracs(s: &str) -> Result<(f64, f64), String> {
-    let (a, b) = s
-        .split_once(',')
-        .ok_or_else(|| format!("expected VALID_FRAC,TEST_FRAC, got {s:?}"))?;
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("expected VALID_FRAC,TEST_FRAC, got {s:?}"))?;
     let parse = |x: &str| -> Result<f64, String> {
         let v: f64 = x.trim().parse().map_err(|_| format!("{x:?} is not a number"))?;
         if !(0.0..=1.0).contains(&v) {
@@ -99,10 +97,7 @@ fn display_name(file: &str) -> String {
     if file == "jsb" {
         return "jsb (embedded)".to_string();
     }
-    Path::new(file)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file.to_string())
+    Path::new(file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.to_string())
 }
 
 fn summary(ds: &Dataset) -> String {
@@ -110,28 +105,16 @@ fn summary(ds: &Dataset) -> String {
         .iter()
         .map(|&s| {
             let st = stats::Stats::of(ds, s);
-            format!(
-                "{} {} seqs / {} frames",
-                s.name(),
-                stats::thousands(st.seqs),
-                stats::thousands(st.frames)
-            )
+            format!("{} {} seqs / {} frames", s.name(), stats::thousands(st.seqs), stats::thousands(st.frames))
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 fn check_json_out(path: &Path) -> anyhow::Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if ext != "json" {
-        bail!(
-            "{}: only JSON output is supported (the file name must end in .json)",
-            path.display()
-        );
+        bail!("{}: only JSON output is supported (the file name must end in .json)", path.display());
     }
     Ok(())
 }
@@ -146,21 +129,9 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 println!("{}", stats::table(&display_name(&file), &ds));
             }
         }
-        DataCmd::ImportMidi {
-            path,
-            out,
-            grid,
-            drums,
-            transpose_to_c,
-            split,
-            seed,
-        } => {
+        DataCmd::ImportMidi { path, out, grid, drums, transpose_to_c, split, seed } => {
             check_json_out(&out)?;
-            let opts = ImportOptions {
-                grid,
-                include_drums: drums,
-                transpose_to_c,
-            };
+            let opts = ImportOptions { grid, include_drums: drums, transpose_to_c };
             let mut ds = midi::import_path(&path, &opts)?;
             if let Some((v, t)) = split {
                 let mut all: Vec<Sequence> = Vec::new();
@@ -176,20 +147,9 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
             check_json_out(&output)?;
             let ds = load(&input)?;
             json::write(&output, &ds)?;
-            println!(
-                "converted {} -> {}: {}",
-                display_name(&input),
-                output.display(),
-                summary(&ds)
-            );
+            println!("converted {} -> {}: {}", display_name(&input), output.display(), summary(&ds));
         }
-        DataCmd::Show {
-            file,
-            split,
-            index,
-            png,
-            midi: midi_out,
-        } => {
+        DataCmd::Show { file, split, index, png, midi: midi_out } => {
             let ds = load(&file)?;
             let seqs = ds.split(split);
             let seq = seqs.get(index).with_context(|| {

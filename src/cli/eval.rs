@@ -107,12 +107,7 @@ impl EvalArgs {
         if self.convergence && self.convergence_betas.iter().any(|&n| n < 3) {
             bail!("--convergence-betas: every count must be at least 3");
         }
-        let ais = AisOptions {
-            runs: self.ais_runs.max(2),
-            schedule,
-            seed: self.seed,
-            ..AisOptions::default()
-        };
+        let ais = AisOptions { runs: self.ais_runs.max(2), schedule, seed: self.seed, ..AisOptions::default() };
         Ok(EvalOptions {
             ais: (!self.no_ll).then(|| ais.clone()),
             acc: (!self.no_acc).then(|| AccOptions {
@@ -123,33 +118,20 @@ impl EvalArgs {
                 ..AccOptions::default()
             }),
             exact: self.exact,
-            convergence: if self.convergence {
-                self.convergence_betas.clone()
-            } else {
-                vec![]
-            },
+            convergence: if self.convergence { self.convergence_betas.clone() } else { vec![] },
             threads: self.threads(),
         })
     }
 
     pub fn threads(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
-            .max(1)
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
     }
 }
 
 /// Reads `--data` (a file, or `jsb` for the embedded JSB Chorales).
 pub fn load_dataset(data: &str) -> anyhow::Result<Dataset> {
     if data == "jsb" {
-        Ok(data::json::parse(
-            data::JSB_JSON,
-            Path::new("<embedded jsb_chorales.json>"),
-        )?)
+        Ok(data::json::parse(data::JSB_JSON, Path::new("<embedded jsb_chorales.json>"))?)
     } else {
         Dataset::load(Path::new(data)).with_context(|| format!("reading dataset {data}"))
     }
@@ -180,16 +162,10 @@ pub fn run_with<B: Backend>(be: &B, args: &EvalArgs) -> anyhow::Result<()> {
             spec.visible
         );
     }
-    let model = Model {
-        spec: spec.clone(),
-        params: Params::from_host(be, ck.params)?,
-    };
+    let model = Model { spec: spec.clone(), params: Params::from_host(be, ck.params)? };
     let dataset = load_dataset(&args.data)?;
-    let mut seqs: Vec<Vec<f64>> = dataset
-        .split(args.split)
-        .iter()
-        .map(|s| s.to_dense().into_iter().map(f64::from).collect())
-        .collect();
+    let mut seqs: Vec<Vec<f64>> =
+        dataset.split(args.split).iter().map(|s| s.to_dense().into_iter().map(f64::from).collect()).collect();
     if let Some(n) = args.max_sequences {
         seqs.truncate(n);
     }
@@ -278,27 +254,17 @@ pub fn format_report(r: &EvalReport) -> String {
         s += &format!("exact LL      {ll:.4} nats/frame\n");
     }
     if let Some(a) = &r.exact_acc {
-        s += &format!(
-            "exact ACC     {:.2}%; per-frame mean {:.2}%\n",
-            100.0 * a.acc,
-            100.0 * a.acc_per_frame
-        );
+        s += &format!("exact ACC     {:.2}%; per-frame mean {:.2}%\n", 100.0 * a.acc, 100.0 * a.acc_per_frame);
     }
     if !r.convergence.is_empty() {
         s += "convergence   betas        LL       s.e.    time\n";
         for p in &r.convergence {
-            s += &format!(
-                "              {:>6} {:>10.4} {:>9.4} {:>6.1} s\n",
-                p.betas, p.ll, p.stderr, p.wall_s
-            );
+            s += &format!("              {:>6} {:>10.4} {:>9.4} {:>6.1} s\n", p.betas, p.ll, p.stderr, p.wall_s);
         }
         if let Some(note) = &r.convergence_note {
             s += &format!("              note: {note}\n");
         }
     }
-    s += &format!(
-        "device        {}\nwall time     {:.1} s\n",
-        r.device, r.wall_s
-    );
+    s += &format!("device        {}\nwall time     {:.1} s\n", r.device, r.wall_s);
     s
 }

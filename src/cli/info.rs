@@ -19,7 +19,8 @@ fn cuda_info() {
     // that NVRTC works here.
     let compiled = match cuda::Cuda::new(0) {
         Ok(_) => Ok("compiled and loaded on gpu 0".to_string()),
-        Err(_) => cuda::compile_all_ptx("compute_90").map(|_| "compiled by NVRTC for compute_90 (no GPU to load them)".to_string()),
+        Err(_) => cuda::compile_all_ptx("compute_90")
+            .map(|_| "compiled by NVRTC for compute_90 (no GPU to load them)".to_string()),
     };
     match compiled {
         Ok(how) => {

@@ -51,7 +51,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 None => Config::default(),
             };
             let name = args.config.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
-            let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or("jsb_lstm_rtrbm".into())));
+            let out =
+                args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or("jsb_lstm_rtrbm".into())));
             (cfg, out, false)
         }
     };

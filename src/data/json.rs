@@ -17,10 +17,7 @@ use std::path::Path;
 pub fn read(path: &Path) -> Result<Dataset> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        Error::format(
-            path,
-            format!("not valid UTF-8 text at byte {}: not a JSON dataset", e.valid_up_to()),
-        )
+        Error::format(path, format!("not valid UTF-8 text at byte {}: not a JSON dataset", e.valid_up_to()))
     })?;
     parse(text, path)
 }
@@ -28,26 +25,17 @@ pub fn read(path: &Path) -> Result<Dataset> {
 /// Parses the text of a JSON dataset; `path` is only used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Dataset> {
     if text.trim().is_empty() {
-        return Err(Error::format(
-            path,
-            "empty file: expected a JSON object with keys train, valid, test",
-        ));
+        return Err(Error::format(path, "empty file: expected a JSON object with keys train, valid, test"));
     }
     let value: Value = serde_json::from_str(text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(Error::format(
             path,
-            format!(
-                "expected a JSON object with keys train, valid, test at top level, found {}",
-                kind(&value)
-            ),
+            format!("expected a JSON object with keys train, valid, test at top level, found {}", kind(&value)),
         ));
     };
     if let Some(k) = map.keys().find(|k| !Split::ALL.iter().any(|s| s.name() == k.as_str())) {
-        return Err(Error::format(
-            path,
-            format!("unknown top-level key {k:?} (expected only train, valid, test)"),
-        ));
+        return Err(Error::format(path, format!("unknown top-level key {k:?} (expected only train, valid, test)")));
     }
     let mut ds = Dataset::default();
     for split in Split::ALL {
@@ -61,26 +49,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Dataset> {
 
 fn parse_split(v: &Value, split: Split, path: &Path) -> Result<Vec<Sequence>> {
     let name = split.name();
-    let seqs = v.as_array().ok_or_else(|| {
-        Error::format(
-            path,
-            format!("split {name}: expected a list of sequences, found {}", kind(v)),
-        )
-    })?;
+    let seqs = v
+        .as_array()
+        .ok_or_else(|| Error::format(path, format!("split {name}: expected a list of sequences, found {}", kind(v))))?;
     let mut out = Vec::with_capacity(seqs.len());
     for (si, s) in seqs.iter().enumerate() {
         let frames = s.as_array().ok_or_else(|| {
-            Error::format(
-                path,
-                format!(
-                    "split {name}, sequence {si}: expected a list of frames, found {}",
-                    kind(s)
-                ),
-            )
+            Error::format(path, format!("split {name}, sequence {si}: expected a list of frames, found {}", kind(s)))
         })?;
-        let mut seq = Sequence {
-            frames: Vec::with_capacity(frames.len()),
-        };
+        let mut seq = Sequence { frames: Vec::with_capacity(frames.len()) };
         for (fi, f) in frames.iter().enumerate() {
             let at = || format!("split {name}, sequence {si}, frame {fi}");
             let notes = f.as_array().ok_or_else(|| {
@@ -187,22 +164,13 @@ mod tests {
     #[test]
     fn rejects_bad_content() {
         let cases = [
-            (
-                r#"{"train": [[[12]]], "valid": [], "test": []}"#,
-                "split train, sequence 0, frame 0: pitch 12 outside",
-            ),
+            (r#"{"train": [[[12]]], "valid": [], "test": []}"#, "split train, sequence 0, frame 0: pitch 12 outside"),
             (r#"{"train": [[[64, 60]]], "valid": [], "test": []}"#, "ascending"),
-            (
-                r#"{"train": [[[60, 60]]], "valid": [], "test": []}"#,
-                "duplicate pitch 60",
-            ),
+            (r#"{"train": [[[60, 60]]], "valid": [], "test": []}"#, "duplicate pitch 60"),
             (r#"{"train": [[[60.5]]], "valid": [], "test": []}"#, "not an integer"),
             (r#"{"train": [[[60.0]]], "valid": [], "test": []}"#, "not an integer"),
             (r#"{"train": [], "valid": []}"#, "missing top-level key \"test\""),
-            (
-                r#"{"train": [], "valid": [], "test": [], "x": []}"#,
-                "unknown top-level key",
-            ),
+            (r#"{"train": [], "valid": [], "test": [], "x": []}"#, "unknown top-level key"),
             ("", "empty file"),
             ("{", "invalid JSON"),
         ];

@@ -43,50 +43,30 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
         return Err(Error::format(path, "empty file: not a MAT file"));
     }
     if bytes.len() >= 8 && &bytes[..8] == b"\x89HDF\r\n\x1a\n" || bytes.starts_with(b"MATLAB 7.3") {
-        return Err(Error::format(
-            path,
-            "MAT v7.3 (HDF5) files are not supported: save with -v7 or -v6",
-        ));
+        return Err(Error::format(path, "MAT v7.3 (HDF5) files are not supported: save with -v7 or -v6"));
     }
     if bytes.len() < 128 {
-        return Err(Error::format(
-            path,
-            format!("truncated MAT header: {} bytes, expected at least 128", bytes.len()),
-        ));
+        return Err(Error::format(path, format!("truncated MAT header: {} bytes, expected at least 128", bytes.len())));
     }
     if !bytes.starts_with(b"MATLAB 5.0 MAT-file") {
-        return Err(Error::format(
-            path,
-            "not a MATLAB v5 MAT file (header does not start with 'MATLAB 5.0 MAT-file')",
-        ));
+        return Err(Error::format(path, "not a MATLAB v5 MAT file (header does not start with 'MATLAB 5.0 MAT-file')"));
     }
     match &bytes[126..128] {
         b"IM" => {}
         b"MI" => return Err(Error::format(path, "big-endian MAT files are not supported")),
         other => {
-            return Err(Error::format(
-                path,
-                format!("byte offset 126: invalid endian indicator {other:?}"),
-            ));
+            return Err(Error::format(path, format!("byte offset 126: invalid endian indicator {other:?}")));
         }
     }
     let version = u16::from_le_bytes([bytes[124], bytes[125]]);
     if version != 0x0100 {
-        return Err(Error::format(
-            path,
-            format!("byte offset 124: unsupported MAT version 0x{version:04x}"),
-        ));
+        return Err(Error::format(path, format!("byte offset 124: unsupported MAT version 0x{version:04x}")));
     }
 
     let mut found: [Option<Vec<Sequence>>; 3] = [None, None, None];
     let mut pos = 128;
     while pos < bytes.len() {
-        let top = Cursor {
-            bytes,
-            pos,
-            path,
-            base: None,
-        };
+        let top = Cursor { bytes, pos, path, base: None };
         let (ty, size, data_at) = top.tag()?;
         let end = data_at.checked_add(size).filter(|&e| e <= bytes.len()).ok_or_else(|| {
             top.err(format!(
@@ -100,12 +80,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                 flate2::read::ZlibDecoder::new(&bytes[data_at..end])
                     .read_to_end(&mut inner)
                     .map_err(|e| top.err(format!("corrupt compressed data element: {e}")))?;
-                let c = Cursor {
-                    bytes: &inner,
-                    pos: 0,
-                    path,
-                    base: Some(pos),
-                };
+                let c = Cursor { bytes: &inner, pos: 0, path, base: Some(pos) };
                 let (ity, isize, iat) = c.tag()?;
                 if ity != MI_MATRIX {
                     return Err(c.err(format!("expected a miMATRIX element, found data type {ity}")));
@@ -116,37 +91,26 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
                         inner.len() - iat
                     )));
                 }
-                let c = Cursor {
-                    bytes: &inner[..iat + isize],
-                    pos: iat,
-                    path,
-                    base: Some(pos),
-                };
+                let c = Cursor { bytes: &inner[..iat + isize], pos: iat, path, base: Some(pos) };
                 variable(c, &mut found)?;
                 pos = end;
             }
             MI_MATRIX => {
-                let c = Cursor {
-                    bytes: &bytes[..end],
-                    pos: data_at,
-                    path,
-                    base: None,
-                };
+                let c = Cursor { bytes: &bytes[..end], pos: data_at, path, base: None };
                 variable(c, &mut found)?;
                 pos = (end + 7) & !7;
             }
             other => {
-                return Err(top.err(format!(
-                    "unexpected top-level data type {other} (expected miMATRIX or miCOMPRESSED)"
-                )));
+                return Err(
+                    top.err(format!("unexpected top-level data type {other} (expected miMATRIX or miCOMPRESSED)"))
+                );
             }
         }
     }
     let mut ds = Dataset::default();
     for (i, split) in Split::ALL.iter().enumerate() {
-        *ds.split_mut(*split) = found[i]
-            .take()
-            .ok_or_else(|| Error::format(path, format!("missing variable {}data", split.name())))?;
+        *ds.split_mut(*split) =
+            found[i].take().ok_or_else(|| Error::format(path, format!("missing variable {}data", split.name())))?;
     }
     Ok(ds)
 }
@@ -164,10 +128,7 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn err(&self, msg: impl std::fmt::Display) -> Error {
         let at = match self.base {
-            Some(b) => format!(
-                "compressed element at byte offset {b}, decompressed offset {}",
-                self.pos
-            ),
+            Some(b) => format!("compressed element at byte offset {b}, decompressed offset {}", self.pos),
             None => format!("byte offset {}", self.pos),
         };
         Error::format(self.path, format!("{at}: {msg}"))
@@ -208,11 +169,7 @@ impl<'a> Cursor<'a> {
             .filter(|&e| e <= self.bytes.len())
             .ok_or_else(|| self.err(format!("truncated data: {what} needs {size} bytes")))?;
         let data = &self.bytes[at..end];
-        self.pos = if at == self.pos + 4 {
-            self.pos + 8
-        } else {
-            ((end + 7) & !7).min(self.bytes.len())
-        };
+        self.pos = if at == self.pos + 4 { self.pos + 8 } else { ((end + 7) & !7).min(self.bytes.len()) };
         Ok((ty, data))
     }
 }
@@ -228,18 +185,12 @@ struct Header {
 fn header(c: &mut Cursor) -> Result<Header> {
     let (ty, data) = c.element("array flags")?;
     if ty != MI_UINT32 || data.len() != 8 {
-        return Err(c.err(format!(
-            "expected array flags (miUINT32, 8 bytes), found type {ty}, {} bytes",
-            data.len()
-        )));
+        return Err(c.err(format!("expected array flags (miUINT32, 8 bytes), found type {ty}, {} bytes", data.len())));
     }
     let flags = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
     let (ty, data) = c.element("dimensions")?;
     if ty != MI_INT32 || data.len() % 4 != 0 || data.len() < 8 {
-        return Err(c.err(format!(
-            "expected dimensions (miINT32, >= 2 values), found type {ty}, {} bytes",
-            data.len()
-        )));
+        return Err(c.err(format!("expected dimensions (miINT32, >= 2 values), found type {ty}, {} bytes", data.len())));
     }
     let mut dims = Vec::new();
     for d in data.chunks_exact(4) {
@@ -254,12 +205,7 @@ fn header(c: &mut Cursor) -> Result<Header> {
         return Err(c.err(format!("expected the array name (miINT8), found type {ty}")));
     }
     let name = String::from_utf8_lossy(data).into_owned();
-    Ok(Header {
-        class: (flags & 0xff) as u8,
-        flags,
-        dims,
-        name,
-    })
+    Ok(Header { class: (flags & 0xff) as u8, flags, dims, name })
 }
 
 fn class_name(c: u8) -> &'static str {
@@ -290,11 +236,7 @@ fn variable(mut c: Cursor, found: &mut [Option<Vec<Sequence>>; 3]) -> Result<()>
         return Ok(());
     };
     if h.class != MX_CELL {
-        return Err(c.err(format!(
-            "variable {} is a {} array, expected a cell array",
-            h.name,
-            class_name(h.class)
-        )));
+        return Err(c.err(format!("variable {} is a {} array, expected a cell array", h.name, class_name(h.class))));
     }
     if found[i].is_some() {
         return Err(c.err(format!("variable {} defined twice", h.name)));
@@ -304,20 +246,13 @@ fn variable(mut c: Cursor, found: &mut [Option<Vec<Sequence>>; 3]) -> Result<()>
     for k in 0..n {
         let (ty, size, data_at) = c.tag()?;
         if ty != MI_MATRIX {
-            return Err(c.err(format!(
-                "{} cell {k}: expected a miMATRIX element, found data type {ty}",
-                h.name
-            )));
+            return Err(c.err(format!("{} cell {k}: expected a miMATRIX element, found data type {ty}", h.name)));
         }
         let end = data_at
             .checked_add(size)
             .filter(|&e| e <= c.bytes.len())
             .ok_or_else(|| c.err(format!("{} cell {k}: truncated data: matrix of {size} bytes", h.name)))?;
-        let cell = Cursor {
-            bytes: &c.bytes[..end],
-            pos: data_at,
-            ..c
-        };
+        let cell = Cursor { bytes: &c.bytes[..end], pos: data_at, ..c };
         seqs.push(cell_matrix(cell, &h.name, k, size)?);
         c.pos = (end + 7) & !7;
     }
@@ -337,10 +272,9 @@ fn cell_matrix(mut c: Cursor, var: &str, k: usize, size: usize) -> Result<Sequen
     }
     let h = header(&mut c)?;
     if !(6..=15).contains(&h.class) {
-        return Err(c.err(what(format!(
-            "{} array not supported (expected a numeric T x 88 matrix)",
-            class_name(h.class)
-        ))));
+        return Err(
+            c.err(what(format!("{} array not supported (expected a numeric T x 88 matrix)", class_name(h.class))))
+        );
     }
     if h.flags & 0x0800 != 0 {
         return Err(c.err(what("complex matrix not supported".into())));
@@ -394,9 +328,7 @@ fn cell_matrix(mut c: Cursor, var: &str, k: usize, size: usize) -> Result<Sequen
     }
     if c.pos < c.bytes.len() {
         if let Ok((ty, _)) = c.element("imaginary part") {
-            return Err(c.err(what(format!(
-                "unexpected extra data element of type {ty} after the real part"
-            ))));
+            return Err(c.err(what(format!("unexpected extra data element of type {ty} after the real part"))));
         }
     }
     Ok(Sequence { frames })

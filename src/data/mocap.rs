@@ -51,7 +51,8 @@ struct MocapJson {
 /// Reads `mocap49.json`.
 pub fn read(path: &Path) -> Result<RealSequences> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let m: MocapJson = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not a mocap49.json layout: {e}")))?;
+    let m: MocapJson =
+        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not a mocap49.json layout: {e}")))?;
     let d = m.num_dims;
     if d == 0 || m.sequences.is_empty() || m.rtrbm_split.train_len.len() != m.sequences.len() {
         return Err(Error::format(path, "needs num_dims > 0, sequences, and one rtrbm_split.train_len per sequence"));

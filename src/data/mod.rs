@@ -45,13 +45,7 @@ impl Sequence {
     pub fn from_dense(dense: &[f32]) -> Self {
         let frames = dense
             .chunks(KEYS)
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, &x)| x > 0.5)
-                    .map(|(i, _)| PITCH_MIN + i as u8)
-                    .collect()
-            })
+            .map(|row| row.iter().enumerate().filter(|(_, &x)| x > 0.5).map(|(i, _)| PITCH_MIN + i as u8).collect())
             .collect();
         Sequence { frames }
     }

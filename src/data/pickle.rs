@@ -37,15 +37,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
             ),
         ));
     }
-    let value = Vm {
-        bytes,
-        path,
-        pos: 0,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-        objects: 0,
-    }
-    .run()?;
+    let value = Vm { bytes, path, pos: 0, stack: Vec::new(), memo: HashMap::new(), objects: 0 }.run()?;
     to_dataset(value, path)
 }
 
@@ -187,14 +179,7 @@ fn opcode_name(b: u8) -> &'static str {
 
 impl<'a> Vm<'a> {
     fn err(&self, at: usize, op: u8, msg: impl std::fmt::Display) -> Error {
-        Error::format(
-            self.path,
-            format!(
-                "byte offset {at}, opcode {} ({}): {msg}",
-                opcode_name(op),
-                describe_byte(op)
-            ),
-        )
+        Error::format(self.path, format!("byte offset {at}, opcode {} ({}): {msg}", opcode_name(op), describe_byte(op)))
     }
 
     fn take(&mut self, n: usize, at: usize, op: u8) -> Result<&'a [u8]> {
@@ -208,10 +193,7 @@ impl<'a> Vm<'a> {
             None => Err(self.err(
                 at,
                 op,
-                format!(
-                    "truncated file: needs {n} more bytes, only {} left",
-                    self.bytes.len() - self.pos
-                ),
+                format!("truncated file: needs {n} more bytes, only {} left", self.bytes.len() - self.pos),
             )),
         }
     }
@@ -525,11 +507,7 @@ impl<'a> Vm<'a> {
                     }
                     let byteorder = descr.strip_suffix("i8").filter(|b| !b.is_empty()).map(str::to_string);
                     self.objects += 1;
-                    Ok(Obj::Dtype {
-                        id: self.objects,
-                        descr,
-                        byteorder,
-                    })
+                    Ok(Obj::Dtype { id: self.objects, descr, byteorder })
                 }
                 _ => Err(self.err(at, op, "unexpected arguments to numpy.dtype")),
             },
@@ -546,21 +524,13 @@ impl<'a> Vm<'a> {
                         ));
                     }
                     let b: [u8; 8] = data.as_slice().try_into().map_err(|_| {
-                        self.err(
-                            at,
-                            op,
-                            format!("numpy int64 scalar has {} data bytes, expected 8", data.len()),
-                        )
+                        self.err(at, op, format!("numpy int64 scalar has {} data bytes, expected 8", data.len()))
                     })?;
                     Ok(Obj::NumpyInt(i64::from_le_bytes(b)))
                 }
                 _ => Err(self.err(at, op, "unexpected arguments to numpy.core.multiarray.scalar")),
             },
-            _ => Err(self.err(
-                at,
-                op,
-                format!("callable {module}.{name} not supported (only numpy int64 scalars)"),
-            )),
+            _ => Err(self.err(at, op, format!("callable {module}.{name} not supported (only numpy int64 scalars)"))),
         }
     }
 
@@ -586,11 +556,7 @@ impl<'a> Vm<'a> {
                                 }
                             }
                         }
-                        Ok(Obj::Dtype {
-                            id,
-                            descr,
-                            byteorder: Some(bo),
-                        })
+                        Ok(Obj::Dtype { id, descr, byteorder: Some(bo) })
                     }
                     _ => Err(self.err(at, op, "unexpected numpy dtype state")),
                 }
@@ -602,18 +568,12 @@ impl<'a> Vm<'a> {
 
 fn to_dataset(top: Obj, path: &Path) -> Result<Dataset> {
     let Obj::Dict(items) = top else {
-        return Err(Error::format(
-            path,
-            format!("top-level object is a {}, expected a dict", top.type_name()),
-        ));
+        return Err(Error::format(path, format!("top-level object is a {}, expected a dict", top.type_name())));
     };
     let mut found: [Option<Vec<Sequence>>; 3] = [None, None, None];
     for (k, v) in items {
         let Obj::Str(k) = k else {
-            return Err(Error::format(
-                path,
-                format!("top-level key is a {}, expected a str", k.type_name()),
-            ));
+            return Err(Error::format(path, format!("top-level key is a {}, expected a str", k.type_name())));
         };
         let key = String::from_utf8_lossy(&k).into_owned();
         let Some(i) = Split::ALL.iter().position(|s| s.name() == key) else {
@@ -649,15 +609,10 @@ fn to_split(v: Obj, split: Split, path: &Path) -> Result<Vec<Sequence>> {
         let (Obj::List(frames) | Obj::Tuple(frames)) = s else {
             return Err(Error::format(
                 path,
-                format!(
-                    "split {name}, sequence {si}: expected a list of frames, found a {}",
-                    s.type_name()
-                ),
+                format!("split {name}, sequence {si}: expected a list of frames, found a {}", s.type_name()),
             ));
         };
-        let mut seq = Sequence {
-            frames: Vec::with_capacity(frames.len()),
-        };
+        let mut seq = Sequence { frames: Vec::with_capacity(frames.len()) };
         for (fi, f) in frames.into_iter().enumerate() {
             let at = || format!("split {name}, sequence {si}, frame {fi}");
             let (Obj::Tuple(notes) | Obj::List(notes)) = f else {
@@ -678,10 +633,7 @@ fn to_split(v: Obj, split: Split, path: &Path) -> Result<Vec<Sequence>> {
                     }
                 };
                 if p < PITCH_MIN as i64 || p > PITCH_MAX as i64 {
-                    return Err(Error::format(
-                        path,
-                        format!("{}: pitch {p} outside {PITCH_MIN}..{PITCH_MAX}", at()),
-                    ));
+                    return Err(Error::format(path, format!("{}: pitch {p} outside {PITCH_MIN}..{PITCH_MAX}", at())));
                 }
                 frame.push(p as u8);
             }
@@ -707,23 +659,13 @@ mod tests {
         good.extend_from_slice(b"U\x05train](](K<K@\x86)ee");
         good.extend_from_slice(b"U\x05valid]U\x04test]u.");
         let ds = parse(&good, Path::new("t.pkl")).unwrap();
-        assert_eq!(
-            ds.train,
-            vec![Sequence {
-                frames: vec![vec![60, 64], vec![]]
-            }]
-        );
+        assert_eq!(ds.train, vec![Sequence { frames: vec![vec![60, 64], vec![]] }]);
         assert!(ds.valid.is_empty() && ds.test.is_empty());
     }
 
     #[test]
     fn rejects_unknown_opcode_with_offset() {
-        let e = parse(&[0x80, 2, b'G', 0, 0], Path::new("t.pkl"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("t.pkl") && e.contains("byte offset 2") && e.contains("BINFLOAT"),
-            "{e}"
-        );
+        let e = parse(&[0x80, 2, b'G', 0, 0], Path::new("t.pkl")).unwrap_err().to_string();
+        assert!(e.contains("t.pkl") && e.contains("byte offset 2") && e.contains("BINFLOAT"), "{e}");
     }
 }

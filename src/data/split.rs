@@ -51,11 +51,7 @@ mod tests {
 
     #[test]
     fn counts_and_determinism() {
-        let seqs: Vec<Sequence> = (0..10)
-            .map(|i| Sequence {
-                frames: vec![vec![21 + i as u8]],
-            })
-            .collect();
+        let seqs: Vec<Sequence> = (0..10).map(|i| Sequence { frames: vec![vec![21 + i as u8]] }).collect();
         let a = split_sequences(seqs.clone(), 0.2, 0.1, 7);
         assert_eq!((a.train.len(), a.valid.len(), a.test.len()), (7, 2, 1));
         assert_eq!(a, split_sequences(seqs.clone(), 0.2, 0.1, 7));

@@ -59,11 +59,7 @@ impl Stats {
             split,
             seqs: seqs.len(),
             frames,
-            mean_len: if seqs.is_empty() {
-                0.0
-            } else {
-                frames as f64 / seqs.len() as f64
-            },
+            mean_len: if seqs.is_empty() { 0.0 } else { frames as f64 / seqs.len() as f64 },
             max_len,
             pitch_range: range,
             max_poly,
@@ -108,12 +104,7 @@ pub const TABLE_HEADER: &str = "| file | split | seqs | frames | mean len | max 
 
 /// The README-style table rows of one dataset (no header): the file name on the first row only.
 pub fn table_rows(file: &str, ds: &Dataset) -> String {
-    Stats::all(ds)
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.row(if i == 0 { file } else { "" }))
-        .collect::<Vec<_>>()
-        .join("\n")
+    Stats::all(ds).iter().enumerate().map(|(i, s)| s.row(if i == 0 { file } else { "" })).collect::<Vec<_>>().join("\n")
 }
 
 /// The complete README-style table (header and rows) of one dataset.
@@ -165,21 +156,13 @@ mod tests {
     #[test]
     fn small_dataset_row() {
         let ds = Dataset {
-            train: vec![Sequence {
-                frames: vec![vec![60, 64], vec![], vec![48, 60, 67]],
-            }],
+            train: vec![Sequence { frames: vec![vec![60, 64], vec![], vec![48, 60, 67]] }],
             valid: vec![],
             test: vec![],
         };
         let s = Stats::of(&ds, Split::Train);
         assert_eq!((s.frames, s.max_len, s.max_poly, s.empty_frames), (3, 3, 3, 1));
-        assert_eq!(
-            s.row("x.json"),
-            "| x.json | train | 1 | 3 | 3.0 | 3 | 48-67 | 3 | 1.67 | 1 |"
-        );
-        assert_eq!(
-            Stats::of(&ds, Split::Valid).row(""),
-            "| | valid | 0 | 0 | 0.0 | 0 | - | 0 | 0.00 | 0 |"
-        );
+        assert_eq!(s.row("x.json"), "| x.json | train | 1 | 3 | 3.0 | 3 | 48-67 | 3 | 1.67 | 1 |");
+        assert_eq!(Stats::of(&ds, Split::Valid).row(""), "| | valid | 0 | 0 | 0.0 | 0 | - | 0 | 0.00 | 0 |");
     }
 }

@@ -40,13 +40,7 @@ pub struct AccOptions {
 
 impl Default for AccOptions {
     fn default() -> Self {
-        Self {
-            chains: 8,
-            burn_in: 50,
-            samples: 50,
-            seed: 1,
-            max_chains: 50_000,
-        }
+        Self { chains: 8, burn_in: 50, samples: 50, seed: 1, max_chains: 50_000 }
     }
 }
 
@@ -83,11 +77,7 @@ fn counts(v: &[f64], p: &[f64], nv: usize) -> (f64, f64, f64, f64) {
             b += (1.0 - vi) * pi;
             c += vi * (1.0 - pi);
         }
-        per += if a + b + c > 0.0 {
-            a / (a + b + c)
-        } else {
-            1.0
-        };
+        per += if a + b + c > 0.0 { a / (a + b + c) } else { 1.0 };
         tp += a;
         fp += b;
         fneg += c;
@@ -114,11 +104,7 @@ impl AccReport {
         gibbs: Option<(usize, usize, usize)>,
     ) -> Result<Self> {
         if nv == 0 || v.len() != p.len() || !v.len().is_multiple_of(nv) {
-            return Err(Error::Shape(format!(
-                "ACC: {} data values and {} marginals of width {nv}",
-                v.len(),
-                p.len()
-            )));
+            return Err(Error::Shape(format!("ACC: {} data values and {} marginals of width {nv}", v.len(), p.len())));
         }
         let frames = v.len() / nv;
         let (tp, fp, fneg, per) = counts(v, p, nv);
@@ -163,20 +149,7 @@ fn sampled_marginals<B: Backend>(
         let bh = be.upload(&to_f(&fb.bh[start * nh..end * nh]))?;
         let mut p = be.zeros(nb * nv)?;
         let rng = RngKey::new(opts.seed, stream.wrapping_add(batch));
-        be.gibbs_marginals(
-            w,
-            &bv,
-            &bh,
-            nb,
-            nv,
-            nh,
-            chains,
-            opts.burn_in,
-            opts.samples,
-            rng,
-            0,
-            &mut p,
-        )?;
+        be.gibbs_marginals(w, &bv, &bh, nb, nv, nh, chains, opts.burn_in, opts.samples, rng, 0, &mut p)?;
         out.extend(be.download(&p)?.iter().map(|x| x.to_f64()));
         start = end;
         batch += 1;
@@ -198,9 +171,7 @@ pub fn gibbs_acc<B: Backend>(
         return Err(Error::msg("ACC is defined for binary visible units only"));
     }
     if opts.chains == 0 || opts.samples == 0 {
-        return Err(Error::msg(
-            "ACC: --acc-chains and --acc-samples must be positive",
-        ));
+        return Err(Error::msg("ACC: --acc-chains and --acc-samples must be positive"));
     }
     let nv = fb.nv;
     let groups = opts.chains.min(8);
@@ -219,26 +190,14 @@ pub fn gibbs_acc<B: Backend>(
         let (tp, fp, fneg, _) = counts(&fb.v, &p, nv);
         group_acc.push(ratio(tp, fp, fneg));
         let weight = chains as f64 / opts.chains as f64;
-        pooled
-            .iter_mut()
-            .zip(&p)
-            .for_each(|(a, b)| *a += weight * b);
+        pooled.iter_mut().zip(&p).for_each(|(a, b)| *a += weight * b);
     }
-    let mut r = AccReport::from_marginals(
-        &fb.v,
-        &pooled,
-        nv,
-        "gibbs",
-        Some((opts.chains, opts.burn_in, opts.samples)),
-    )?;
+    let mut r =
+        AccReport::from_marginals(&fb.v, &pooled, nv, "gibbs", Some((opts.chains, opts.burn_in, opts.samples)))?;
     if groups >= 2 {
         let g = groups as f64;
         let mean = group_acc.iter().sum::<f64>() / g;
-        let var = group_acc
-            .iter()
-            .map(|a| (a - mean) * (a - mean))
-            .sum::<f64>()
-            / (g - 1.0);
+        let var = group_acc.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (g - 1.0);
         r.sampling_se = Some((var / g).sqrt());
     }
     r.wall_s = start.elapsed().as_secs_f64();
@@ -246,12 +205,7 @@ pub fn gibbs_acc<B: Backend>(
 }
 
 /// ACC of `model` on whole sequences (`seqs[b]` dense `[T_b, V]`) from Gibbs-sampled marginals.
-pub fn evaluate_acc<B: Backend>(
-    be: &B,
-    model: &Model<B>,
-    seqs: &[Vec<f64>],
-    opts: &AccOptions,
-) -> Result<AccReport> {
+pub fn evaluate_acc<B: Backend>(be: &B, model: &Model<B>, seqs: &[Vec<f64>], opts: &AccOptions) -> Result<AccReport> {
     let fb = FrameBiases::compute(be, model, seqs)?;
     gibbs_acc(be, &fb, opts, &mut |_, _| {})
 }
@@ -308,26 +262,14 @@ pub fn prediction_mse<B: Backend>(
     seed: u64,
 ) -> Result<MseReport> {
     if !model.spec.gaussian {
-        return Err(Error::msg(
-            "prediction_mse is the metric of Gaussian-visible models (SPEC 4.3)",
-        ));
+        return Err(Error::msg("prediction_mse is the metric of Gaussian-visible models (SPEC 4.3)"));
     }
     if scored_from.len() != seqs.len() {
-        return Err(Error::Shape(format!(
-            "{} sequences but {} scored_from entries",
-            seqs.len(),
-            scored_from.len()
-        )));
+        return Err(Error::Shape(format!("{} sequences but {} scored_from entries", seqs.len(), scored_from.len())));
     }
     let fb = FrameBiases::compute(be, model, seqs)?;
     let (nv, nh, n) = (fb.nv, fb.nh, fb.frames);
-    let mut report = MseReport {
-        mse: 0.0,
-        frames: 0,
-        dims: nv,
-        gibbs_steps,
-        seed,
-    };
+    let mut report = MseReport { mse: 0.0, frames: 0, dims: nv, gibbs_steps, seed };
     if n == 0 {
         return Ok(report);
     }
@@ -338,8 +280,7 @@ pub fn prediction_mse<B: Backend>(
     for (&len, &from) in fb.seq_lens.iter().zip(scored_from) {
         for s in 0..len {
             if s > 0 {
-                v0[(t0 + s) * nv..(t0 + s + 1) * nv]
-                    .copy_from_slice(&fb.v[(t0 + s - 1) * nv..(t0 + s) * nv]);
+                v0[(t0 + s) * nv..(t0 + s + 1) * nv].copy_from_slice(&fb.v[(t0 + s - 1) * nv..(t0 + s) * nv]);
             }
             scored[t0 + s] = s >= from;
         }
@@ -347,9 +288,7 @@ pub fn prediction_mse<B: Backend>(
     }
     let to_f = |xs: &[f64]| xs.iter().map(|&x| B::F::from_f64(x)).collect::<Vec<_>>();
     let w = be.upload(&to_f(&fb.w))?;
-    let per_call = (50_000usize)
-        .min(u32::MAX as usize / (2 * nv.max(nh)))
-        .max(1);
+    let per_call = (50_000usize).min(u32::MAX as usize / (2 * nv.max(nh))).max(1);
     let mut sse = 0.0;
     let (mut start, mut batch) = (0, 0u32);
     while start < n {
@@ -373,8 +312,7 @@ pub fn prediction_mse<B: Backend>(
             let p = &ph[k * nh..(k + 1) * nh];
             for i in 0..nv {
                 let wi = &fb.w[i * nh..(i + 1) * nh];
-                let mean =
-                    fb.bv[t * nv + i] + wi.iter().zip(p).map(|(a, b)| a * b.to_f64()).sum::<f64>();
+                let mean = fb.bv[t * nv + i] + wi.iter().zip(p).map(|(a, b)| a * b.to_f64()).sum::<f64>();
                 let e = mean - fb.v[t * nv + i];
                 sse += e * e;
             }

@@ -42,12 +42,7 @@ pub struct AisOptions {
 impl Default for AisOptions {
     /// M = 100 and the 14,500-interval Salakhutdinov-Murray schedule (SPEC 4.1).
     fn default() -> Self {
-        Self {
-            runs: 100,
-            schedule: Schedule::default_sm(),
-            seed: 1,
-            max_chains: 50_000,
-        }
+        Self { runs: 100, schedule: Schedule::default_sm(), seed: 1, max_chains: 50_000 }
     }
 }
 
@@ -100,10 +95,7 @@ pub fn log_mean_exp_se(lw: &[f64]) -> (f64, f64) {
 
 fn check(opts: &AisOptions, nv: usize, nh: usize) -> Result<usize> {
     if opts.runs < 2 {
-        return Err(Error::msg(format!(
-            "AIS needs at least 2 runs per frame for a standard error, got {}",
-            opts.runs
-        )));
+        return Err(Error::msg(format!("AIS needs at least 2 runs per frame for a standard error, got {}", opts.runs)));
     }
     if opts.schedule.betas.len() > (u32::MAX / 4) as usize {
         return Err(Error::msg("AIS schedule too long for the RNG counters"));
@@ -123,18 +115,12 @@ pub fn ais_frames<B: Backend>(
 ) -> Result<AisFrames> {
     let (nv, nh, n) = (fb.nv, fb.nh, fb.frames);
     if fb.gaussian {
-        return Err(Error::msg(
-            "AIS log-likelihood is implemented for binary visible units only",
-        ));
+        return Err(Error::msg("AIS log-likelihood is implemented for binary visible units only"));
     }
     let per_call = check(opts, nv, nh)?;
     let to_f = |xs: &[f64]| xs.iter().map(|&x| B::F::from_f64(x)).collect::<Vec<_>>();
     let w = be.upload(&to_f(&fb.w))?;
-    let mut out = AisFrames {
-        log_z: Vec::with_capacity(n),
-        se: Vec::with_capacity(n),
-        log_p: Vec::with_capacity(n),
-    };
+    let mut out = AisFrames { log_z: Vec::with_capacity(n), se: Vec::with_capacity(n), log_p: Vec::with_capacity(n) };
     let mut start = 0;
     let mut batch = 0u32;
     while start < n {
@@ -143,32 +129,15 @@ pub fn ais_frames<B: Backend>(
         let bv = be.upload(&to_f(&fb.bv[start * nv..end * nv]))?;
         let bh = be.upload(&to_f(&fb.bh[start * nh..end * nh]))?;
         let rng = RngKey::new(opts.seed, AIS_STREAM.wrapping_add(batch));
-        let lw = be.ais(
-            &w,
-            &bv,
-            &bh,
-            nb,
-            nv,
-            nh,
-            opts.runs,
-            &opts.schedule.betas,
-            rng,
-            0,
-        )?;
+        let lw = be.ais(&w, &bv, &bh, nb, nv, nh, opts.runs, &opts.schedule.betas, rng, 0)?;
         if lw.len() != nb * opts.runs {
-            return Err(Error::Shape(format!(
-                "ais returned {} log-weights, expected {}",
-                lw.len(),
-                nb * opts.runs
-            )));
+            return Err(Error::Shape(format!("ais returned {} log-weights, expected {}", lw.len(), nb * opts.runs)));
         }
         for (k, frame_lw) in lw.chunks(opts.runs).enumerate() {
             let t = start + k;
             let (lme, se) = log_mean_exp_se(frame_lw);
             if !lme.is_finite() {
-                return Err(Error::msg(format!(
-                    "AIS produced a non-finite log-weight at frame {t}"
-                )));
+                return Err(Error::msg(format!("AIS produced a non-finite log-weight at frame {t}")));
             }
             let lz = fb.log_z0(t) + lme;
             out.log_z.push(lz);
@@ -205,19 +174,10 @@ pub fn ais_ll<B: Backend>(
 }
 
 /// AIS estimate `(log Z, standard error)` of a single binary RBM (W `[V, H]`, bv `[V]`, bh `[H]`).
-pub fn rbm_log_z<B: Backend>(
-    be: &B,
-    w: &[f64],
-    bv: &[f64],
-    bh: &[f64],
-    opts: &AisOptions,
-) -> Result<(f64, f64)> {
+pub fn rbm_log_z<B: Backend>(be: &B, w: &[f64], bv: &[f64], bh: &[f64], opts: &AisOptions) -> Result<(f64, f64)> {
     let (nv, nh) = (bv.len(), bh.len());
     if w.len() != nv * nh {
-        return Err(Error::Shape(format!(
-            "W has {} values, expected {nv} x {nh}",
-            w.len()
-        )));
+        return Err(Error::Shape(format!("W has {} values, expected {nv} x {nh}", w.len())));
     }
     let fb = FrameBiases {
         nv,

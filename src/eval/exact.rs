@@ -42,21 +42,13 @@ struct Acc {
 impl Acc {
     fn new(k: usize, n: usize, means: bool) -> Self {
         let (k, n) = if means { (k, n) } else { (0, 0) };
-        Acc {
-            max: f64::NEG_INFINITY,
-            sum: 0.0,
-            s: vec![0.0; k],
-            o: vec![0.0; n],
-        }
+        Acc { max: f64::NEG_INFINITY, sum: 0.0, s: vec![0.0; k], o: vec![0.0; n] }
     }
     fn rescale(&mut self, new_max: f64) {
         if self.max > f64::NEG_INFINITY {
             let f = (self.max - new_max).exp();
             self.sum *= f;
-            self.s
-                .iter_mut()
-                .chain(self.o.iter_mut())
-                .for_each(|x| *x *= f);
+            self.s.iter_mut().chain(self.o.iter_mut()).for_each(|x| *x *= f);
         }
         self.max = new_max;
     }
@@ -102,9 +94,7 @@ fn enumerate_range(a: &[f64], c: &[f64], m: &[f64], lo: u64, hi: u64, means: boo
         if g0 >> bit & 1 == 1 {
             *on = true;
             lin += a[bit];
-            x.iter_mut()
-                .zip(&m[bit * n..(bit + 1) * n])
-                .for_each(|(xo, mo)| *xo += mo);
+            x.iter_mut().zip(&m[bit * n..(bit + 1) * n]).for_each(|(xo, mo)| *xo += mo);
         }
     }
     let mut i = lo;
@@ -146,24 +136,13 @@ fn enumerate_range(a: &[f64], c: &[f64], m: &[f64], lo: u64, hi: u64, means: boo
 
 /// log-sum-exp over `s` in {0,1}^k of `s.a + sum_o softplus(c_o + (s M)_o)`, `M` `[k, n]`
 /// row-major, with the means of s and of sigma(c + s M) when `means`.
-pub fn enumerate_layer(
-    a: &[f64],
-    c: &[f64],
-    m: &[f64],
-    means: bool,
-    threads: usize,
-) -> Result<Enumerated> {
+pub fn enumerate_layer(a: &[f64], c: &[f64], m: &[f64], means: bool, threads: usize) -> Result<Enumerated> {
     let (k, n) = (a.len(), c.len());
     if k > MAX_ENUM_UNITS {
-        return Err(Error::msg(format!(
-            "exact enumeration of {k} units (at most {MAX_ENUM_UNITS})"
-        )));
+        return Err(Error::msg(format!("exact enumeration of {k} units (at most {MAX_ENUM_UNITS})")));
     }
     if m.len() != k * n {
-        return Err(Error::Shape(format!(
-            "enumerate_layer: M has {} values, expected {k} x {n}",
-            m.len()
-        )));
+        return Err(Error::Shape(format!("enumerate_layer: M has {} values, expected {k} x {n}", m.len())));
     }
     let total = 1u64 << k;
     let workers = (threads.max(1) as u64).min(total / 4096).max(1);
@@ -178,10 +157,7 @@ pub fn enumerate_layer(
                     scope.spawn(move || enumerate_range(a, c, m, lo, hi, means))
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("enumeration worker panicked"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("enumeration worker panicked")).collect()
         });
         let mut acc = Acc::new(k, n, means);
         for p in &parts {
@@ -191,24 +167,14 @@ pub fn enumerate_layer(
     };
     let log_z = acc.max + acc.sum.ln();
     let norm = 1.0 / acc.sum;
-    acc.s
-        .iter_mut()
-        .chain(acc.o.iter_mut())
-        .for_each(|x| *x *= norm);
-    Ok(Enumerated {
-        log_z,
-        mean_enum: acc.s,
-        mean_other: acc.o,
-    })
+    acc.s.iter_mut().chain(acc.o.iter_mut()).for_each(|x| *x *= norm);
+    Ok(Enumerated { log_z, mean_enum: acc.s, mean_other: acc.o })
 }
 
 fn check_rbm(w: &[f64], bv: &[f64], bh: &[f64]) -> Result<()> {
     let (nv, nh) = (bv.len(), bh.len());
     if w.len() != nv * nh {
-        return Err(Error::Shape(format!(
-            "RBM: W has {} values, expected V x H = {nv} x {nh}",
-            w.len()
-        )));
+        return Err(Error::Shape(format!("RBM: W has {} values, expected V x H = {nv} x {nh}", w.len())));
     }
     if nv.min(nh) > MAX_ENUM_UNITS {
         return Err(Error::msg(format!(
@@ -230,13 +196,7 @@ fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 /// Exact `log Z` and visible marginals `P(v_i = 1)` `[V]` (when `marginals`) of a binary RBM
 /// with W `[V, H]`, bv `[V]`, bh `[H]`, enumerating the smaller layer.
-pub fn rbm_exact(
-    w: &[f64],
-    bv: &[f64],
-    bh: &[f64],
-    marginals: bool,
-    threads: usize,
-) -> Result<(f64, Vec<f64>)> {
+pub fn rbm_exact(w: &[f64], bv: &[f64], bh: &[f64], marginals: bool, threads: usize) -> Result<(f64, Vec<f64>)> {
     check_rbm(w, bv, bh)?;
     let (nv, nh) = (bv.len(), bh.len());
     if nh <= nv {
@@ -258,11 +218,7 @@ pub fn log_z(w: &[f64], bv: &[f64], bh: &[f64], threads: usize) -> Result<f64> {
 pub fn log_z_brute(w: &[f64], bv: &[f64], bh: &[f64]) -> Result<f64> {
     let (nv, nh) = (bv.len(), bh.len());
     if w.len() != nv * nh || nv + nh > 24 {
-        return Err(Error::Shape(format!(
-            "log_z_brute: V + H = {} (at most 24), W {} values",
-            nv + nh,
-            w.len()
-        )));
+        return Err(Error::Shape(format!("log_z_brute: V + H = {} (at most 24), W {} values", nv + nh, w.len())));
     }
     let mut terms = Vec::with_capacity(1 << (nv + nh));
     for vs in 0u64..1 << nv {
@@ -307,11 +263,7 @@ pub fn exact_frames(fb: &FrameBiases, marginals: bool, threads: usize) -> Result
         return Err(Error::msg("exact log Z is for binary visible units only"));
     }
     let (nv, nh) = (fb.nv, fb.nh);
-    let mut out = ExactFrames {
-        log_z: vec![],
-        log_p: vec![],
-        marginals: vec![],
-    };
+    let mut out = ExactFrames { log_z: vec![], log_p: vec![], marginals: vec![] };
     for t in 0..fb.frames {
         let (bv, bh) = (&fb.bv[t * nv..(t + 1) * nv], &fb.bh[t * nh..(t + 1) * nh]);
         let (lz, marg) = rbm_exact(&fb.w, bv, bh, marginals, threads)?;

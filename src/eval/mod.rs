@@ -80,16 +80,9 @@ impl FrameBiases {
             }
         }
         let t_max = seqs.iter().map(|s| s.len() / nv).max().unwrap_or(0);
-        let w: Vec<f64> = be
-            .download(model.params.get("W")?)?
-            .iter()
-            .map(|x| x.to_f64())
-            .collect();
+        let w: Vec<f64> = be.download(model.params.get("W")?)?.iter().map(|x| x.to_f64()).collect();
         if w.len() != nv * nh {
-            return Err(Error::Shape(format!(
-                "W has {} values, expected V x H = {nv} x {nh}",
-                w.len()
-            )));
+            return Err(Error::Shape(format!("W has {} values, expected V x H = {nv} x {nh}", w.len())));
         }
         let mut fb = FrameBiases {
             nv,
@@ -137,9 +130,7 @@ impl FrameBiases {
         let mut x = vec![0.0; nh];
         for (i, &vi) in self.v[t * nv..(t + 1) * nv].iter().enumerate() {
             if vi != 0.0 {
-                x.iter_mut()
-                    .zip(&self.w[i * nh..(i + 1) * nh])
-                    .for_each(|(xj, wij)| *xj += vi * wij);
+                x.iter_mut().zip(&self.w[i * nh..(i + 1) * nh]).for_each(|(xj, wij)| *xj += vi * wij);
             }
         }
         x
@@ -152,29 +143,17 @@ impl FrameBiases {
         let bv = &self.bv[t * nv..(t + 1) * nv];
         let bh = &self.bh[t * nh..(t + 1) * nh];
         let vis = if self.gaussian {
-            v.iter()
-                .zip(bv)
-                .map(|(a, b)| 0.5 * (a - b) * (a - b))
-                .sum::<f64>()
+            v.iter().zip(bv).map(|(a, b)| 0.5 * (a - b) * (a - b)).sum::<f64>()
         } else {
             -v.iter().zip(bv).map(|(a, b)| a * b).sum::<f64>()
         };
-        vis - self
-            .vw(t)
-            .iter()
-            .zip(bh)
-            .map(|(x, b)| softplus(x + b))
-            .sum::<f64>()
+        vis - self.vw(t).iter().zip(bh).map(|(x, b)| softplus(x + b)).sum::<f64>()
     }
 
     /// `log Z_0` of the base RBM of frame t (W = 0): sum softplus(bv_t) + sum softplus(bh_t).
     pub fn log_z0(&self, t: usize) -> f64 {
         let (nv, nh) = (self.nv, self.nh);
-        self.bv[t * nv..(t + 1) * nv]
-            .iter()
-            .chain(&self.bh[t * nh..(t + 1) * nh])
-            .map(|&x| softplus(x))
-            .sum()
+        self.bv[t * nv..(t + 1) * nv].iter().chain(&self.bh[t * nh..(t + 1) * nh]).map(|&x| softplus(x)).sum()
     }
 
     /// Mean number of active units per frame (notes per frame for piano rolls).
@@ -266,37 +245,19 @@ pub fn evaluate<B: Backend>(
         report.ll = Some(ais::ais_ll(be, &fb, a, &mut |d, t| progress("ais", d, t))?);
     }
     if let Some(a) = &opts.acc {
-        report.acc = Some(acc::gibbs_acc(be, &fb, a, &mut |d, t| {
-            progress("acc", d, t)
-        })?);
+        report.acc = Some(acc::gibbs_acc(be, &fb, a, &mut |d, t| progress("acc", d, t))?);
     }
     if opts.exact {
         let ex = exact::exact_frames(&fb, true, opts.threads)?;
         report.exact_ll = Some(ex.ll());
-        report.exact_acc = Some(acc::AccReport::from_marginals(
-            &fb.v,
-            &ex.marginals,
-            fb.nv,
-            "exact",
-            None,
-        )?);
+        report.exact_acc = Some(acc::AccReport::from_marginals(&fb.v, &ex.marginals, fb.nv, "exact", None)?);
     }
     if !opts.convergence.is_empty() {
         let base = opts.ais.clone().unwrap_or_default();
         for &n in &opts.convergence {
-            let a = ais::AisOptions {
-                schedule: schedule::Schedule::scaled(n)?,
-                ..base.clone()
-            };
-            let r = ais::ais_ll(be, &fb, &a, &mut |d, t| {
-                progress(&format!("convergence {n}"), d, t)
-            })?;
-            report.convergence.push(ConvergencePoint {
-                betas: n,
-                ll: r.ll,
-                stderr: r.stderr,
-                wall_s: r.wall_s,
-            });
+            let a = ais::AisOptions { schedule: schedule::Schedule::scaled(n)?, ..base.clone() };
+            let r = ais::ais_ll(be, &fb, &a, &mut |d, t| progress(&format!("convergence {n}"), d, t))?;
+            report.convergence.push(ConvergencePoint { betas: n, ll: r.ll, stderr: r.stderr, wall_s: r.wall_s });
         }
         report.convergence_note = Some(
             "AIS underestimates log Z on average, so AIS LL is optimistic (too high); it should fall and \

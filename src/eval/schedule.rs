@@ -47,10 +47,7 @@ impl Schedule {
         let kind = kind.into();
         let bad = |m: String| Err(Error::msg(format!("AIS schedule ({kind}): {m}")));
         if betas.len() < 2 {
-            return bad(format!(
-                "needs at least 2 betas (0 and 1), got {}",
-                betas.len()
-            ));
+            return bad(format!("needs at least 2 betas (0 and 1), got {}", betas.len()));
         }
         if let Some(i) = betas.iter().position(|b| !b.is_finite()) {
             return bad(format!("beta #{i} is not a finite number"));
@@ -95,54 +92,32 @@ impl Schedule {
     /// 500 : 4,000 : 10,000, each segment at least 1 step); `scaled(14500)` is the default.
     pub fn scaled(n: usize) -> Result<Self> {
         if n < 3 {
-            return Err(Error::msg(format!(
-                "AIS schedule: a scaled schedule needs at least 3 intervals, got {n}"
-            )));
+            return Err(Error::msg(format!("AIS schedule: a scaled schedule needs at least 3 intervals, got {n}")));
         }
         let total = DEFAULT_COUNT as f64;
         let n1 = ((n as f64 * 500.0 / total).round() as usize).max(1);
         let n2 = ((n as f64 * 4000.0 / total).round() as usize).max(1);
         let n3 = n.saturating_sub(n1 + n2).max(1);
-        let (n1, n2) = if n1 + n2 + n3 > n {
-            (n1, n - n1 - n3)
-        } else {
-            (n1, n2)
-        };
+        let (n1, n2) = if n1 + n2 + n3 > n { (n1, n - n1 - n3) } else { (n1, n2) };
         let mut s = Self::segments(&[(0.5, n1), (0.9, n2), (1.0, n3)])?;
-        s.kind = if n == DEFAULT_COUNT {
-            "salakhutdinov-murray".into()
-        } else {
-            "salakhutdinov-murray scaled".into()
-        };
+        s.kind = if n == DEFAULT_COUNT { "salakhutdinov-murray".into() } else { "salakhutdinov-murray scaled".into() };
         Ok(s)
     }
 
     /// Consecutive segments `(end, steps)` of equal steps starting at beta = 0.
     pub fn segments(segs: &[(f64, usize)]) -> Result<Self> {
-        let desc = segs
-            .iter()
-            .map(|(e, n)| format!("{e}:{n}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let desc = segs.iter().map(|(e, n)| format!("{e}:{n}")).collect::<Vec<_>>().join(",");
         let mut betas = vec![0.0];
         let mut start = 0.0f64;
         for &(end, steps) in segs {
             if !(end.is_finite() && end > start && end <= 1.0) {
-                return Err(Error::msg(format!(
-                    "AIS schedule `{desc}`: segment end {end} must be in ({start}, 1]"
-                )));
+                return Err(Error::msg(format!("AIS schedule `{desc}`: segment end {end} must be in ({start}, 1]")));
             }
             if steps == 0 {
-                return Err(Error::msg(format!(
-                    "AIS schedule `{desc}`: segment ending at {end} has 0 steps"
-                )));
+                return Err(Error::msg(format!("AIS schedule `{desc}`: segment ending at {end} has 0 steps")));
             }
             for k in 1..=steps {
-                betas.push(if k == steps {
-                    end
-                } else {
-                    start + (end - start) * k as f64 / steps as f64
-                });
+                betas.push(if k == steps { end } else { start + (end - start) * k as f64 / steps as f64 });
             }
             start = end;
         }
@@ -153,19 +128,17 @@ impl Schedule {
     pub fn piecewise(spec: &str) -> Result<Self> {
         let mut segs = vec![];
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (end, steps) = part.split_once(':').ok_or_else(|| {
-                Error::msg(format!(
-                    "AIS schedule `{spec}`: segment `{part}` is not `end:steps`"
-                ))
-            })?;
-            let end: f64 = end.trim().parse().map_err(|_| {
-                Error::msg(format!("AIS schedule `{spec}`: `{end}` is not a number"))
-            })?;
-            let steps: usize = steps.trim().parse().map_err(|_| {
-                Error::msg(format!(
-                    "AIS schedule `{spec}`: `{steps}` is not a step count"
-                ))
-            })?;
+            let (end, steps) = part
+                .split_once(':')
+                .ok_or_else(|| Error::msg(format!("AIS schedule `{spec}`: segment `{part}` is not `end:steps`")))?;
+            let end: f64 = end
+                .trim()
+                .parse()
+                .map_err(|_| Error::msg(format!("AIS schedule `{spec}`: `{end}` is not a number")))?;
+            let steps: usize = steps
+                .trim()
+                .parse()
+                .map_err(|_| Error::msg(format!("AIS schedule `{spec}`: `{steps}` is not a step count")))?;
             segs.push((end, steps));
         }
         if segs.is_empty() {
@@ -183,13 +156,11 @@ impl Schedule {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let b: f64 = line.parse().map_err(|_| {
-                Error::format(path, format!("line {}: `{line}` is not a number", i + 1))
-            })?;
+            let b: f64 =
+                line.parse().map_err(|_| Error::format(path, format!("line {}: `{line}` is not a number", i + 1)))?;
             betas.push(b);
         }
-        Self::from_betas(betas, format!("file {}", path.display()))
-            .map_err(|e| Error::format(path, e.to_string()))
+        Self::from_betas(betas, format!("file {}", path.display())).map_err(|e| Error::format(path, e.to_string()))
     }
 
     /// Parses a command-line schedule: `default`, `linear:N`, `scaled:N`, `@FILE` or a piecewise
@@ -197,9 +168,7 @@ impl Schedule {
     pub fn parse(arg: &str) -> Result<Self> {
         let arg = arg.trim();
         let count = |s: &str| -> Result<usize> {
-            s.trim()
-                .parse()
-                .map_err(|_| Error::msg(format!("AIS schedule `{arg}`: `{s}` is not a count")))
+            s.trim().parse().map_err(|_| Error::msg(format!("AIS schedule `{arg}`: `{s}` is not a count")))
         };
         if arg == "default" || arg == "sm" {
             Ok(Self::default_sm())
@@ -220,10 +189,7 @@ impl Schedule {
     }
 
     pub fn info(&self) -> ScheduleInfo {
-        ScheduleInfo {
-            count: self.count(),
-            kind: self.kind.clone(),
-        }
+        ScheduleInfo { count: self.count(), kind: self.kind.clone() }
     }
 }
 
@@ -237,17 +203,9 @@ mod tests {
         assert_eq!(s.count(), 14_500);
         assert_eq!(s.betas.len(), 14_501);
         assert!((s.betas[500] - 0.5).abs() < 1e-15 && (s.betas[4500] - 0.9).abs() < 1e-15);
-        assert!(
-            (s.betas[1] - 1e-3).abs() < 1e-15
-                && (s.betas[14_500] - s.betas[14_499] - 1e-5).abs() < 1e-12
-        );
+        assert!((s.betas[1] - 1e-3).abs() < 1e-15 && (s.betas[14_500] - s.betas[14_499] - 1e-5).abs() < 1e-12);
         assert_eq!(Schedule::scaled(14_500).unwrap().betas, s.betas);
-        assert_eq!(
-            Schedule::piecewise("0.5:500,0.9:4000,1.0:10000")
-                .unwrap()
-                .betas,
-            s.betas
-        );
+        assert_eq!(Schedule::piecewise("0.5:500,0.9:4000,1.0:10000").unwrap().betas, s.betas);
     }
 
     #[test]
@@ -271,9 +229,6 @@ mod tests {
         assert!(Schedule::piecewise("0.5:x,1:3").is_err());
         assert!(Schedule::parse("linear:0").is_err());
         assert!(Schedule::parse("@/nonexistent/betas.txt").is_err());
-        assert_eq!(
-            Schedule::parse("linear:4").unwrap().betas,
-            vec![0.0, 0.25, 0.5, 0.75, 1.0]
-        );
+        assert_eq!(Schedule::parse("linear:4").unwrap().betas, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
     }
 }

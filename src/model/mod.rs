@@ -346,8 +346,26 @@ impl<B: Backend> Model<B> {
                     // LSTM over the chunk first: it is driven by the data only (SPEC 2).
                     // pre_g = v_t Wx + b
                     broadcast(be, &mut ws.pre_g, p.get("lstm_b")?, 4 * nu)?;
-                    be.gemm(n, 4 * nu, nv, one, m(&ws.v, 0, false), m(p.get("lstm_Wx")?, 0, false), one, &mut ws.pre_g, 0)?;
-                    be.lstm_forward(p.get("lstm_Wl")?, p.find("lstm_peep"), &ws.pre_g, &mut ws.l, &mut ws.c, &mut ws.gates, d)?;
+                    be.gemm(
+                        n,
+                        4 * nu,
+                        nv,
+                        one,
+                        m(&ws.v, 0, false),
+                        m(p.get("lstm_Wx")?, 0, false),
+                        one,
+                        &mut ws.pre_g,
+                        0,
+                    )?;
+                    be.lstm_forward(
+                        p.get("lstm_Wl")?,
+                        p.find("lstm_peep"),
+                        &ws.pre_g,
+                        &mut ws.l,
+                        &mut ws.c,
+                        &mut ws.gates,
+                        d,
+                    )?;
                     // pre += l_{t-1} WL (rows 0..T of l)
                     be.gemm(n, nh, nu, one, m(&ws.l, 0, false), m(p.get("WL")?, 0, false), one, &mut ws.pre_h, 0)?;
                 }
@@ -372,17 +390,44 @@ impl<B: Backend> Model<B> {
 
     /// CD-K negative samples: `vneg` = last visible of a K-step Gibbs chain started at each data
     /// frame under its own RBM (SPEC 3). Padded frames are zeroed.
-    pub fn negatives(&self, be: &B, ws: &mut Workspace<B>, t: usize, k: usize, rng: RngKey, counter: u32) -> Result<()> {
+    pub fn negatives(
+        &self,
+        be: &B,
+        ws: &mut Workspace<B>,
+        t: usize,
+        k: usize,
+        rng: RngKey,
+        counter: u32,
+    ) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let n = d.n();
         be.copy(&ws.v, 0, &mut ws.vneg, 0, n * d.v)?;
-        be.gibbs(self.params.get("W")?, &ws.bv_t, &ws.bh_t, &mut ws.vneg, n, d.v, d.h, k, self.spec.gaussian, rng, counter)?;
+        be.gibbs(
+            self.params.get("W")?,
+            &ws.bv_t,
+            &ws.bh_t,
+            &mut ws.vneg,
+            n,
+            d.v,
+            d.h,
+            k,
+            self.spec.gaussian,
+            rng,
+            counter,
+        )?;
         be.mask_rows(&mut ws.vneg, &ws.mask, n, d.v)
     }
 
     /// The gradient of the SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` with the
     /// negatives in `ws.vneg` held fixed, written into `grads` (overwritten).
-    pub fn backward(&self, be: &B, ws: &mut Workspace<B>, t: usize, frames: usize, grads: &mut Params<B>) -> Result<()> {
+    pub fn backward(
+        &self,
+        be: &B,
+        ws: &mut Workspace<B>,
+        t: usize,
+        frames: usize,
+        grads: &mut Params<B>,
+    ) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let (n, b, nv, nh, nu) = (d.n(), d.b, d.v, d.h, d.u);
         let p = &self.params;
@@ -445,8 +490,28 @@ impl<B: Backend> Model<B> {
                         d,
                     )?;
                     // dWx = sum_t v_t^T dpre_t, dWl = sum_t l_{t-1}^T dpre_t, db = sum_t dpre_t
-                    be.gemm(nv, 4 * nu, n, one, m(&ws.v, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wx")?, 0)?;
-                    be.gemm(nu, 4 * nu, n, one, m(&ws.l, 0, true), m(&ws.dpre, 0, false), zero, grads.get_mut("lstm_Wl")?, 0)?;
+                    be.gemm(
+                        nv,
+                        4 * nu,
+                        n,
+                        one,
+                        m(&ws.v, 0, true),
+                        m(&ws.dpre, 0, false),
+                        zero,
+                        grads.get_mut("lstm_Wx")?,
+                        0,
+                    )?;
+                    be.gemm(
+                        nu,
+                        4 * nu,
+                        n,
+                        one,
+                        m(&ws.l, 0, true),
+                        m(&ws.dpre, 0, false),
+                        zero,
+                        grads.get_mut("lstm_Wl")?,
+                        0,
+                    )?;
                     be.sum_rows(&ws.dpre, n, 4 * nu, one, zero, grads.get_mut("lstm_b")?)?;
                     if let Some(dl0) = grads.find_mut("l0") {
                         be.sum_rows(&ws.dstate0, b, nu, one, zero, dl0)?;
