@@ -3,9 +3,10 @@
 # run inside the bundle made by scripts/gpu-check.sh, on the GPU machine:
 #     bash gpu-bundle/session.sh
 # 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks (AB=1: also the v1
-# kernels), 3. full-schedule evaluations of the checkpoints in ckpt/ (models trained elsewhere) and
+# kernels; the sweep curve for SWEEP_MODELS), 3. full-schedule evaluations of the checkpoints in ckpt/ (models trained elsewhere) and
 # the AIS convergence ladder, 4. the README's main command on the GPU (default training of
-# LSTM-RTRBM on JSB) and the full-schedule evaluation of its best model. Everything lands in $OUT/session.tgz plus a summary on stdout.
+# LSTM-RTRBM on JSB) and the full-schedule evaluation of its best model. Knobs: EVAL_CKPTS,
+# OTHER_BETAS (schedule for the non-JSB datasets), LADDER, SKIP_CONV, SKIP_TRAIN. Everything lands in $OUT/session.tgz plus a summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
@@ -26,8 +27,12 @@ step bench
 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda.json" 2>&1 | tee "$W/logs/bench.txt" | grep -v "per second"
 if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
 
+for n in ${SWEEP_MODELS:-1 8 64}; do
+  timeout 120 $B bench sweep --device cuda --models "$n" --updates 10 --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
+done
+
 step "full-schedule evaluations"
-for ck in ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors; do
+for ck in ${EVAL_CKPTS:-ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors}; do
   [ -e "$ck" ] || continue
   name=$(basename "$ck" .safetensors)
   ds=${name%_lstm_rtrbm}; ds=${ds%_rnn_rbm}; ds=${ds%_rtrbm}
@@ -35,18 +40,20 @@ for ck in ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors; do
   timeout 200 $B eval --device cuda --checkpoint "$ck" --data "$data" --split test "${sched[@]}" --json "$W/evals/$name.eval_full.json" > "$W/logs/eval-$name.txt" 2>&1
   echo "$name rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-$name.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
 done
-if [ -e ckpt/jsb_lstm_rtrbm.safetensors ]; then
+if [ -e ckpt/jsb_lstm_rtrbm.safetensors ] && [ -z "${SKIP_CONV:-}" ]; then
   step convergence
   timeout "${CONV_TIMEOUT:-240}" $B eval --device cuda --checkpoint ckpt/jsb_lstm_rtrbm.safetensors --data jsb --no-acc --convergence --convergence-betas "${LADDER:-100,1000,14500,50000}" --json "$W/evals/jsb_lstm_rtrbm.convergence.json" > "$W/logs/convergence.txt" 2>&1
   echo "convergence rc=$?"; grep -A8 '^convergence' "$W/logs/convergence.txt"
 fi
 
+if [ -z "${SKIP_TRAIN:-}" ]; then
 step "train (README main command, on the GPU)"
 timeout "${TRAIN_TIMEOUT:-150}" $B train --device cuda --out "$W/jsb_gpu" --quiet > "$W/logs/train-gpu.txt" 2>&1; echo "train rc=$?"; tail -2 "$W/logs/train-gpu.txt"
 cp "$W/jsb_gpu/metrics.jsonl" "$W/logs/train-gpu-metrics.jsonl" 2>/dev/null
 if [ -e "$W/jsb_gpu/best.safetensors" ]; then
   timeout 100 $B eval --device cuda --checkpoint "$W/jsb_gpu/best.safetensors" --data jsb --json "$W/evals/jsb_gpu_lstm_rtrbm.eval_full.json" > "$W/logs/eval-jsb_gpu.txt" 2>&1
   echo "jsb_gpu_lstm_rtrbm rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-jsb_gpu.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
+fi
 fi
 step done
 echo "wrote $OUTDIR/session.tgz"
