@@ -505,6 +505,11 @@ impl Cuda {
     fn rec_threads(units: usize) -> u32 {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
+
+    /// One block per sequence (B blocks) walking all T frames, `rec_threads(width)` threads.
+    fn rec_cfg(b: usize, width: usize, smem: u32) -> LaunchConfig {
+        LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(width), 1, 1), shared_mem_bytes: smem }
+    }
 }
 
 /// Launches and names the kernel in any error.
@@ -808,11 +813,7 @@ impl Backend for Cuda {
         let f = self.func("rtrbm_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, 1, 1),
-            block_dim: (Self::rec_threads(h), 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = Self::rec_cfg(b, h, smem);
         launch(&mut lb, cfg, "rtrbm_forward")
     }
 
@@ -838,11 +839,7 @@ impl Backend for Cuda {
         let f = self.func("rtrbm_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(r).arg(dbh).arg(g).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, 1, 1),
-            block_dim: (Self::rec_threads(h), 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = Self::rec_cfg(b, h, smem);
         launch(&mut lb, cfg, "rtrbm_backward")
     }
 
@@ -860,11 +857,7 @@ impl Backend for Cuda {
         let f = self.func("rnn_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, 1, 1),
-            block_dim: (Self::rec_threads(nu), 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = Self::rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "rnn_forward")
     }
 
@@ -890,11 +883,7 @@ impl Backend for Cuda {
         let f = self.func("rnn_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(u).arg(e).arg(dz).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, 1, 1),
-            block_dim: (Self::rec_threads(nu), 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = Self::rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "rnn_backward")
     }
 
@@ -931,11 +920,7 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
         lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, 1, 1),
-            block_dim: (Self::rec_threads(nu), 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = Self::rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "lstm_forward")
     }
 
