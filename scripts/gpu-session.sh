@@ -36,7 +36,7 @@ for ck in ${EVAL_CKPTS:-ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors}; do
   [ -e "$ck" ] || continue
   name=$(basename "$ck" .safetensors)
   ds=${name%_lstm_rtrbm}; ds=${ds%_rnn_rbm}; ds=${ds%_rtrbm}
-  if [ "$ds" = jsb ]; then data=jsb; sched=(); else data="data/$ds.json"; sched=(--ais-betas "${OTHER_BETAS:-1450}"); fi
+  if [ "$ds" = jsb ]; then data=jsb; sched=(); else data="data/$ds.json"; sched=(--ais-betas "${OTHER_BETAS:-1450}" --ais-runs "${OTHER_RUNS:-100}"); fi
   timeout 200 $B eval --device cuda --checkpoint "$ck" --data "$data" --split test "${sched[@]}" --json "$W/evals/$name.eval_full.json" > "$W/logs/eval-$name.txt" 2>&1
   echo "$name rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-$name.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
 done

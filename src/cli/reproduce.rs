@@ -55,7 +55,10 @@ pub struct ReproduceArgs {
     pub threads: Option<usize>,
 }
 
-pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ReproduceArgs) -> anyhow::Result<()> {
+    // `--datasets ""` (with `--mocap`) runs the motion-capture baseline alone
+    args.datasets.retain(|d| !d.is_empty());
+    args.models.retain(|m| !m.is_empty());
     for d in &args.datasets {
         anyhow::ensure!(DATASETS.contains(&d.as_str()), "unknown dataset `{d}` (expected one of {DATASETS:?})");
     }
