@@ -426,7 +426,7 @@ pub fn write_report(opts: &ReproduceOptions) -> Result<()> {
                     md.push_str(&format!(
                         "| {d} | {m} | {} ± {}{partial} | {sched} | {} | {} | {} | {} ({}{}) | {:.0} s | {} | {} / {} |\n",
                         fmt_opt(r.ll, 3),
-                        fmt_opt(r.ll_se, 3),
+                        fmt_opt(r.ll_se, 4),
                         fmt_opt(pl, 2),
                         fmt_opt(r.acc, 2),
                         fmt_opt(pa, 2),
