@@ -309,7 +309,14 @@ pub fn plot_curves(out_dir: &Path) -> Result<()> {
     };
     let series = vec![
         Series { label: "train cost (CD free-energy gap)".into(), points: pick("step", "cost") },
-        Series { label: "valid figure (higher is better)".into(), points: pick("epoch", "valid") },
+        Series {
+            label: match metrics.iter().find_map(|m| m["valid_metric"].as_str()) {
+                Some("ais_ll") => "valid LL per frame (short AIS proxy)".into(),
+                Some("cost") => "valid figure (minus CD cost)".into(),
+                _ => "valid figure (higher is better)".into(),
+            },
+            points: pick("epoch", "valid"),
+        },
     ];
     crate::plot::line_chart_png(&out_dir.join("curves.png"), "training curves", "updates", &series)
 }
