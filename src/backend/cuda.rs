@@ -350,6 +350,24 @@ impl Cuda {
         })
     }
 
+    /// A second backend on the same device, context and compiled kernels, with its own
+    /// non-blocking stream (ordered after the work already queued on this one): independent
+    /// models driven from different threads then overlap on the GPU. Buffers must stay with the
+    /// backend that made them (no cross-stream synchronisation is done).
+    pub fn fork(&self) -> Result<Cuda> {
+        let stream = drv("creating a CUDA stream", self.stream.fork())?;
+        Ok(Cuda {
+            ctx: self.ctx.clone(),
+            stream,
+            funcs: self.funcs.clone(),
+            name: self.name.clone(),
+            smem_limit: self.smem_limit,
+            kernels_v1: self.kernels_v1,
+            sm_count: self.sm_count,
+            splitk: std::sync::Mutex::new(None),
+        })
+    }
+
     fn func(&self, name: &str) -> Result<&CudaFunction> {
         self.funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
     }

@@ -131,7 +131,8 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// `bench sweep`: N models at once; on the CPU one backend per thread, on a GPU one backend.
+/// `bench sweep`: N models at once, spread over `--threads` host threads: on the CPU one backend
+/// per thread, on a GPU one CUDA stream per thread (`Cuda::fork`), so the models' kernels overlap.
 fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let updates = args.updates.unwrap_or(20);
@@ -149,11 +150,9 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         ),
         #[cfg(feature = "cuda")]
         Device::Cuda(c) => {
-            let dev = c.name();
-            let cell = std::sync::Mutex::new(Some(c));
-            let take =
-                |_| cell.lock().ok().and_then(|mut c| c.take()).ok_or_else(|| crate::Error::msg("one GPU backend"));
-            (crate::bench::sweep_workload(take, 1, args.models, args.k, updates)?, dev)
+            // one host thread and one CUDA stream per group of models, so their kernels overlap
+            let dev = format!("{} ({threads} streams)", c.name());
+            (crate::bench::sweep_workload(|_| c.fork(), threads, args.models, args.k, updates)?, dev)
         }
     };
     let flops = update_flops(ModelKind::LstmRtrbm, JSB_MEAN_CHUNK, args.k as f64);
