@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// all (one worker per GPU, the CPU when there is none), cpu, or GPU numbers such as 0,1.
     #[arg(long, default_value = "all")]
     pub devices: Devices,
-    /// CPU: runs trained at once (default: the number of cores).
+    /// Runs trained at once: on the CPU (default: the number of cores), or on each GPU, each on
+    /// its own CUDA stream (default 1 per GPU).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Run one worker loop only (what each Slurm array task runs).

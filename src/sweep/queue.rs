@@ -93,6 +93,7 @@ impl std::str::FromStr for Devices {
 pub struct QueueOptions {
     pub devices: Devices,
     /// CPU: runs trained at once (default: the number of cores, at most the pending runs).
+    /// GPU: runs trained at once on each GPU, each on its own CUDA stream (default 1).
     pub workers: Option<usize>,
     /// CPU: threads per run (default: cores / workers, at least 1).
     pub threads: Option<usize>,
@@ -465,12 +466,57 @@ pub fn plan_workers(opts: &QueueOptions, pending: usize) -> Vec<(DeviceChoice, u
         Devices::All => (0..64).take_while(|&i| Device::open(DeviceChoice::Cuda(i), 1).is_ok()).collect(),
     };
     if !gpus.is_empty() {
-        let n = if opts.single_worker { 1 } else { gpus.len() };
-        return gpus.into_iter().take(n).map(|g| (DeviceChoice::Cuda(g), opts.threads.unwrap_or(1))).collect();
+        let per_gpu = opts.workers.unwrap_or(1).max(1);
+        let all: Vec<_> = gpus
+            .into_iter()
+            .flat_map(|g| std::iter::repeat_n((DeviceChoice::Cuda(g), opts.threads.unwrap_or(1)), per_gpu))
+            .collect();
+        let n = if opts.single_worker { 1 } else { all.len() };
+        return all.into_iter().take(n).collect();
     }
     let workers = if opts.single_worker { 1 } else { opts.workers.unwrap_or(cores.min(pending.max(1))).max(1) };
     let threads = opts.threads.unwrap_or((cores / workers).max(1));
     vec![(DeviceChoice::Cpu, threads); workers]
+}
+
+/// One opened backend per GPU that workers use: each worker gets its own CUDA stream on it
+/// ([`crate::backend::cuda::Cuda::fork`]), so several runs share a GPU and overlap there.
+struct GpuBases {
+    #[cfg(feature = "cuda")]
+    bases: HashMap<usize, Result<crate::backend::cuda::Cuda>>,
+}
+
+impl GpuBases {
+    fn open(workers: &[(DeviceChoice, usize)]) -> Self {
+        #[cfg(feature = "cuda")]
+        {
+            let mut bases = HashMap::new();
+            for (choice, _) in workers {
+                if let DeviceChoice::Cuda(g) = choice {
+                    bases.entry(*g).or_insert_with(|| crate::backend::cuda::Cuda::new(*g));
+                }
+            }
+            GpuBases { bases }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = workers;
+            GpuBases {}
+        }
+    }
+
+    /// The device of one worker: a fresh stream on its GPU, or the CPU.
+    fn device(&self, choice: DeviceChoice, threads: usize) -> Result<Device> {
+        #[cfg(feature = "cuda")]
+        if let DeviceChoice::Cuda(g) = choice {
+            return match self.bases.get(&g) {
+                Some(Ok(base)) => base.fork().map(Device::Cuda),
+                Some(Err(e)) => Err(Error::Cuda(format!("GPU {g}: {e}"))),
+                None => Device::open(choice, threads),
+            };
+        }
+        Device::open(choice, threads)
+    }
 }
 
 /// `rtrbm sweep run`: prepares the folder and trains every pending run with the planned workers.
@@ -491,7 +537,7 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
                 if workers.len() == 1 { "" } else { "s" },
                 match d {
                     DeviceChoice::Cpu => "cpu".to_string(),
-                    DeviceChoice::Cuda(_) => "one per GPU".to_string(),
+                    DeviceChoice::Cuda(_) => "one CUDA stream each, on the GPUs".to_string(),
                     DeviceChoice::Auto => "auto".to_string(),
                 },
                 if t == 1 { "" } else { "s" },
@@ -502,12 +548,13 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
         let host = hostname();
         let pid = std::process::id();
         let errors: Mutex<Vec<String>> = Mutex::new(vec![]);
+        let gpus = GpuBases::open(&workers);
         std::thread::scope(|s| {
             for (i, (choice, threads)) in workers.iter().enumerate() {
-                let (cache, summary, errors, host) = (&cache, &summary, &errors, &host);
+                let (cache, summary, errors, host, gpus) = (&cache, &summary, &errors, &host, &gpus);
                 s.spawn(move || {
                     let worker = format!("{host}:{pid}:w{i}");
-                    match Device::open(*choice, *threads) {
+                    match gpus.device(*choice, *threads) {
                         Ok(dev) => worker_loop(sweep, &dev, &worker, opts, cache, summary),
                         Err(e) => errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{worker}: {e}")),
                     }
