@@ -102,6 +102,37 @@ pub struct PairResult {
     pub mse: Option<f64>,
 }
 
+impl PairResult {
+    /// A result with the training record (`done.json`) filled in and no evaluation yet.
+    fn from_training(dataset: &str, model: &str, seed: u64, done: &serde_json::Value, overrides: String) -> Self {
+        PairResult {
+            dataset: dataset.into(),
+            model: model.into(),
+            config: format!("configs/{dataset}_{model}.yaml"),
+            seed,
+            updates: done["updates"].as_u64().unwrap_or(0),
+            epochs: done["epochs"].as_u64().unwrap_or(0) as usize,
+            stopped_early: done["stopped_early"].as_bool().unwrap_or(false),
+            train_wall_s: done["wall_s"].as_f64().unwrap_or(0.0),
+            train_device: done["device"].as_str().unwrap_or("").into(),
+            best_valid: done["best_valid"].as_f64(),
+            overrides,
+            test_frames: 0,
+            test_sequences: 0,
+            ll: None,
+            ll_se: None,
+            ais_betas: 0,
+            ais_runs: 0,
+            acc: None,
+            acc_se: None,
+            acc_settings: String::new(),
+            eval_wall_s: 0.0,
+            eval_device: String::new(),
+            mse: None,
+        }
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
@@ -200,17 +231,6 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
     );
     let rep = evaluate(be, &m, &seqs, &eval_opts, &mut |_, _, _| {})?;
     let r = PairResult {
-        dataset: dataset.into(),
-        model: model.into(),
-        config: format!("configs/{name}.yaml"),
-        seed: cfg.train.seed,
-        updates: done["updates"].as_u64().unwrap_or(0),
-        epochs: done["epochs"].as_u64().unwrap_or(0) as usize,
-        stopped_early: done["stopped_early"].as_bool().unwrap_or(false),
-        train_wall_s: done["wall_s"].as_f64().unwrap_or(0.0),
-        train_device: done["device"].as_str().unwrap_or("").into(),
-        best_valid: done["best_valid"].as_f64(),
-        overrides: overrides(opts),
         test_frames: rep.frames,
         test_sequences: rep.sequences,
         ll: rep.ll.as_ref().map(|l| l.ll),
@@ -222,7 +242,7 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
         acc_settings: format!("{} chains, burn-in {}, {} samples", opts.acc_chains, opts.acc_burn_in, opts.acc_samples),
         eval_wall_s: rep.wall_s,
         eval_device: rep.device.clone(),
-        mse: None,
+        ..PairResult::from_training(dataset, model, cfg.train.seed, &done, overrides(opts))
     };
     write_json(&res_path, &r)?;
     // the training curve and, for LSTM-RTRBM, a generated piece go into the docs
@@ -254,29 +274,12 @@ fn run_mocap<B: Backend>(be: &B, name: &str, opts: &ReproduceOptions) -> Result<
     let data = crate::data::mocap::read(Path::new(&cfg.data.path))?;
     let rep = crate::eval::acc::prediction_mse(be, &m, &data.seqs, &data.train_len, 50, 1)?;
     let r = PairResult {
-        dataset: "mocap".into(),
-        model: name.into(),
         config: format!("configs/{name}.yaml"),
-        seed: cfg.train.seed,
-        updates: done["updates"].as_u64().unwrap_or(0),
-        epochs: done["epochs"].as_u64().unwrap_or(0) as usize,
-        stopped_early: false,
-        train_wall_s: done["wall_s"].as_f64().unwrap_or(0.0),
-        train_device: done["device"].as_str().unwrap_or("").into(),
-        best_valid: None,
-        overrides: overrides(opts),
         test_frames: rep.frames,
         test_sequences: data.seqs.len(),
-        ll: None,
-        ll_se: None,
-        ais_betas: 0,
-        ais_runs: 0,
-        acc: None,
-        acc_se: None,
-        acc_settings: String::new(),
-        eval_wall_s: 0.0,
         eval_device: be.name(),
         mse: Some(rep.mse),
+        ..PairResult::from_training("mocap", name, cfg.train.seed, &done, overrides(opts))
     };
     write_json(&dir.join("results.json"), &r)?;
     Ok(r)
@@ -336,30 +339,10 @@ fn load_pair(dir: &Path, dataset: &str, model: &str) -> Option<PairResult> {
         None if eval.exists() => {
             let done = read_json::<serde_json::Value>(&dir.join("done.json"))?;
             let cfg = Config::load(&dir.join("config.yaml")).ok()?;
+            let overrides = done["overrides"].as_str().unwrap_or("").to_string();
             PairResult {
-                dataset: dataset.into(),
-                model: model.into(),
-                config: format!("configs/{dataset}_{model}.yaml"),
-                seed: cfg.train.seed,
-                updates: done["updates"].as_u64().unwrap_or(0),
-                epochs: done["epochs"].as_u64().unwrap_or(0) as usize,
-                stopped_early: done["stopped_early"].as_bool().unwrap_or(false),
-                train_wall_s: done["wall_s"].as_f64().unwrap_or(0.0),
-                train_device: done["device"].as_str().unwrap_or("").into(),
-                best_valid: done["best_valid"].as_f64(),
-                overrides: done["overrides"].as_str().unwrap_or("").into(),
-                test_frames: 0,
-                test_sequences: 0,
-                ll: None,
-                ll_se: None,
-                ais_betas: 0,
-                ais_runs: 0,
-                acc: None,
-                acc_se: None,
                 acc_settings: "8 chains, burn-in 50, 50 samples".into(),
-                eval_wall_s: 0.0,
-                eval_device: String::new(),
-                mse: None,
+                ..PairResult::from_training(dataset, model, cfg.train.seed, &done, overrides)
             }
         }
         None => return None,
