@@ -92,5 +92,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if summary.stopped_early { ", stopped early" } else { "" },
         out.display()
     );
+    if !cfg.model.gaussian {
+        let best = out.join("best.safetensors");
+        eprintln!("next: rtrbm eval --checkpoint {} --data {}", best.display(), cfg.data.path);
+        eprintln!("      rtrbm sample --checkpoint {} --out sample.mid --png sample.png", best.display());
+    }
     Ok(())
 }
