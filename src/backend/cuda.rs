@@ -297,8 +297,10 @@ impl Cuda {
 
     fn open(ordinal: usize) -> Result<Cuda> {
         let ctx = drv(&format!("opening CUDA device {ordinal}"), CudaContext::new(ordinal))?;
-        // SAFETY: this backend uses a single stream, so cross-stream event tracking is not needed;
-        // every launch and copy is ordered on that stream and downloads synchronise it.
+        // SAFETY: a `Cuda` launches and copies on its one stream only, and its buffers are used
+        // by that `Cuda` alone, so cross-stream event tracking is not needed; every launch and
+        // copy is ordered on that stream and downloads synchronise it. A `fork` gets its own
+        // stream (ordered after the parent's queued work) and its own buffers.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let (major, minor) = drv("compute capability", ctx.compute_capability())?;
