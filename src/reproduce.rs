@@ -58,9 +58,8 @@ pub struct ReproduceOptions {
     /// AIS intervals (the Salakhutdinov-Murray schedule scaled to this count; 14,500 = full).
     pub ais_betas: usize,
     pub ais_runs: usize,
-    pub acc_chains: usize,
-    pub acc_burn_in: usize,
-    pub acc_samples: usize,
+    /// Gibbs settings of the ACC marginals.
+    pub acc: AccOptions,
     /// Overrides of the configs for CPU-limited runs (recorded in the results).
     pub epochs: Option<usize>,
     pub max_updates: Option<u64>,
@@ -212,13 +211,7 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
             seed: 1,
             ..AisOptions::default()
         }),
-        acc: Some(AccOptions {
-            chains: opts.acc_chains,
-            burn_in: opts.acc_burn_in,
-            samples: opts.acc_samples,
-            seed: 1,
-            ..AccOptions::default()
-        }),
+        acc: Some(opts.acc.clone()),
         exact: false,
         convergence: vec![],
         threads: crate::cli::device::default_threads(),
@@ -239,7 +232,7 @@ fn run_pair<B: Backend>(be: &B, dataset: &str, model: &str, opts: &ReproduceOpti
         ais_runs: opts.ais_runs,
         acc: rep.acc.as_ref().map(|a| 100.0 * a.acc),
         acc_se: rep.acc.as_ref().and_then(|a| a.sampling_se.map(|s| 100.0 * s)),
-        acc_settings: format!("{} chains, burn-in {}, {} samples", opts.acc_chains, opts.acc_burn_in, opts.acc_samples),
+        acc_settings: format!("{} chains, burn-in {}, {} samples", opts.acc.chains, opts.acc.burn_in, opts.acc.samples),
         eval_wall_s: rep.wall_s,
         eval_device: rep.device.clone(),
         ..PairResult::from_training(dataset, model, cfg.train.seed, &done, overrides(opts))

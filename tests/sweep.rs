@@ -134,7 +134,7 @@ fn packed_runs_equal_lone_runs_bit_for_bit() {
     for idx in [2usize, 5] {
         let run = &sweep.runs[idx];
         let out = lone.join(&run.name);
-        let data = rtrbm::cli::load_data(&run.config.data.path).unwrap();
+        let data = rtrbm::data::open(&run.config.data.path).unwrap();
         let opts = RunOptions { out_dir: out.clone(), resume: false, progress: false, verbose: false };
         train::run(&Cpu::<f32>::new(2), run.config.clone(), &data, &opts).unwrap();
     }
@@ -158,7 +158,7 @@ fn stale_claims_are_taken_over_and_resumed_live_ones_are_not() {
     // run 0: a worker was killed after 5 updates; its pid is dead on this host
     let r0 = &sweep.runs[0];
     let d0 = sweep.run_dir(r0);
-    let data = rtrbm::cli::load_data(&r0.config.data.path).unwrap();
+    let data = rtrbm::data::open(&r0.config.data.path).unwrap();
     let mut part = r0.config.clone();
     part.train.max_updates = 5;
     let opts = |out: &Path, resume| RunOptions { out_dir: out.to_path_buf(), resume, progress: false, verbose: false };

@@ -85,14 +85,6 @@ fn parse_fracs(s: &str) -> Result<(f64, f64), String> {
     Ok((v, t))
 }
 
-/// Loads a dataset file, or the embedded JSB Chorales for the literal `jsb`.
-pub fn load(file: &str) -> anyhow::Result<Dataset> {
-    if file == "jsb" {
-        return Ok(data::jsb_embedded());
-    }
-    Ok(Dataset::load(Path::new(file))?)
-}
-
 fn display_name(file: &str) -> String {
     if file == "jsb" {
         return "jsb (embedded)".to_string();
@@ -122,7 +114,7 @@ fn check_json_out(path: &Path) -> anyhow::Result<()> {
 pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
     match cmd {
         DataCmd::Stats { file, json } => {
-            let ds = load(&file)?;
+            let ds = data::open(&file)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats::Stats::all(&ds))?);
             } else {
@@ -145,12 +137,12 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
         }
         DataCmd::Convert { input, output } => {
             check_json_out(&output)?;
-            let ds = load(&input)?;
+            let ds = data::open(&input)?;
             json::write(&output, &ds)?;
             println!("converted {} -> {}: {}", display_name(&input), output.display(), summary(&ds));
         }
         DataCmd::Show { file, split, index, png, midi: midi_out } => {
-            let ds = load(&file)?;
+            let ds = data::open(&file)?;
             let seqs = ds.split(split);
             let seq = seqs.get(index).with_context(|| {
                 format!(

@@ -15,7 +15,7 @@ use crate::eval::schedule::Schedule;
 use crate::eval::{evaluate, EvalOptions, EvalReport};
 use crate::model::{Model, Params};
 use anyhow::{bail, Context};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `rtrbm eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,15 +45,8 @@ pub struct EvalArgs {
     /// Skip the AIS log-likelihood.
     #[arg(long)]
     pub no_ll: bool,
-    /// Gibbs chains per frame for the ACC marginals.
-    #[arg(long, default_value_t = 8)]
-    pub acc_chains: usize,
-    /// Gibbs burn-in steps for the ACC marginals.
-    #[arg(long, default_value_t = 50)]
-    pub acc_burn_in: usize,
-    /// Gibbs steps averaged for the ACC marginals.
-    #[arg(long, default_value_t = 50)]
-    pub acc_samples: usize,
+    #[command(flatten)]
+    pub acc: AccArgs,
     /// Skip the accuracy.
     #[arg(long)]
     pub no_acc: bool,
@@ -101,22 +94,13 @@ impl EvalArgs {
         if !self.no_ll && self.ais_runs < 2 {
             bail!("--ais-runs must be at least 2 (the standard error needs two runs)");
         }
-        if !self.no_acc && (self.acc_chains == 0 || self.acc_samples == 0) {
-            bail!("--acc-chains and --acc-samples must be positive");
-        }
         if self.convergence && self.convergence_betas.iter().any(|&n| n < 3) {
             bail!("--convergence-betas: every count must be at least 3");
         }
         let ais = AisOptions { runs: self.ais_runs.max(2), schedule, seed: self.seed, ..AisOptions::default() };
         Ok(EvalOptions {
             ais: (!self.no_ll).then(|| ais.clone()),
-            acc: (!self.no_acc).then(|| AccOptions {
-                chains: self.acc_chains,
-                burn_in: self.acc_burn_in,
-                samples: self.acc_samples,
-                seed: self.seed,
-                ..AccOptions::default()
-            }),
+            acc: if self.no_acc { None } else { Some(self.acc.options(self.seed)?) },
             exact: self.exact,
             convergence: if self.convergence { self.convergence_betas.clone() } else { vec![] },
             threads: self.threads(),
@@ -128,13 +112,39 @@ impl EvalArgs {
     }
 }
 
+/// Gibbs settings of the ACC marginals (SPEC 4.2), shared by `eval` and `reproduce`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AccArgs {
+    /// Gibbs chains per frame for the ACC marginals.
+    #[arg(long, default_value_t = 8)]
+    pub acc_chains: usize,
+    /// Gibbs burn-in steps for the ACC marginals.
+    #[arg(long, default_value_t = 50)]
+    pub acc_burn_in: usize,
+    /// Gibbs steps averaged for the ACC marginals.
+    #[arg(long, default_value_t = 50)]
+    pub acc_samples: usize,
+}
+
+impl AccArgs {
+    /// The ACC options these arguments ask for, with chains seeded by `seed`.
+    pub fn options(&self, seed: u64) -> anyhow::Result<AccOptions> {
+        if self.acc_chains == 0 || self.acc_samples == 0 {
+            bail!("--acc-chains and --acc-samples must be positive");
+        }
+        Ok(AccOptions {
+            chains: self.acc_chains,
+            burn_in: self.acc_burn_in,
+            samples: self.acc_samples,
+            seed,
+            ..AccOptions::default()
+        })
+    }
+}
+
 /// Reads `--data` (a file, or `jsb` for the embedded JSB Chorales).
 pub fn load_dataset(data: &str) -> anyhow::Result<Dataset> {
-    if data == "jsb" {
-        Ok(data::json::parse(data::JSB_JSON, Path::new("<embedded jsb_chorales.json>"))?)
-    } else {
-        Dataset::load(Path::new(data)).with_context(|| format!("reading dataset {data}"))
-    }
+    data::open(data).with_context(|| format!("reading dataset {data}"))
 }
 
 /// `rtrbm eval` on the device the arguments name.

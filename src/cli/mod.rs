@@ -8,12 +8,3 @@ pub mod reproduce;
 pub mod sample;
 pub mod sweep;
 pub mod train;
-
-use crate::data::Dataset;
-use crate::error::Result;
-
-/// Opens a dataset named on the command line: `jsb` is the JSB Chorales shipped in the binary,
-/// anything else a `.json`, `.pkl` or `.mat` file.
-pub fn load_data(name: &str) -> Result<Dataset> {
-    crate::data::open(name)
-}

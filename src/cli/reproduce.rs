@@ -20,12 +20,8 @@ pub struct ReproduceArgs {
     /// AIS runs per frame.
     #[arg(long, default_value_t = 100)]
     pub ais_runs: usize,
-    #[arg(long, default_value_t = 8)]
-    pub acc_chains: usize,
-    #[arg(long, default_value_t = 50)]
-    pub acc_burn_in: usize,
-    #[arg(long, default_value_t = 50)]
-    pub acc_samples: usize,
+    #[command(flatten)]
+    pub acc: super::eval::AccArgs,
     /// Override the configs' epochs (recorded in RESULTS.md).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -74,9 +70,7 @@ pub fn run(mut args: ReproduceArgs) -> anyhow::Result<()> {
         docs_dir: args.docs,
         ais_betas: args.ais_betas,
         ais_runs: args.ais_runs,
-        acc_chains: args.acc_chains,
-        acc_burn_in: args.acc_burn_in,
-        acc_samples: args.acc_samples,
+        acc: args.acc.options(1)?,
         epochs: args.epochs,
         max_updates: args.max_updates,
         eval_max_sequences: args.eval_max_sequences,

@@ -59,7 +59,7 @@ fn load_primer(spec: &str, max_frames: usize) -> anyhow::Result<crate::data::Seq
         let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
         anyhow::ensure!(parts.len() == 3, "--prime: expected DATA:SPLIT:INDEX or a .mid file, got `{spec}`");
         let (index, split, data) = (parts[0], parts[1], parts[2]);
-        let ds = super::load_data(data)?;
+        let ds = crate::data::open(data)?;
         let split = match split {
             "train" => crate::data::Split::Train,
             "valid" => crate::data::Split::Valid,

@@ -273,7 +273,7 @@ impl DataCache {
         if let Some(d) = m.get(path) {
             return Ok(d.clone());
         }
-        let d = Arc::new(crate::cli::load_data(path)?);
+        let d = Arc::new(crate::data::open(path)?);
         m.insert(path.to_string(), d.clone());
         Ok(d)
     }
