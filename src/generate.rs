@@ -118,7 +118,7 @@ pub fn generate<B: Backend>(be: &B, model: &Model<B>, opts: &GenerateOptions) ->
         };
         be.write(&mut ws.vneg, &start)?;
         let counter = (2 * opts.gibbs_k * step) as u32;
-        be.gibbs(w, &ws.bv_t, &ws.bh_t, &mut ws.vneg, 1, nv, nh, opts.gibbs_k, false, key, counter)?;
+        be.gibbs(w, &ws.bv_t, &ws.bh_t, &mut ws.vneg, 1, nv, nh, opts.gibbs_k, false, &[key], counter)?;
         let mut v = be.download(&ws.vneg)?;
         v.truncate(nv);
         // side-slipping: transpose a short span out of key

@@ -105,38 +105,43 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let (t, frames) = self.ws.load(be, chunks, nv)?;
         self.model.forward(be, &mut self.ws, t, false)?;
         let key = RngKey::new(tc.seed ^ GIBBS_SALT, update as u32);
-        self.model.negatives(be, &mut self.ws, t, tc.cd_k(update), key, 0)?;
-        self.model.backward(be, &mut self.ws, t, frames, &mut self.grads)?;
+        self.model.negatives(be, &mut self.ws, t, tc.cd_k(update), &[key], 0)?;
+        self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
         if tc.grad_clip > 0.0 {
             let mut sq = 0.0;
             for g in &self.grads.bufs {
-                sq += be.sum_squares(g)?;
+                sq += be.sum_squares(g)?[0];
             }
             let norm = sq.sqrt();
             if norm > tc.grad_clip {
                 let s = B::F::from_f64(tc.grad_clip / norm);
                 for g in self.grads.bufs.iter_mut() {
-                    be.scale(g, s)?;
+                    be.scale(g, &[s])?;
                 }
             }
         }
-        let (lr, mom, wd) = (B::F::from_f64(tc.lr), B::F::from_f64(tc.momentum), B::F::from_f64(tc.weight_decay));
+        let hyper = crate::backend::SgdHyper {
+            lr: B::F::from_f64(tc.lr),
+            momentum: B::F::from_f64(tc.momentum),
+            weight_decay: B::F::from_f64(tc.weight_decay),
+        };
         for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
-            be.sgd_momentum(p, g, v, lr, mom, wd)?;
+            be.sgd_momentum(p, g, v, &[hyper])?;
         }
-        Ok((t, frames))
+        Ok((t, frames[0]))
     }
 
     /// The SPEC 3 cost of the batch last passed to [`Trainer::step`], with the parameters
     /// before that step's update (it is computed from the buffers of the forward pass).
     pub fn last_cost(&mut self, t: usize, frames: usize) -> Result<f64> {
-        self.model.cost(self.be, &mut self.ws, t, frames)
+        let _ = frames;
+        Ok(self.model.cost(self.be, &mut self.ws, t)?[0])
     }
 
     /// Fails with [`Error::Divergence`] when a parameter is NaN or infinite.
     pub fn check_finite(&self) -> Result<()> {
         for (name, buf) in self.model.params.names.iter().zip(&self.model.params.bufs) {
-            let s = self.be.sum_squares(buf)?;
+            let s = self.be.sum_squares(buf)?[0];
             if !s.is_finite() {
                 return Err(Error::Divergence(format!("parameter `{name}` holds NaN or infinite values")));
             }
@@ -218,9 +223,9 @@ pub fn validate<B: Backend>(be: &B, model: &Model<B>, cfg: &Config, valid: &[Seq
                 let mut ws = Workspace::new(be, &model.spec, s.len(), 1)?;
                 let (t, frames) = ws.load(be, &[&dense], model.spec.visible)?;
                 model.forward(be, &mut ws, t, false)?;
-                model.negatives(be, &mut ws, t, tc.max_k(), RngKey::new(tc.seed, 0xC057 + i as u32), 0)?;
-                total += model.cost(be, &mut ws, t, frames)? * frames as f64;
-                frames_total += frames;
+                model.negatives(be, &mut ws, t, tc.max_k(), &[RngKey::new(tc.seed, 0xC057 + i as u32)], 0)?;
+                total += model.cost(be, &mut ws, t)?[0] * frames[0] as f64;
+                frames_total += frames[0];
             }
             Ok(Some(-total / frames_total as f64))
         }

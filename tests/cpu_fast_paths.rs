@@ -115,7 +115,7 @@ fn gibbs_matches_naive_except_near_ties() {
     for threads in [1, 2] {
         let be = Cpu::<f32>::new(threads);
         let mut v = v0.clone();
-        be.gibbs(&w, &bv, &bh, &mut v, n, nv, nh, k, false, rng, 10).unwrap();
+        be.gibbs(&w, &bv, &bh, &mut v, n, nv, nh, k, false, &[rng], 10).unwrap();
         for c in 0..n {
             let mut vn = v0[c * nv..(c + 1) * nv].to_vec();
             let mut tie = f64::INFINITY;
@@ -147,8 +147,8 @@ fn gibbs_result_does_not_depend_on_threads() {
     let v0 = vec![0.0f32; n * nv];
     let mut a = v0.clone();
     let mut b = v0.clone();
-    Cpu::<f32>::new(1).gibbs(&w, &bv, &bh, &mut a, n, nv, nh, 7, false, RngKey::new(1, 1), 0).unwrap();
-    Cpu::<f32>::new(2).gibbs(&w, &bv, &bh, &mut b, n, nv, nh, 7, false, RngKey::new(1, 1), 0).unwrap();
+    Cpu::<f32>::new(1).gibbs(&w, &bv, &bh, &mut a, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
+    Cpu::<f32>::new(2).gibbs(&w, &bv, &bh, &mut b, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
     assert_eq!(a, b);
 }
 

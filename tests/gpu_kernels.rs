@@ -17,7 +17,7 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat};
+use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat, SgdHyper};
 use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
 use rtrbm::rng::{HostRng, RngKey};
 
@@ -33,6 +33,10 @@ fn gpu() -> Option<Cuda> {
             None
         }
     }
+}
+
+fn hyper(lr: f32, momentum: f32, weight_decay: f32) -> SgdHyper<f32> {
+    SgdHyper { lr, momentum, weight_decay }
 }
 
 fn cpu() -> Cpu<f32> {
@@ -208,19 +212,19 @@ fn elementwise_ops() {
         g.fill(&mut gt, 0.25).unwrap();
         tol("fill", &gt, &vec![0.25; n]);
         let (mut gt, mut ct) = (g.upload(&x).unwrap(), x.clone());
-        g.scale(&mut gt, -1.5).unwrap();
-        c.scale(&mut ct, -1.5).unwrap();
+        g.scale(&mut gt, &[-1.5]).unwrap();
+        c.scale(&mut ct, &[-1.5]).unwrap();
         tol("scale", &gt, &ct);
         // sgd_momentum
         let vel = rand_vec(&mut r, n, 0.1);
         let (mut gp, mut cp) = (g.upload(&x).unwrap(), x.clone());
         let (mut gv, mut cv) = (g.upload(&vel).unwrap(), vel.clone());
-        g.sgd_momentum(&mut gp, &gy, &mut gv, 0.01, 0.9, 1e-3).unwrap();
-        c.sgd_momentum(&mut cp, &y, &mut cv, 0.01, 0.9, 1e-3).unwrap();
+        g.sgd_momentum(&mut gp, &gy, &mut gv, &[hyper(0.01, 0.9, 1e-3)]).unwrap();
+        c.sgd_momentum(&mut cp, &y, &mut cv, &[hyper(0.01, 0.9, 1e-3)]).unwrap();
         tol("sgd param", &gp, &cp);
         tol("sgd vel", &gv, &cv);
         // sum_squares (f64)
-        let (gs, cs) = (g.sum_squares(&gx).unwrap(), c.sum_squares(&x).unwrap());
+        let (gs, cs) = (g.sum_squares(&gx).unwrap()[0], c.sum_squares(&x).unwrap()[0]);
         assert!((gs - cs).abs() <= 1e-9 * cs.abs() + 1e-12, "sum_squares {gs} vs {cs}");
         // copy with offsets
         if n > 10 {
@@ -232,7 +236,7 @@ fn elementwise_ops() {
         }
     }
     let nanbuf = g.upload(&[1.0, f32::NAN]).unwrap();
-    assert!(g.sum_squares(&nanbuf).unwrap().is_nan());
+    assert!(g.sum_squares(&nanbuf).unwrap()[0].is_nan());
 }
 
 /// Random RBM inputs: W [V,H], bv_t [N,V], bh_t [N,H], binary v [N,V].
@@ -286,8 +290,8 @@ fn gibbs_matches_cpu_samples() {
         for k in [1usize, 25] {
             let mut gv = g.upload(&v).unwrap();
             let mut cv = v.clone();
-            g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, k, false, key, 11).unwrap();
-            c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, k, false, key, 11).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, k, false, &[key], 11).unwrap();
+            c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, k, false, &[key], 11).unwrap();
             let gvh = g.download(&gv).unwrap();
             assert!(gvh.iter().all(|&x| x == 0.0 || x == 1.0), "gibbs output not binary");
             let draws_bad = gvh.iter().zip(&cv).filter(|(a, b)| a != b).count();
@@ -302,14 +306,14 @@ fn gibbs_matches_cpu_samples() {
             }
             // same seed twice: identical
             let mut gv2 = g.upload(&v).unwrap();
-            g.gibbs(&gw, &gbv, &gbh, &mut gv2, n, nv, nh, k, false, key, 11).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv2, n, nv, nh, k, false, &[key], 11).unwrap();
             assert_eq!(g.download(&gv2).unwrap(), gvh, "gibbs not reproducible");
         }
         // Gaussian visibles, K = 1: v = mean + normal (f32 Box-Muller on the GPU, f64 on the CPU)
         let mut gv = g.upload(&v).unwrap();
         let mut cv = v.clone();
-        g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, 1, true, key, 3).unwrap();
-        c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, 1, true, key, 3).unwrap();
+        g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, 1, true, &[key], 3).unwrap();
+        c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, 1, true, &[key], 3).unwrap();
         let gvh = g.download(&gv).unwrap();
         let far = gvh.iter().zip(&cv).filter(|(a, b)| (*a - *b).abs() > 1e-4 + 1e-4 * b.abs()).count();
         assert!(far as f64 <= 1e-3 * (n * nv) as f64 + 1.0, "gaussian gibbs: {far} elements differ");
@@ -542,7 +546,7 @@ fn training_update(spec: ModelSpec, t: usize, b: usize) {
     // sequences of different lengths (the last ones shorter, so padding is exercised when b > 1)
     let seqs: Vec<Vec<f32>> = (0..b).map(|i| bin_vec(&mut r, (t - i.min(t - 1)) * spec.visible, 0.12)).collect();
     let refs: Vec<&[f32]> = seqs.iter().map(|s| s.as_slice()).collect();
-    let (tg, frames) = wg.load(&g, &refs, spec.visible).unwrap();
+    let (tg, _) = wg.load(&g, &refs, spec.visible).unwrap();
     wc.load(&c, &refs, spec.visible).unwrap();
     mg.forward(&g, &mut wg, tg, false).unwrap();
     mc.forward(&c, &mut wc, tg, false).unwrap();
@@ -555,8 +559,8 @@ fn training_update(spec: ModelSpec, t: usize, b: usize) {
     cmp("bv_t", &wg.bv_t, &wc.bv_t, n * spec.visible, 1e-4, 1e-3);
     cmp("bh_t", &wg.bh_t, &wc.bh_t, n * spec.hidden, 1e-4, 1e-3);
     let key = RngKey::new(21, 4);
-    mg.negatives(&g, &mut wg, tg, 5, key, 0).unwrap();
-    mc.negatives(&c, &mut wc, tg, 5, key, 0).unwrap();
+    mg.negatives(&g, &mut wg, tg, 5, &[key], 0).unwrap();
+    mc.negatives(&c, &mut wc, tg, 5, &[key], 0).unwrap();
     let vneg_g = g.download(&wg.vneg).unwrap();
     let diff = vneg_g[..n * spec.visible].iter().zip(&wc.vneg).filter(|(a, b)| a != b).count();
     eprintln!("{what}: {diff} negative draws differ between GPU and CPU");
@@ -565,20 +569,20 @@ fn training_update(spec: ModelSpec, t: usize, b: usize) {
     g.write(&mut wg.vneg, &wc.vneg).unwrap();
     let mut gg = mg.zeros_like(&g).unwrap();
     let mut gc = mc.zeros_like(&c).unwrap();
-    mg.backward(&g, &mut wg, tg, frames, &mut gg).unwrap();
-    mc.backward(&c, &mut wc, tg, frames, &mut gc).unwrap();
+    mg.backward(&g, &mut wg, tg, &mut gg).unwrap();
+    mc.backward(&c, &mut wc, tg, &mut gc).unwrap();
     for (i, name) in gc.names.iter().enumerate() {
         cmp(&format!("grad {name}"), &gg.bufs[i], &gc.bufs[i], gc.bufs[i].len(), 1e-4, 1e-3);
     }
-    let (cost_g, cost_c) = (mg.cost(&g, &mut wg, tg, frames).unwrap(), mc.cost(&c, &mut wc, tg, frames).unwrap());
+    let (cost_g, cost_c) = (mg.cost(&g, &mut wg, tg).unwrap()[0], mc.cost(&c, &mut wc, tg).unwrap()[0]);
     assert!((cost_g - cost_c).abs() <= 1e-3 + 1e-4 * cost_c.abs(), "{what}: cost {cost_g} vs {cost_c}");
     let mut mg = mg;
     let mut mc = mc;
     let mut vg = mg.zeros_like(&g).unwrap();
     let mut vc = mc.zeros_like(&c).unwrap();
     for i in 0..gc.names.len() {
-        g.sgd_momentum(&mut mg.params.bufs[i], &gg.bufs[i], &mut vg.bufs[i], 0.01, 0.9, 1e-4).unwrap();
-        c.sgd_momentum(&mut mc.params.bufs[i], &gc.bufs[i], &mut vc.bufs[i], 0.01, 0.9, 1e-4).unwrap();
+        g.sgd_momentum(&mut mg.params.bufs[i], &gg.bufs[i], &mut vg.bufs[i], &[hyper(0.01, 0.9, 1e-4)]).unwrap();
+        c.sgd_momentum(&mut mc.params.bufs[i], &gc.bufs[i], &mut vc.bufs[i], &[hyper(0.01, 0.9, 1e-4)]).unwrap();
     }
     for (i, name) in mc.params.names.iter().enumerate() {
         cmp(&format!("updated {name}"), &mg.params.bufs[i], &mc.params.bufs[i], mc.params.bufs[i].len(), 1e-5, 1e-4);

@@ -37,9 +37,9 @@ fn randomise(be: &Be, model: &mut Model<Be>, seed: u64) {
     }
 }
 
-fn cost(be: &Be, model: &Model<Be>, ws: &mut Workspace<Be>, t: usize, frames: usize) -> f64 {
+fn cost(be: &Be, model: &Model<Be>, ws: &mut Workspace<Be>, t: usize) -> f64 {
     model.forward(be, ws, t, false).unwrap();
-    model.cost(be, ws, t, frames).unwrap()
+    model.cost(be, ws, t).unwrap()[0]
 }
 
 fn check_model(spec: ModelSpec) {
@@ -49,11 +49,11 @@ fn check_model(spec: ModelSpec) {
     let data = random_batch(&spec, 3);
     let mut ws = Workspace::new(&be, &spec, 4, 2).unwrap();
     let refs: Vec<&[f64]> = data.iter().map(|d| d.as_slice()).collect();
-    let (t, frames) = ws.load(&be, &refs, spec.visible).unwrap();
+    let (t, _) = ws.load(&be, &refs, spec.visible).unwrap();
     model.forward(&be, &mut ws, t, false).unwrap();
-    model.negatives(&be, &mut ws, t, 2, RngKey::new(7, 0), 0).unwrap();
+    model.negatives(&be, &mut ws, t, 2, &[RngKey::new(7, 0)], 0).unwrap();
     let mut grads: Params<Be> = model.zeros_like(&be).unwrap();
-    model.backward(&be, &mut ws, t, frames, &mut grads).unwrap();
+    model.backward(&be, &mut ws, t, &mut grads).unwrap();
 
     let eps = 1e-6;
     let mut worst = (0.0f64, String::new());
@@ -64,9 +64,9 @@ fn check_model(spec: ModelSpec) {
         for (e, &an) in analytic.iter().enumerate() {
             let orig = model.params.bufs[pi][e];
             model.params.bufs[pi][e] = orig + eps;
-            let cp = cost(&be, &model, &mut ws, t, frames);
+            let cp = cost(&be, &model, &mut ws, t);
             model.params.bufs[pi][e] = orig - eps;
-            let cm = cost(&be, &model, &mut ws, t, frames);
+            let cm = cost(&be, &model, &mut ws, t);
             model.params.bufs[pi][e] = orig;
             let numeric = (cp - cm) / (2.0 * eps);
             let err = (numeric - an).abs() / (1e-7 + numeric.abs().max(an.abs()));
@@ -132,9 +132,9 @@ fn closed_forms_at_the_last_frame() {
     let mut ws = Workspace::new(&be, &spec, t, 1).unwrap();
     ws.load(&be, &[&data], 6).unwrap();
     model.forward(&be, &mut ws, t, false).unwrap();
-    model.negatives(&be, &mut ws, t, 3, RngKey::new(1, 1), 0).unwrap();
+    model.negatives(&be, &mut ws, t, 3, &[RngKey::new(1, 1)], 0).unwrap();
     let mut grads = model.zeros_like(&be).unwrap();
-    model.backward(&be, &mut ws, t, t, &mut grads).unwrap();
+    model.backward(&be, &mut ws, t, &mut grads).unwrap();
     let w = model.params.get("W").unwrap();
     let last = t - 1;
     for j in 0..5 {

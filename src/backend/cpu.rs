@@ -7,7 +7,7 @@
 //!
 //! Each method is the reference for a CUDA kernel in `kernels/` (named in the comment).
 
-use super::{Backend, Dims, Mat};
+use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::rng::RngKey;
@@ -545,9 +545,11 @@ impl<F: Float> Backend for Cpu<F> {
         nh: usize,
         k: usize,
         gaussian: bool,
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<()> {
+        check_models("gibbs keys", rng.len(), 1)?;
+        let rng = rng[0];
         check_len("gibbs W", w, nv * nh)?;
         check_len("gibbs bv_t", bv_t, n * nv)?;
         check_len("gibbs bh_t", bh_t, n * nh)?;
@@ -831,17 +833,11 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `sgd_momentum` in `kernels/optim.cu`.
-    fn sgd_momentum(
-        &self,
-        param: &mut Vec<F>,
-        grad: &Vec<F>,
-        vel: &mut Vec<F>,
-        lr: F,
-        momentum: F,
-        weight_decay: F,
-    ) -> Result<()> {
+    fn sgd_momentum(&self, param: &mut Vec<F>, grad: &Vec<F>, vel: &mut Vec<F>, hyper: &[SgdHyper<F>]) -> Result<()> {
         check_len("sgd grad", grad, param.len())?;
         check_len("sgd vel", vel, param.len())?;
+        check_models("sgd_momentum hyper-parameters", hyper.len(), 1)?;
+        let SgdHyper { lr, momentum, weight_decay } = hyper[0];
         for ((p, &g), v) in param.iter_mut().zip(grad).zip(vel.iter_mut()) {
             *v = momentum * *v - lr * (g + weight_decay * *p);
             *p += *v;
@@ -849,13 +845,14 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn scale(&self, x: &mut Vec<F>, alpha: F) -> Result<()> {
-        x.iter_mut().for_each(|e| *e *= alpha);
+    fn scale(&self, x: &mut Vec<F>, alpha: &[F]) -> Result<()> {
+        check_models("scale factors", alpha.len(), 1)?;
+        x.iter_mut().for_each(|e| *e *= alpha[0]);
         Ok(())
     }
 
-    fn sum_squares(&self, x: &Vec<F>) -> Result<f64> {
-        Ok(x.iter().map(|&e| e.to_f64() * e.to_f64()).sum())
+    fn sum_squares(&self, x: &Vec<F>) -> Result<Vec<f64>> {
+        Ok(vec![x.iter().map(|&e| e.to_f64() * e.to_f64()).sum()])
     }
 
     /// Reference of `ais_chains` in `kernels/ais.cu`.

@@ -8,7 +8,7 @@
 //! Kernels are compiled with `--fmad=false` so elementwise arithmetic rounds like the CPU
 //! reference (the gemm kernels use explicit `fmaf`).
 
-use super::{Backend, Dims, Mat};
+use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -738,9 +738,11 @@ impl Backend for Cuda {
         nh: usize,
         k: usize,
         gaussian: bool,
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<()> {
+        check_models("gibbs keys", rng.len(), 1)?;
+        let rng = rng[0];
         check("gibbs W", w.len(), nv * nh)?;
         check("gibbs bv_t", bv_t.len(), n * nv)?;
         check("gibbs bh_t", bh_t.len(), n * nh)?;
@@ -1020,10 +1022,10 @@ impl Backend for Cuda {
         param: &mut CudaSlice<f32>,
         grad: &CudaSlice<f32>,
         vel: &mut CudaSlice<f32>,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
+        hyper: &[SgdHyper<f32>],
     ) -> Result<()> {
+        check_models("sgd_momentum hyper-parameters", hyper.len(), 1)?;
+        let SgdHyper { lr, momentum, weight_decay } = hyper[0];
         let n = param.len();
         check("sgd grad", grad.len(), n)?;
         check("sgd vel", vel.len(), n)?;
@@ -1034,7 +1036,9 @@ impl Backend for Cuda {
         launch(&mut lb, grid_for(n), "sgd_momentum")
     }
 
-    fn scale(&self, x: &mut CudaSlice<f32>, alpha: f32) -> Result<()> {
+    fn scale(&self, x: &mut CudaSlice<f32>, alpha: &[f32]) -> Result<()> {
+        check_models("scale factors", alpha.len(), 1)?;
+        let alpha = alpha[0];
         let n = x.len() as i64;
         let f = self.func("scale_f32")?;
         let mut lb = self.stream.launch_builder(f);
@@ -1042,7 +1046,7 @@ impl Backend for Cuda {
         launch(&mut lb, grid_for(n as usize), "scale_f32")
     }
 
-    fn sum_squares(&self, x: &CudaSlice<f32>) -> Result<f64> {
+    fn sum_squares(&self, x: &CudaSlice<f32>) -> Result<Vec<f64>> {
         let n = x.len() as i64;
         let mut partial = drv("alloc partial sums", self.stream.alloc_zeros::<f64>(SSQ_BLOCKS))?;
         {
@@ -1054,7 +1058,7 @@ impl Backend for Cuda {
         }
         let host = drv("download partial sums", self.stream.clone_dtoh(&partial))?;
         drv("synchronize", self.stream.synchronize())?;
-        Ok(host.iter().sum())
+        Ok(vec![host.iter().sum()])
     }
 
     fn ais(

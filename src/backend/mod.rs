@@ -9,10 +9,21 @@
 //!
 //! `Cpu` (in `cpu.rs`) is the readable reference; `Cuda` (in `cuda.rs`) runs the kernels of
 //! `kernels/`. A model written against this trait runs on either without change.
+//!
+//! **Packed models.** A backend may hold P = [`Backend::models`] independent models of the same
+//! shapes at once (a sweep's runs, trained together). Then every buffer is P equal slabs laid out
+//! model-major, and every operation acts on slab p of each of its arguments exactly as the lone
+//! operation would (on CUDA: the model index is a dimension of the launch grid). Sizes and
+//! offsets given to the operations are per model: `zeros(n)` holds n elements per model, `len`
+//! and `copy` count within a slab; `upload`, `write` and `download` move all P slabs at once,
+//! concatenated. Values that differ between models come as one per model: the Gibbs keys, the
+//! optimiser's hyper-parameters, the clipping factors and the sums of squares. [`Packed`] packs
+//! any backend by looping over its models (the CPU's packing and the reference for the GPU's).
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod packed;
 
 use crate::error::Result;
 use crate::float::Float;
@@ -21,6 +32,7 @@ use crate::rng::RngKey;
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, GemmPath};
+pub use packed::Packed;
 
 /// Sizes shared by the sequence operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +65,22 @@ pub struct Mat<'a, Buf> {
     pub trans: bool,
 }
 
+/// Momentum-SGD hyper-parameters of one model (see [`Backend::sgd_momentum`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdHyper<F> {
+    pub lr: F,
+    pub momentum: F,
+    pub weight_decay: F,
+}
+
+/// Fails unless `got` values were given for `models` models.
+pub fn check_models(what: &str, got: usize, models: usize) -> Result<()> {
+    if got != models {
+        return Err(crate::error::Error::Shape(format!("{what}: {got} values for {models} packed models")));
+    }
+    Ok(())
+}
+
 /// The operations of a compute device. See the module comment for layouts.
 pub trait Backend: Send + Sync {
     /// Element type of the device buffers.
@@ -62,6 +90,11 @@ pub trait Backend: Send + Sync {
 
     /// Human-readable device name (e.g. `cpu (2 threads, f32)` or `NVIDIA H100 80GB HBM3`).
     fn name(&self) -> String;
+
+    /// Number of models packed into every buffer and operation (1 for a lone model).
+    fn models(&self) -> usize {
+        1
+    }
 
     // ----- memory ---------------------------------------------------------------------------
 
@@ -150,7 +183,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:
-    /// `v` `[N, V]` holds the start and receives the last visible sample. Step k draws
+    /// `v` `[N, V]` holds the start and receives the last visible sample. `rng` holds one key
+    /// per packed model. Step k draws
     /// h ~ Bernoulli(sigma(v W + bh_t)) with uniforms of counter `counter + 2k` at index `n*H + j`,
     /// then v ~ Bernoulli(sigma(W h + bv_t)) (or Normal(W h + bv_t, 1) when `gaussian`) with
     /// counter `counter + 2k + 1` at index `n*V + i` (normals at uniform indices 2(n*V+i), +1).
@@ -166,7 +200,7 @@ pub trait Backend: Send + Sync {
         nh: usize,
         k: usize,
         gaussian: bool,
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<()>;
 
@@ -253,22 +287,22 @@ pub trait Backend: Send + Sync {
 
     // ----- optimisation -----------------------------------------------------------------------
 
-    /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`.
+    /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`,
+    /// with one set of hyper-parameters per packed model.
     fn sgd_momentum(
         &self,
         param: &mut Self::Buf,
         grad: &Self::Buf,
         vel: &mut Self::Buf,
-        lr: Self::F,
-        momentum: Self::F,
-        weight_decay: Self::F,
+        hyper: &[SgdHyper<Self::F>],
     ) -> Result<()>;
 
-    /// `x *= alpha`.
-    fn scale(&self, x: &mut Self::Buf, alpha: Self::F) -> Result<()>;
+    /// `x *= alpha[p]` in the slab of model p.
+    fn scale(&self, x: &mut Self::Buf, alpha: &[Self::F]) -> Result<()>;
 
-    /// Sum of squares of all elements, in f64 (NaN if any element is NaN or infinite).
-    fn sum_squares(&self, x: &Self::Buf) -> Result<f64>;
+    /// Sum of squares of the elements of each model's slab, in f64 (NaN if any element is NaN
+    /// or infinite).
+    fn sum_squares(&self, x: &Self::Buf) -> Result<Vec<f64>>;
 
     // ----- evaluation ---------------------------------------------------------------------------
 
@@ -277,7 +311,8 @@ pub trait Backend: Send + Sync {
     /// `[N, M]` in f64 (log Z_t estimate = log Z_0 + logmeanexp over M). Chain (n, m) starts
     /// from the base distribution (W = 0), drawing v with counter `counter` at index
     /// `(n*M + m)*V + i`; transition k >= 1 uses counters `counter + 2k - 1` (hidden, index
-    /// `(n*M+m)*H + j`) and `counter + 2k` (visible).
+    /// `(n*M+m)*H + j`) and `counter + 2k` (visible). Packed, every model uses the same key
+    /// and the result holds the models' log-weights one after another (`[P, N, M]`).
     #[allow(clippy::too_many_arguments)]
     fn ais(
         &self,

@@ -168,6 +168,8 @@ pub struct Workspace<B: Backend> {
     /// data frames `[T,B,V]` (padded frames are zero) and frame mask `[T*B]` (1 = real frame)
     pub v: B::Buf,
     pub mask: B::Buf,
+    /// mask / (real frames of the model): the weights of the SPEC 3 cost `[T*B]`
+    pub wmask: B::Buf,
     /// dynamic biases `[T,B,V]`, `[T,B,H]`
     pub bv_t: B::Buf,
     pub bh_t: B::Buf,
@@ -214,6 +216,7 @@ impl<B: Backend> Workspace<B> {
             b,
             v: be.zeros(n * v)?,
             mask: be.zeros(n)?,
+            wmask: be.zeros(n)?,
             bv_t: be.zeros(n * v)?,
             bh_t: be.zeros(n * h)?,
             pre_h: be.zeros(n * h)?,
@@ -242,29 +245,42 @@ impl<B: Backend> Workspace<B> {
         })
     }
 
-    /// Loads a batch of B sequences of at most t_max frames (`frames[b]` is `[T_b, V]`
-    /// row-major), zero-padding to the longest; returns the chunk's T and its real frame count.
-    pub fn load(&mut self, be: &B, frames: &[&[B::F]], nv: usize) -> Result<(usize, usize)> {
-        if frames.len() != self.b {
-            return Err(Error::Shape(format!("workspace holds {} sequences, got {}", self.b, frames.len())));
+    /// Loads a batch of B sequences per packed model, model-major (`frames[p*B + b]` is
+    /// sequence b of model p, `[T_b, V]` row-major), zero-padding to the longest of all. Writes
+    /// the frame mask and `wmask` = mask / (the model's real frames). Returns the chunk's T and
+    /// each model's real frame count.
+    pub fn load(&mut self, be: &B, frames: &[&[B::F]], nv: usize) -> Result<(usize, Vec<usize>)> {
+        let (b, models) = (self.b, be.models());
+        if frames.len() != b * models {
+            return Err(Error::Shape(format!("workspace holds {b} sequences x {models} models, got {}", frames.len())));
         }
         let t = frames.iter().map(|f| f.len() / nv).max().unwrap_or(0);
         if t == 0 || t > self.t_max {
             return Err(Error::Shape(format!("chunk of {t} frames (workspace holds 1..={})", self.t_max)));
         }
-        let b = self.b;
-        let mut v = vec![B::F::ZERO; self.t_max * b * nv];
-        let mut mask = vec![B::F::ZERO; self.t_max * b];
-        let mut real = 0;
-        for (bi, seq) in frames.iter().enumerate() {
-            for s in 0..seq.len() / nv {
-                v[(s * b + bi) * nv..(s * b + bi + 1) * nv].copy_from_slice(&seq[s * nv..(s + 1) * nv]);
-                mask[s * b + bi] = B::F::ONE;
-                real += 1;
+        let slab = self.t_max * b;
+        let mut v = vec![B::F::ZERO; models * slab * nv];
+        let mut mask = vec![B::F::ZERO; models * slab];
+        let mut wmask = vec![B::F::ZERO; models * slab];
+        let mut real = vec![0usize; models];
+        for (p, seqs) in frames.chunks(b).enumerate() {
+            for (bi, seq) in seqs.iter().enumerate() {
+                for s in 0..seq.len() / nv {
+                    let row = p * slab + s * b + bi;
+                    v[row * nv..(row + 1) * nv].copy_from_slice(&seq[s * nv..(s + 1) * nv]);
+                    mask[row] = B::F::ONE;
+                    real[p] += 1;
+                }
+            }
+            // the 1/frames of the SPEC 3 cost, folded into the mask of each model
+            let w = B::F::from_f64(1.0 / real[p].max(1) as f64);
+            for (wm, &m) in wmask[p * slab..(p + 1) * slab].iter_mut().zip(&mask[p * slab..(p + 1) * slab]) {
+                *wm = w * m;
             }
         }
         be.write(&mut self.v, &v)?;
         be.write(&mut self.mask, &mask)?;
+        be.write(&mut self.wmask, &wmask)?;
         Ok((t, real))
     }
 }
@@ -282,8 +298,15 @@ fn m<Buf>(buf: &Buf, offset: usize, trans: bool) -> Mat<'_, Buf> {
 impl<B: Backend> Model<B> {
     /// A model with the default initialisation of SPEC 3.
     pub fn init(be: &B, spec: ModelSpec, w_std: f64, seed: u64) -> Result<Self> {
+        Self::init_packed(be, spec, &[(w_std, seed)])
+    }
+
+    /// The packed models of a packed backend, model p initialised (SPEC 3) from `inits[p]` =
+    /// (weight std, seed): each exactly as [`Model::init`] initialises it alone.
+    pub fn init_packed(be: &B, spec: ModelSpec, inits: &[(f64, u64)]) -> Result<Self> {
         spec.validate()?;
-        let params = Params::from_host(be, init_params(&spec, w_std, seed))?;
+        let host = inits.iter().map(|&(w_std, seed)| init_params(&spec, w_std, seed)).collect();
+        let params = Params::from_host_models(be, host)?;
         Ok(Self { spec, params })
     }
 
@@ -389,14 +412,14 @@ impl<B: Backend> Model<B> {
     }
 
     /// CD-K negative samples: `vneg` = last visible of a K-step Gibbs chain started at each data
-    /// frame under its own RBM (SPEC 3). Padded frames are zeroed.
+    /// frame under its own RBM (SPEC 3), with one key per packed model. Padded frames are zeroed.
     pub fn negatives(
         &self,
         be: &B,
         ws: &mut Workspace<B>,
         t: usize,
         k: usize,
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
@@ -419,34 +442,27 @@ impl<B: Backend> Model<B> {
     }
 
     /// The gradient of the SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` with the
-    /// negatives in `ws.vneg` held fixed, written into `grads` (overwritten).
-    pub fn backward(
-        &self,
-        be: &B,
-        ws: &mut Workspace<B>,
-        t: usize,
-        frames: usize,
-        grads: &mut Params<B>,
-    ) -> Result<()> {
+    /// negatives in `ws.vneg` held fixed, written into `grads` (overwritten). The weights
+    /// m_t / frames are `ws.wmask`, written by [`Workspace::load`].
+    pub fn backward(&self, be: &B, ws: &mut Workspace<B>, t: usize, grads: &mut Params<B>) -> Result<()> {
         let d = self.spec.dims(t, ws.b);
         let (n, b, nv, nh, nu) = (d.n(), d.b, d.v, d.h, d.u);
         let p = &self.params;
         let w = p.get("W")?;
         let (one, zero) = (B::F::ONE, B::F::ZERO);
-        let scale = B::F::from_f64(1.0 / frames.max(1) as f64);
 
         // --- CD part (SPEC 3): ph = sigma(v W + bh_t), ph* = sigma(v* W + bh_t)
         be.hidden_probs(w, &ws.v, &ws.bh_t, n, nv, nh, &mut ws.ph)?;
         be.hidden_probs(w, &ws.vneg, &ws.bh_t, n, nv, nh, &mut ws.phneg)?;
         // d cost / d bv_t = (v* - v) / frames, d cost / d bh_t (direct) = (ph* - ph) / frames
-        be.masked_diff(&ws.vneg, &ws.v, &ws.mask, scale, n, nv, &mut ws.dbv_t)?;
-        be.masked_diff(&ws.phneg, &ws.ph, &ws.mask, scale, n, nh, &mut ws.dbh_t)?;
-        be.mask_rows(&mut ws.ph, &ws.mask, n, nh)?;
-        be.mask_rows(&mut ws.phneg, &ws.mask, n, nh)?;
-        // dW = (v*^T ph* - v^T ph) / frames
+        be.masked_diff(&ws.vneg, &ws.v, &ws.wmask, one, n, nv, &mut ws.dbv_t)?;
+        be.masked_diff(&ws.phneg, &ws.ph, &ws.wmask, one, n, nh, &mut ws.dbh_t)?;
+        be.mask_rows(&mut ws.ph, &ws.wmask, n, nh)?;
+        be.mask_rows(&mut ws.phneg, &ws.wmask, n, nh)?;
+        // dW = (v*^T ph* - v^T ph) / frames (the 1/frames is in the masked ph, ph*)
         let dw = grads.get_mut("W")?;
-        be.gemm(nv, nh, n, scale, m(&ws.vneg, 0, true), m(&ws.phneg, 0, false), zero, dw, 0)?;
-        be.gemm(nv, nh, n, -scale, m(&ws.v, 0, true), m(&ws.ph, 0, false), one, dw, 0)?;
+        be.gemm(nv, nh, n, one, m(&ws.vneg, 0, true), m(&ws.phneg, 0, false), zero, dw, 0)?;
+        be.gemm(nv, nh, n, -one, m(&ws.v, 0, true), m(&ws.ph, 0, false), one, dw, 0)?;
         // dbv = sum_t dbv_t (RNN-RBM adds its own path below, too)
         be.sum_rows(&ws.dbv_t, n, nv, one, zero, grads.get_mut("bv")?)?;
 
@@ -551,22 +567,23 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// The SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` for the negatives in
-    /// `ws.vneg` (after [`Model::forward`]), in f64.
-    pub fn cost(&self, be: &B, ws: &mut Workspace<B>, t: usize, frames: usize) -> Result<f64> {
+    /// The SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` of each packed model for
+    /// the negatives in `ws.vneg` (after [`Model::forward`]), in f64.
+    pub fn cost(&self, be: &B, ws: &mut Workspace<B>, t: usize) -> Result<Vec<f64>> {
         let d = self.spec.dims(t, ws.b);
         let n = d.n();
         let w = self.params.get("W")?;
-        let mask = be.download(&ws.mask)?;
+        let wmask = be.download(&ws.wmask)?;
         be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
         let f_data = be.download(&ws.fe)?;
         be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.vneg, n, d.v, d.h, self.spec.gaussian, &mut ws.fe)?;
         let f_neg = be.download(&ws.fe)?;
-        let mut c = 0.0;
-        for i in 0..n {
-            c += mask[i].to_f64() * (f_data[i].to_f64() - f_neg[i].to_f64());
-        }
-        Ok(c / frames.max(1) as f64)
+        let slab = be.len(&ws.fe);
+        Ok((0..be.models())
+            .map(|p| {
+                (p * slab..p * slab + n).map(|i| wmask[i].to_f64() * (f_data[i].to_f64() - f_neg[i].to_f64())).sum()
+            })
+            .collect())
     }
 }
 

@@ -15,28 +15,55 @@ pub struct Params<B: Backend> {
 }
 
 impl<B: Backend> Params<B> {
-    /// Uploads host tensors `(name, shape, values)`.
-    pub fn from_host(be: &B, host: Vec<(String, Vec<usize>, Vec<f64>)>) -> Result<Self> {
+    /// Uploads host tensors `(name, shape, values)` of a lone model.
+    pub fn from_host(be: &B, host: Vec<HostTensor>) -> Result<Self> {
+        Self::from_host_models(be, vec![host])
+    }
+
+    /// Uploads the host tensors of each packed model (`host[p]` for model p; the same names and
+    /// shapes in the same order for every model).
+    pub fn from_host_models(be: &B, host: Vec<Vec<HostTensor>>) -> Result<Self> {
+        crate::backend::check_models("parameter sets", host.len(), be.models())?;
         let mut p = Params { names: vec![], shapes: vec![], bufs: vec![] };
-        for (name, shape, data) in host {
+        for (name, shape, _) in &host[0] {
             let n: usize = shape.iter().product();
-            if data.len() != n {
-                return Err(Error::Shape(format!("parameter {name}: shape {shape:?} but {} values", data.len())));
+            let mut vals: Vec<B::F> = Vec::with_capacity(n * host.len());
+            for model in &host {
+                let data = match model.iter().find(|t| &t.0 == name) {
+                    Some((_, s, data)) if s == shape && data.len() == n => data,
+                    Some((_, s, data)) => {
+                        return Err(Error::Shape(format!(
+                            "parameter {name}: shape {s:?} with {} values, expected {shape:?}",
+                            data.len()
+                        )))
+                    }
+                    None => return Err(Error::Shape(format!("a packed model lacks parameter {name}"))),
+                };
+                vals.extend(data.iter().map(|&x| B::F::from_f64(x)));
             }
-            let vals: Vec<B::F> = data.iter().map(|&x| B::F::from_f64(x)).collect();
             p.bufs.push(be.upload(&vals)?);
-            p.names.push(name);
-            p.shapes.push(shape);
+            p.names.push(name.clone());
+            p.shapes.push(shape.clone());
         }
         Ok(p)
     }
 
-    /// Downloads every tensor as f64.
+    /// Downloads every tensor of a lone model as f64 (model 0 of a packed backend).
     pub fn to_host(&self, be: &B) -> Result<Vec<HostTensor>> {
-        let mut out = vec![];
+        Ok(self.to_host_models(be)?.swap_remove(0))
+    }
+
+    /// Downloads every tensor of every packed model as f64: `out[p]` holds model p's.
+    pub fn to_host_models(&self, be: &B) -> Result<Vec<Vec<HostTensor>>> {
+        let models = be.models();
+        let mut out = vec![vec![]; models];
         for ((name, shape), buf) in self.names.iter().zip(&self.shapes).zip(&self.bufs) {
-            let data = be.download(buf)?.iter().map(|x| x.to_f64()).collect();
-            out.push((name.clone(), shape.clone(), data));
+            let all = be.download(buf)?;
+            let n: usize = shape.iter().product();
+            for (p, model) in out.iter_mut().enumerate() {
+                let data = all[p * n..(p + 1) * n].iter().map(|x| x.to_f64()).collect();
+                model.push((name.clone(), shape.clone(), data));
+            }
         }
         Ok(out)
     }
