@@ -7,12 +7,13 @@
 //! needs only the parameters, velocities, update count and position in the epoch to continue
 //! bit for bit where a killed run stopped.
 
-use crate::backend::Backend;
+use crate::backend::{check_models, Backend, SgdHyper};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, ValidMetric};
 use crate::data::{Dataset, Sequence};
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::model::params::HostTensor;
 use crate::model::{Model, Params, Workspace};
 use crate::rng::{HostRng, RngKey};
 use std::collections::HashMap;
@@ -72,86 +73,169 @@ struct Progress {
     wall_s: f64,
 }
 
-/// A model with its optimiser state and buffers on a backend.
+/// Fails unless the configs can be trained as one pack: the same model, data, chunking, batch
+/// and schedule of K (see [`pack_key`]).
+pub fn check_packable(cfgs: &[Config]) -> Result<()> {
+    let Some(first) = cfgs.first() else {
+        return Err(Error::msg("a pack needs at least one run"));
+    };
+    if let Some(c) = cfgs.iter().find(|c| pack_key(c) != pack_key(first)) {
+        return Err(Error::msg(format!(
+            "runs differ in model, data, chunk_frames, batch or cd_schedule, so they cannot share a pack:\n{}\nvs\n{}",
+            pack_key(first),
+            pack_key(c)
+        )));
+    }
+    Ok(())
+}
+
+/// What the runs of a pack must share: the model, the data, the chunking, the batch and the
+/// schedule of K. Everything else (optimiser, initialisation, seed, length of training,
+/// validation, early stopping, logging) is each run's own.
+pub fn pack_key(cfg: &Config) -> String {
+    let t = &cfg.train;
+    let v = serde_json::json!({"model": cfg.model, "data": cfg.data.path, "chunk_frames": t.chunk_frames,
+        "batch": t.batch, "cd_schedule": t.cd_schedule});
+    v.to_string()
+}
+
+/// Models with their optimiser state and buffers on a backend: one model, or P packed models
+/// (one config each) on a backend with `models() == P`.
 pub struct Trainer<'a, B: Backend> {
     pub be: &'a B,
-    pub cfg: Config,
+    pub cfgs: Vec<Config>,
     pub model: Model<B>,
     pub vel: Params<B>,
     pub grads: Params<B>,
     pub ws: Workspace<B>,
+    hyper: Vec<SgdHyper<B::F>>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
-    /// A freshly initialised model (SPEC 3 initialisation from `cfg.train.seed`).
+    /// A freshly initialised lone model (SPEC 3 initialisation from `cfg.train.seed`).
     pub fn new(be: &'a B, cfg: Config) -> Result<Self> {
-        let model = Model::init(be, cfg.model.clone(), cfg.init.weight_std, cfg.train.seed)?;
-        Self::with_model(be, cfg, model)
+        Self::new_packed(be, vec![cfg])
     }
 
-    pub fn with_model(be: &'a B, cfg: Config, model: Model<B>) -> Result<Self> {
+    /// Freshly initialised packed models, model p from `cfgs[p]` exactly as it would be alone.
+    pub fn new_packed(be: &'a B, cfgs: Vec<Config>) -> Result<Self> {
+        let inits: Vec<(f64, u64)> = cfgs.iter().map(|c| (c.init.weight_std, c.train.seed)).collect();
+        let spec = cfgs.first().map(|c| c.model.clone()).ok_or_else(|| Error::msg("no runs to train"))?;
+        check_models("configs", cfgs.len(), be.models())?;
+        let model = Model::init_packed(be, spec, &inits)?;
+        Self::with_model(be, cfgs, model)
+    }
+
+    pub fn with_model(be: &'a B, cfgs: Vec<Config>, model: Model<B>) -> Result<Self> {
+        check_packable(&cfgs)?;
+        check_models("configs", cfgs.len(), be.models())?;
         let vel = model.zeros_like(be)?;
         let grads = model.zeros_like(be)?;
-        let ws = Workspace::new(be, &cfg.model, cfg.train.chunk_frames, cfg.train.batch)?;
-        Ok(Self { be, cfg, model, vel, grads, ws })
+        let tc = &cfgs[0].train;
+        let ws = Workspace::new(be, &cfgs[0].model, tc.chunk_frames, tc.batch)?;
+        let hyper = cfgs
+            .iter()
+            .map(|c| SgdHyper {
+                lr: B::F::from_f64(c.train.lr),
+                momentum: B::F::from_f64(c.train.momentum),
+                weight_decay: B::F::from_f64(c.train.weight_decay),
+            })
+            .collect();
+        Ok(Self { be, cfgs, model, vel, grads, ws, hyper })
     }
 
-    /// One parameter update on a batch of chunks (each `[T_b, V]`): forward, CD-K negatives,
-    /// BPTT gradient, optional clipping, momentum SGD. Returns the chunk's T and real frames.
+    /// The config of model 0 (the only one of a lone trainer).
+    pub fn cfg(&self) -> &Config {
+        &self.cfgs[0]
+    }
+
+    /// One parameter update of a lone model on a batch of chunks (each `[T_b, V]`). Returns the
+    /// chunk's T and real frames.
     pub fn step(&mut self, chunks: &[&[B::F]], update: u64) -> Result<(usize, usize)> {
-        let be = self.be;
-        let tc = &self.cfg.train;
-        let nv = self.cfg.model.visible;
-        let (t, frames) = self.ws.load(be, chunks, nv)?;
-        self.model.forward(be, &mut self.ws, t, false)?;
-        let key = RngKey::new(tc.seed ^ GIBBS_SALT, update as u32);
-        self.model.negatives(be, &mut self.ws, t, tc.cd_k(update), &[key], 0)?;
-        self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
-        if tc.grad_clip > 0.0 {
-            let mut sq = 0.0;
-            for g in &self.grads.bufs {
-                sq += be.sum_squares(g)?[0];
-            }
-            let norm = sq.sqrt();
-            if norm > tc.grad_clip {
-                let s = B::F::from_f64(tc.grad_clip / norm);
-                for g in self.grads.bufs.iter_mut() {
-                    be.scale(g, &[s])?;
-                }
-            }
-        }
-        let hyper = crate::backend::SgdHyper {
-            lr: B::F::from_f64(tc.lr),
-            momentum: B::F::from_f64(tc.momentum),
-            weight_decay: B::F::from_f64(tc.weight_decay),
-        };
-        for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
-            be.sgd_momentum(p, g, v, &[hyper])?;
-        }
+        let (t, frames) = self.step_packed(chunks, &[update])?;
         Ok((t, frames[0]))
     }
 
-    /// The SPEC 3 cost of the batch last passed to [`Trainer::step`], with the parameters
-    /// before that step's update (it is computed from the buffers of the forward pass).
-    pub fn last_cost(&mut self, t: usize, frames: usize) -> Result<f64> {
-        let _ = frames;
-        Ok(self.model.cost(self.be, &mut self.ws, t)?[0])
-    }
-
-    /// Fails with [`Error::Divergence`] when a parameter is NaN or infinite.
-    pub fn check_finite(&self) -> Result<()> {
-        for (name, buf) in self.model.params.names.iter().zip(&self.model.params.bufs) {
-            let s = self.be.sum_squares(buf)?[0];
-            if !s.is_finite() {
-                return Err(Error::Divergence(format!("parameter `{name}` holds NaN or infinite values")));
+    /// One parameter update of every packed model, model p on `chunks[p*B .. (p+1)*B]` at its
+    /// update number `updates[p]`: forward, CD-K negatives, BPTT gradient, optional clipping,
+    /// momentum SGD. Returns the chunk's T and each model's real frames.
+    pub fn step_packed(&mut self, chunks: &[&[B::F]], updates: &[u64]) -> Result<(usize, Vec<usize>)> {
+        let be = self.be;
+        let nv = self.cfgs[0].model.visible;
+        check_models("update numbers", updates.len(), self.cfgs.len())?;
+        let k = self.cfgs[0].train.cd_k(updates[0]);
+        if updates.iter().zip(&self.cfgs).any(|(&u, c)| c.train.cd_k(u) != k) {
+            return Err(Error::msg("packed models are at updates with different CD-K"));
+        }
+        let (t, frames) = self.ws.load(be, chunks, nv)?;
+        self.model.forward(be, &mut self.ws, t, false)?;
+        let keys: Vec<RngKey> =
+            self.cfgs.iter().zip(updates).map(|(c, &u)| RngKey::new(c.train.seed ^ GIBBS_SALT, u as u32)).collect();
+        self.model.negatives(be, &mut self.ws, t, k, &keys, 0)?;
+        self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
+        if self.cfgs.iter().any(|c| c.train.grad_clip > 0.0) {
+            let mut sq = vec![0.0; self.cfgs.len()];
+            for g in &self.grads.bufs {
+                sq.iter_mut().zip(be.sum_squares(g)?).for_each(|(a, b)| *a += b);
+            }
+            let factors: Vec<B::F> = self
+                .cfgs
+                .iter()
+                .zip(&sq)
+                .map(|(c, &sq)| {
+                    let (clip, norm) = (c.train.grad_clip, sq.sqrt());
+                    B::F::from_f64(if clip > 0.0 && norm > clip { clip / norm } else { 1.0 })
+                })
+                .collect();
+            if factors.iter().any(|&f| f != B::F::ONE) {
+                for g in self.grads.bufs.iter_mut() {
+                    be.scale(g, &factors)?;
+                }
             }
         }
-        Ok(())
+        for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
+            be.sgd_momentum(p, g, v, &self.hyper)?;
+        }
+        Ok((t, frames))
     }
 
-    fn to_checkpoint(&self, prog: &Progress) -> Result<Checkpoint> {
-        let params = self.model.params.to_host(self.be)?;
-        let extra = self.vel.to_host(self.be)?.into_iter().map(|(n, s, v)| (format!("vel.{n}"), s, v)).collect();
+    /// The SPEC 3 cost of each model on the batch last passed to [`Trainer::step_packed`], with
+    /// the parameters before that step's update (from the buffers of its forward pass).
+    pub fn last_costs(&mut self, t: usize) -> Result<Vec<f64>> {
+        self.model.cost(self.be, &mut self.ws, t)
+    }
+
+    /// For each model: None, or which parameter holds NaN or infinite values.
+    pub fn non_finite(&self) -> Result<Vec<Option<String>>> {
+        let mut bad = vec![None; self.cfgs.len()];
+        for (name, buf) in self.model.params.names.iter().zip(&self.model.params.bufs) {
+            for (b, s) in bad.iter_mut().zip(self.be.sum_squares(buf)?) {
+                if b.is_none() && !s.is_finite() {
+                    *b = Some(format!("parameter `{name}` holds NaN or infinite values"));
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Fails with [`Error::Divergence`] when a parameter of any model is NaN or infinite.
+    pub fn check_finite(&self) -> Result<()> {
+        match self.non_finite()?.into_iter().flatten().next() {
+            Some(msg) => Err(Error::Divergence(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Model p's parameters as host tensors.
+    pub fn host_params(&self, p: usize) -> Result<Vec<HostTensor>> {
+        Ok(self.model.params.to_host_models(self.be)?.swap_remove(p))
+    }
+
+    fn to_checkpoint(&self, p: usize, prog: &Progress) -> Result<Checkpoint> {
+        let cfg = &self.cfgs[p];
+        let params = self.host_params(p)?;
+        let vel = self.vel.to_host_models(self.be)?.swap_remove(p);
+        let extra = vel.into_iter().map(|(n, s, v)| (format!("vel.{n}"), s, v)).collect();
         let mut meta = HashMap::new();
         meta.insert("update".into(), prog.update.to_string());
         meta.insert("epoch".into(), prog.epoch.to_string());
@@ -159,28 +243,32 @@ impl<'a, B: Backend> Trainer<'a, B> {
         meta.insert("best_valid".into(), prog.best_valid.map(|x| format!("{x:e}")).unwrap_or_default());
         meta.insert("bad_validations".into(), prog.bad_validations.to_string());
         meta.insert("wall_s".into(), format!("{}", prog.wall_s));
-        meta.insert("config".into(), self.cfg.to_yaml());
-        meta.insert("rng".into(), format!("philox4x32-10 seed {} (positional; see train.rs)", self.cfg.train.seed));
+        meta.insert("config".into(), cfg.to_yaml());
+        meta.insert("rng".into(), format!("philox4x32-10 seed {} (positional; see train.rs)", cfg.train.seed));
         meta.insert("device".into(), self.be.name());
-        Ok(Checkpoint { spec: self.cfg.model.clone(), params, extra, meta })
+        Ok(Checkpoint { spec: cfg.model.clone(), params, extra, meta })
     }
 
-    /// Restores parameters, velocities and progress from a checkpoint written by this trainer.
-    fn restore(&mut self, ck: &Checkpoint) -> Result<Progress> {
-        if ck.spec != self.cfg.model {
+    /// Restores model p's parameters, velocities and progress from a checkpoint of this trainer.
+    fn restore(&mut self, p: usize, ck: &Checkpoint) -> Result<Progress> {
+        if ck.spec != self.cfgs[p].model {
             return Err(Error::msg("checkpoint model does not match the config's model"));
         }
-        let up = |vals: &[f64]| vals.iter().map(|&x| B::F::from_f64(x)).collect::<Vec<_>>();
-        for (i, (name, _, vals)) in ck.params.iter().enumerate() {
-            debug_assert_eq!(&self.model.params.names[i], name);
-            self.be.write(&mut self.model.params.bufs[i], &up(vals))?;
+        let mut vals = vec![];
+        for (i, name) in self.model.params.names.iter().enumerate() {
+            let t = ck.params.iter().find(|t| &t.0 == name);
+            vals.push(t.ok_or_else(|| Error::msg(format!("checkpoint lacks `{name}`")))?.2.as_slice());
+            debug_assert_eq!(&ck.params[i].0, name);
         }
-        for (i, name) in self.vel.names.clone().iter().enumerate() {
+        write_model(self.be, &mut self.model.params, p, &vals)?;
+        let mut vals = vec![];
+        for name in &self.vel.names {
             let key = format!("vel.{name}");
-            let vals =
+            let t =
                 ck.extra.iter().find(|e| e.0 == key).ok_or_else(|| Error::msg(format!("checkpoint lacks `{key}`")))?;
-            self.be.write(&mut self.vel.bufs[i], &up(&vals.2))?;
+            vals.push(t.2.as_slice());
         }
+        write_model(self.be, &mut self.vel, p, &vals)?;
         let get = |k: &str| ck.meta.get(k).cloned().unwrap_or_default();
         let num = |k: &str| {
             get(k).parse::<u64>().map_err(|_| Error::msg(format!("checkpoint metadata `{k}` is missing or invalid")))
@@ -194,6 +282,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
             wall_s: get("wall_s").parse().unwrap_or(0.0),
         })
     }
+}
+
+/// Replaces model p's slab of each tensor in `set` with `values[i]` (a host round trip).
+fn write_model<B: Backend>(be: &B, set: &mut Params<B>, p: usize, values: &[&[f64]]) -> Result<()> {
+    for (buf, vals) in set.bufs.iter_mut().zip(values) {
+        let mut all = be.download(buf)?;
+        let n = be.len(buf);
+        if vals.len() != n {
+            return Err(Error::Shape(format!("checkpoint tensor of {} values, model has {n}", vals.len())));
+        }
+        all[p * n..(p + 1) * n].iter_mut().zip(vals.iter()).for_each(|(a, &x)| *a = B::F::from_f64(x));
+        be.write(buf, &all)?;
+    }
+    Ok(())
 }
 
 /// A cheap validation figure (see [`ValidMetric`]); higher is better for `AisLl`, and the cost is
@@ -330,12 +432,29 @@ pub fn plot_curves(out_dir: &Path) -> Result<()> {
 pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -> Result<RunSummary> {
     let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
     let valid_cfg = cfg.clone();
-    let mut valid = |m: &Model<B>| validate(be, m, &valid_cfg, &data.valid);
+    let mut valid = |_: usize, m: &Model<B>| validate(be, m, &valid_cfg, &data.valid);
     run_chunks(be, cfg, chunks, &mut valid, opts)
 }
 
-/// Validation figure of a model (higher is better), or None.
-pub type ValidFn<'a, B> = dyn FnMut(&Model<B>) -> Result<Option<f64>> + 'a;
+/// Trains packed runs (`cfgs[p]` into `opts[p].out_dir`, see [`run_pack`]) on the piano rolls of
+/// `data`, validating on the lone backend `lone` of the same device.
+pub fn run_packed<B: Backend, L: Backend<F = B::F>>(
+    be: &B,
+    lone: &L,
+    cfgs: Vec<Config>,
+    data: &Dataset,
+    opts: &[RunOptions],
+) -> Result<Vec<Result<RunSummary>>> {
+    let chunk_frames = cfgs.first().map_or(1, |c| c.train.chunk_frames);
+    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, chunk_frames);
+    let valid_cfgs = cfgs.clone();
+    let mut valid = |p: usize, m: &Model<L>| validate(lone, m, &valid_cfgs[p], &data.valid);
+    run_pack(be, lone, cfgs, &chunks, &mut valid, opts)
+}
+
+/// Validation figure of model p (higher is better), or None. The model is given alone, on the
+/// lone backend of the run.
+pub type ValidFn<'a, B> = dyn FnMut(usize, &Model<B>) -> Result<Option<f64>> + 'a;
 
 /// Trains `cfg` on dense chunks (`[T_c, V]` each, binary or real-valued) into `opts.out_dir`,
 /// validating with `valid` every `train.valid_every` epochs.
@@ -346,37 +465,94 @@ pub fn run_chunks<B: Backend>(
     valid_fn: &mut ValidFn<'_, B>,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    let out = &opts.out_dir;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let ck_path = out.join("checkpoint.safetensors");
-    let metrics_path = out.join("metrics.jsonl");
-    let mut trainer = Trainer::new(be, cfg.clone())?;
-    let mut prog = Progress::default();
-    if opts.resume {
-        let ck = checkpoint::load(&ck_path)?;
-        prog = trainer.restore(&ck)?;
-        if opts.verbose {
-            eprintln!("resuming from {} at update {}, epoch {}", ck_path.display(), prog.update, prog.epoch + 1);
-        }
-    } else {
-        crate::error::write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
-        let _ = std::fs::remove_file(&metrics_path);
+    run_pack(be, be, vec![cfg], &chunks, valid_fn, std::slice::from_ref(opts))?.remove(0)
+}
+
+/// Where one run of a pack stands.
+struct RunState<'o> {
+    opts: &'o RunOptions,
+    ck_path: PathBuf,
+    metrics_path: PathBuf,
+    prog: Progress,
+    last_good: Progress,
+    epoch_cost: (f64, usize),
+    /// The shuffled chunk order of epoch `order.0`.
+    order: (usize, Vec<usize>),
+    stopped_early: bool,
+    wall0: f64,
+    update0: u64,
+    result: Option<Result<RunSummary>>,
+}
+
+impl RunState<'_> {
+    fn label(&self) -> String {
+        self.opts.out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
-    let tc = cfg.train.clone();
+}
+
+/// Trains P runs as one pack on `be` (`be.models() == cfgs.len()`; one run on a lone backend):
+/// `cfgs[p]` into `opts[p].out_dir`, each exactly as it would train alone (its own
+/// initialisation, data order, Gibbs keys, optimiser, validation, early stopping and
+/// checkpoints), in lockstep, one update of every model per step. A run that has finished
+/// (epochs, update budget, early stop, divergence) keeps its results while the others go on; its
+/// slab still computes but is ignored. Validation runs model p alone on `lone`, after a host
+/// round trip of its parameters. Returns each run's result; the outer error is one that stops
+/// the whole pack (the device, the data).
+pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
+    be: &B,
+    lone: &L,
+    cfgs: Vec<Config>,
+    chunks: &[Vec<B::F>],
+    valid_fn: &mut ValidFn<'_, L>,
+    opts: &[RunOptions],
+) -> Result<Vec<Result<RunSummary>>> {
+    check_models("run options", opts.len(), cfgs.len())?;
     if chunks.is_empty() {
         return Err(Error::msg("the training split has no frames"));
     }
-    let batches_per_epoch = chunks.len().div_ceil(tc.batch);
-    let start = Instant::now();
-    let wall0 = prog.wall_s;
-    let update0 = prog.update;
-    let mut stopped_early = false;
-    let bar = if opts.progress {
-        let total = if tc.max_updates > 0 {
-            tc.max_updates.min((batches_per_epoch * tc.epochs) as u64)
-        } else {
-            (batches_per_epoch * tc.epochs) as u64
+    let mut trainer = Trainer::new_packed(be, cfgs.clone())?;
+    let mut runs: Vec<RunState> = vec![];
+    for (p, o) in opts.iter().enumerate() {
+        let out = &o.out_dir;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let mut st = RunState {
+            opts: o,
+            ck_path: out.join("checkpoint.safetensors"),
+            metrics_path: out.join("metrics.jsonl"),
+            prog: Progress::default(),
+            last_good: Progress::default(),
+            epoch_cost: (0.0, 0),
+            order: (usize::MAX, vec![]),
+            stopped_early: false,
+            wall0: 0.0,
+            update0: 0,
+            result: None,
         };
+        if o.resume {
+            let ck = checkpoint::load(&st.ck_path)?;
+            st.prog = trainer.restore(p, &ck)?;
+            if o.verbose {
+                let (u, e) = (st.prog.update, st.prog.epoch + 1);
+                eprintln!("resuming from {} at update {u}, epoch {e}", st.ck_path.display());
+            }
+        } else {
+            crate::error::write_atomic(&out.join("config.yaml"), cfgs[p].to_yaml().as_bytes())?;
+            let _ = std::fs::remove_file(&st.metrics_path);
+        }
+        // a resumed run that had already stopped early stays stopped
+        let tc = &cfgs[p].train;
+        st.stopped_early = tc.patience > 0 && st.prog.bad_validations >= tc.patience;
+        st.last_good = st.prog.clone();
+        st.wall0 = st.prog.wall_s;
+        st.update0 = st.prog.update;
+        runs.push(st);
+    }
+    let tc0 = cfgs[0].train.clone();
+    let batches_per_epoch = chunks.len().div_ceil(tc0.batch);
+    let start = Instant::now();
+    let bar = opts[0].progress.then(|| {
+        let epochs_total = (batches_per_epoch * tc0.epochs) as u64;
+        let total = if tc0.max_updates > 0 { tc0.max_updates.min(epochs_total) } else { epochs_total };
         let pb = indicatif::ProgressBar::new(total);
         pb.set_style(
             indicatif::ProgressStyle::with_template(
@@ -384,135 +560,200 @@ pub fn run_chunks<B: Backend>(
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        pb.set_position(prog.update);
-        Some(pb)
-    } else {
-        None
+        pb.set_position(runs.iter().map(|r| r.prog.update).max().unwrap_or(0));
+        pb
+    });
+    let say = |msg: String| match &bar {
+        Some(pb) => pb.println(msg),
+        None => eprintln!("{msg}"),
     };
-    let save = |trainer: &Trainer<B>, prog: &Progress, name: &str| -> Result<()> {
-        checkpoint::save(&out.join(name), &trainer.to_checkpoint(prog)?)
+    let packed = cfgs.len() > 1;
+    let save = |trainer: &Trainer<B>, p: usize, st: &RunState, name: &str| -> Result<()> {
+        checkpoint::save(&st.opts.out_dir.join(name), &trainer.to_checkpoint(p, &st.prog)?)
     };
-    let mut last_good = prog.clone();
-    let mut epoch_cost = (0.0f64, 0usize);
-    // a resumed run that had already stopped early stays stopped
-    if tc.patience > 0 && prog.bad_validations >= tc.patience {
-        stopped_early = true;
-    }
-    'epochs: while !stopped_early && prog.epoch < tc.epochs {
-        let mut order: Vec<usize> = (0..chunks.len()).collect();
-        if tc.shuffle {
-            HostRng::new(tc.seed, 0x5EED + prog.epoch as u32).shuffle(&mut order);
+    // The end of an epoch of run p: validate, early-stop, checkpoint, curves.
+    let mut end_epoch = |trainer: &Trainer<B>, p: usize, st: &mut RunState| -> Result<()> {
+        let tc = &cfgs[p].train;
+        st.prog.epoch += 1;
+        st.prog.batch_pos = 0;
+        if let Some(msg) = trainer.non_finite()?.swap_remove(p) {
+            return Err(Error::Divergence(msg));
         }
-        while prog.batch_pos < batches_per_epoch {
-            if tc.max_updates > 0 && prog.update >= tc.max_updates {
-                break 'epochs;
-            }
-            let ids = &order[prog.batch_pos * tc.batch..((prog.batch_pos + 1) * tc.batch).min(order.len())];
-            let mut batch: Vec<&[B::F]> = ids.iter().map(|&i| chunks[i].as_slice()).collect();
-            while batch.len() < tc.batch {
-                batch.push(&[]); // an all-padding sequence at the end of an epoch
-            }
-            let (t, frames) = trainer.step(&batch, prog.update)?;
-            prog.update += 1;
-            prog.batch_pos += 1;
-            if prog.update % tc.log_every == 0 {
-                // the cost of this batch before its update, from the buffers of its forward pass
-                let cost = trainer.last_cost(t, frames)?;
-                if !cost.is_finite() || trainer.check_finite().is_err() {
-                    if let Some(pb) = &bar {
-                        pb.abandon();
-                    }
-                    return Err(Error::Divergence(format!(
-                        "non-finite cost or parameter at update {}; the last good checkpoint ({}, update {}) is kept",
-                        prog.update,
-                        ck_path.display(),
-                        last_good.update
-                    )));
-                }
-                epoch_cost.0 += cost;
-                epoch_cost.1 += 1;
-                let el = start.elapsed().as_secs_f64();
-                append_jsonl(
-                    &metrics_path,
-                    &serde_json::json!({"kind": "step", "update": prog.update, "epoch": prog.epoch + 1, "cost": cost,
-                        "k": tc.cd_k(prog.update - 1), "wall_s": wall0 + el}),
-                )?;
-                if let Some(pb) = &bar {
-                    pb.set_message(format!("cost {cost:.4} K={}", tc.cd_k(prog.update - 1)));
-                }
-            }
-            if let Some(pb) = &bar {
-                pb.set_position(prog.update);
-            }
-            if tc.checkpoint_every > 0 && prog.update % tc.checkpoint_every == 0 {
-                trainer.check_finite()?;
-                prog.wall_s = wall0 + start.elapsed().as_secs_f64();
-                save(&trainer, &prog, "checkpoint.safetensors")?;
-                last_good = prog.clone();
-            }
-        }
-        // end of an epoch: validate, early-stop, checkpoint, curves
-        prog.epoch += 1;
-        prog.batch_pos = 0;
-        trainer.check_finite()?;
         let mut valid = None;
-        if tc.valid_metric != ValidMetric::None && prog.epoch % tc.valid_every == 0 {
-            valid = valid_fn(&trainer.model)?;
+        if tc.valid_metric != ValidMetric::None && st.prog.epoch.is_multiple_of(tc.valid_every) {
+            let alone = Model::from_host(lone, cfgs[p].model.clone(), trainer.host_params(p)?)?;
+            valid = valid_fn(p, &alone)?;
             if let Some(v) = valid {
-                if prog.best_valid.is_none_or(|b| v > b) {
-                    prog.best_valid = Some(v);
-                    prog.bad_validations = 0;
-                    save(&trainer, &prog, "best.safetensors")?;
+                if st.prog.best_valid.is_none_or(|b| v > b) {
+                    st.prog.best_valid = Some(v);
+                    st.prog.bad_validations = 0;
+                    save(trainer, p, st, "best.safetensors")?;
                 } else {
-                    prog.bad_validations += 1;
+                    st.prog.bad_validations += 1;
                 }
             }
         }
-        let el = start.elapsed().as_secs_f64();
-        prog.wall_s = wall0 + el;
-        let train_cost = if epoch_cost.1 > 0 { Some(epoch_cost.0 / epoch_cost.1 as f64) } else { None };
+        st.prog.wall_s = st.wall0 + start.elapsed().as_secs_f64();
+        let (sum, n) = std::mem::take(&mut st.epoch_cost);
+        let train_cost = (n > 0).then(|| sum / n as f64);
         append_jsonl(
-            &metrics_path,
-            &serde_json::json!({"kind": "epoch", "epoch": prog.epoch, "update": prog.update, "train_cost": train_cost,
-                "valid": valid, "valid_metric": tc.valid_metric, "wall_s": prog.wall_s}),
+            &st.metrics_path,
+            &serde_json::json!({"kind": "epoch", "epoch": st.prog.epoch, "update": st.prog.update,
+                "train_cost": train_cost, "valid": valid, "valid_metric": tc.valid_metric, "wall_s": st.prog.wall_s}),
         )?;
-        epoch_cost = (0.0, 0);
-        if opts.verbose {
+        if st.opts.verbose {
             let v = valid.map(|v| format!(", valid {v:.4}")).unwrap_or_default();
             let c = train_cost.map(|c| format!(", cost {c:.4}")).unwrap_or_default();
-            let msg = format!("epoch {} (update {}){c}{v}", prog.epoch, prog.update);
-            match &bar {
-                Some(pb) => pb.println(msg),
-                None => eprintln!("{msg}"),
+            let who = if packed { format!("{}: ", st.label()) } else { String::new() };
+            say(format!("{who}epoch {} (update {}){c}{v}", st.prog.epoch, st.prog.update));
+        }
+        save(trainer, p, st, "checkpoint.safetensors")?;
+        if tc.patience > 0 && st.prog.bad_validations >= tc.patience {
+            st.stopped_early = true;
+        } else {
+            st.last_good = st.prog.clone();
+            let _ = plot_curves(&st.opts.out_dir);
+        }
+        Ok(())
+    };
+    let finish = |trainer: &Trainer<B>, p: usize, st: &mut RunState| -> Result<RunSummary> {
+        st.prog.wall_s = st.wall0 + start.elapsed().as_secs_f64();
+        save(trainer, p, st, "checkpoint.safetensors")?;
+        if st.prog.best_valid.is_none() {
+            save(trainer, p, st, "best.safetensors")?;
+        }
+        let _ = plot_curves(&st.opts.out_dir);
+        let el = start.elapsed().as_secs_f64();
+        Ok(RunSummary {
+            updates: st.prog.update,
+            epochs_done: st.prog.epoch,
+            best_valid: st.prog.best_valid,
+            stopped_early: st.stopped_early,
+            wall_s: st.prog.wall_s,
+            updates_per_s: (st.prog.update - st.update0) as f64 / el.max(1e-9),
+        })
+    };
+    loop {
+        // the next batch of every run that goes on (None: finished)
+        let mut batches: Vec<Option<&[usize]>> = vec![];
+        for (p, st) in runs.iter_mut().enumerate() {
+            let tc = &cfgs[p].train;
+            loop {
+                if st.result.is_some() {
+                    break;
+                }
+                let budget_spent = tc.max_updates > 0 && st.prog.update >= tc.max_updates;
+                if st.stopped_early
+                    || st.prog.epoch >= tc.epochs
+                    || st.prog.batch_pos < batches_per_epoch && budget_spent
+                {
+                    st.result = Some(finish(&trainer, p, st));
+                    break;
+                }
+                if st.prog.batch_pos < batches_per_epoch {
+                    break;
+                }
+                if let Err(e) = end_epoch(&trainer, p, st) {
+                    st.result = Some(Err(e));
+                }
+            }
+            if st.result.is_none() && st.order.0 != st.prog.epoch {
+                let mut order: Vec<usize> = (0..chunks.len()).collect();
+                if tc.shuffle {
+                    HostRng::new(tc.seed, 0x5EED + st.prog.epoch as u32).shuffle(&mut order);
+                }
+                st.order = (st.prog.epoch, order);
             }
         }
-        if tc.patience > 0 && prog.bad_validations >= tc.patience {
-            stopped_early = true;
-            save(&trainer, &prog, "checkpoint.safetensors")?;
-            break;
+        for st in &runs {
+            batches.push(st.result.is_none().then(|| {
+                let (pos, b) = (st.prog.batch_pos, tc0.batch);
+                &st.order.1[pos * b..((pos + 1) * b).min(st.order.1.len())]
+            }));
         }
-        save(&trainer, &prog, "checkpoint.safetensors")?;
-        last_good = prog.clone();
-        let _ = plot_curves(out);
+        let Some(lead) = runs.iter().position(|st| st.result.is_none()) else {
+            break;
+        };
+        // finished runs get all-padding batches; short batches at the end of an epoch are padded
+        let mut refs: Vec<&[B::F]> = Vec::with_capacity(runs.len() * tc0.batch);
+        for ids in &batches {
+            let ids = ids.unwrap_or(&[]);
+            refs.extend(ids.iter().map(|&i| chunks[i].as_slice()));
+            refs.extend(std::iter::repeat_n(&[][..], tc0.batch - ids.len()));
+        }
+        let updates: Vec<u64> =
+            runs.iter().map(|st| if st.result.is_none() { st.prog.update } else { runs[lead].prog.update }).collect();
+        let (t, _) = trainer.step_packed(&refs, &updates)?;
+        let mut costs: Option<Vec<f64>> = None;
+        let mut bad: Option<Vec<Option<String>>> = None;
+        for (p, st) in runs.iter_mut().enumerate() {
+            if st.result.is_some() {
+                continue;
+            }
+            let tc = &cfgs[p].train;
+            st.prog.update += 1;
+            st.prog.batch_pos += 1;
+            if st.prog.update % tc.log_every == 0 {
+                // the cost of this batch before its update, from the buffers of its forward pass
+                let cost = match &costs {
+                    Some(c) => c[p],
+                    None => costs.insert(trainer.last_costs(t)?)[p],
+                };
+                let nonfinite = match &bad {
+                    Some(b) => b[p].is_some(),
+                    None => bad.insert(trainer.non_finite()?)[p].is_some(),
+                };
+                if !cost.is_finite() || nonfinite {
+                    st.result = Some(Err(Error::Divergence(format!(
+                        "non-finite cost or parameter at update {}; the last good checkpoint ({}, update {}) is kept",
+                        st.prog.update,
+                        st.ck_path.display(),
+                        st.last_good.update
+                    ))));
+                    continue;
+                }
+                st.epoch_cost.0 += cost;
+                st.epoch_cost.1 += 1;
+                let k = tc.cd_k(st.prog.update - 1);
+                append_jsonl(
+                    &st.metrics_path,
+                    &serde_json::json!({"kind": "step", "update": st.prog.update, "epoch": st.prog.epoch + 1,
+                        "cost": cost, "k": k, "wall_s": st.wall0 + start.elapsed().as_secs_f64()}),
+                )?;
+                if let (Some(pb), false) = (&bar, packed) {
+                    pb.set_message(format!("cost {cost:.4} K={k}"));
+                }
+            }
+            if tc.checkpoint_every > 0 && st.prog.update % tc.checkpoint_every == 0 {
+                let msg = match &bad {
+                    Some(b) => b[p].clone(),
+                    None => bad.insert(trainer.non_finite()?)[p].clone(),
+                };
+                if let Some(msg) = msg {
+                    st.result = Some(Err(Error::Divergence(msg)));
+                    continue;
+                }
+                st.prog.wall_s = st.wall0 + start.elapsed().as_secs_f64();
+                save(&trainer, p, st, "checkpoint.safetensors")?;
+                st.last_good = st.prog.clone();
+            }
+        }
+        if let Some(pb) = &bar {
+            pb.set_position(runs.iter().map(|r| r.prog.update).max().unwrap_or(0));
+            if packed {
+                let active = runs.iter().filter(|r| r.result.is_none()).count();
+                pb.set_message(format!("{active} of {} runs training", runs.len()));
+            }
+        }
     }
-    prog.wall_s = wall0 + start.elapsed().as_secs_f64();
-    save(&trainer, &prog, "checkpoint.safetensors")?;
-    if prog.best_valid.is_none() {
-        save(&trainer, &prog, "best.safetensors")?;
-    }
-    let _ = plot_curves(out);
     if let Some(pb) = &bar {
-        pb.finish();
+        if runs.iter().all(|r| matches!(r.result, Some(Ok(_)))) {
+            pb.finish();
+        } else {
+            pb.abandon();
+        }
     }
-    let el = start.elapsed().as_secs_f64();
-    Ok(RunSummary {
-        updates: prog.update,
-        epochs_done: prog.epoch,
-        best_valid: prog.best_valid,
-        stopped_early,
-        wall_s: prog.wall_s,
-        updates_per_s: (prog.update - update0) as f64 / el.max(1e-9),
-    })
+    Ok(runs.into_iter().map(|st| st.result.unwrap_or_else(|| Err(Error::msg("run did not finish")))).collect())
 }
 
 /// Trains the run a config describes, reading its data: piano rolls (`jsb` or a dataset file),
@@ -533,7 +774,7 @@ pub fn run_config<B: Backend>(be: &B, cfg: Config, opts: &RunOptions) -> Result<
             .into_iter()
             .map(|c| c.into_iter().map(B::F::from_f64).collect())
             .collect();
-        let mut none = |_: &Model<B>| Ok(None);
+        let mut none = |_: usize, _: &Model<B>| Ok(None);
         run_chunks(be, cfg, chunks, &mut none, opts)
     } else {
         let data = crate::data::open(&cfg.data.path)?;

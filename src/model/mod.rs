@@ -590,7 +590,12 @@ impl<B: Backend> Model<B> {
 impl<B: Backend> Model<B> {
     /// Uploads the parameters of a checkpoint.
     pub fn from_checkpoint(be: &B, ck: &crate::checkpoint::Checkpoint) -> Result<Self> {
-        let params = Params::from_host(be, ck.params.clone())?;
-        Ok(Self { spec: ck.spec.clone(), params })
+        Self::from_host(be, ck.spec.clone(), ck.params.clone())
+    }
+
+    /// A lone model from host tensors.
+    pub fn from_host(be: &B, spec: ModelSpec, params: Vec<params::HostTensor>) -> Result<Self> {
+        spec.validate()?;
+        Ok(Self { spec, params: Params::from_host(be, params)? })
     }
 }
