@@ -114,7 +114,7 @@ done
 [ "$STATE" = idle ] || skip "the node did not become idle (state '$STATE'): $(tail -5 "$T/slurmctld.log" 2>/dev/null)"
 echo "slurm-test: cluster up ($(sinfo --version), node n1 idle) after $(( $(date +%s) - T0 )) s" >&2
 
-# --- the sweep: 6 tiny runs, 3 array tasks sharing the queue -------------------------------------
+# --- the sweep: 32 tiny JSB runs, 4 array tasks sharing the queue, packs of up to 8 models -------
 cat >"$T/sweep.yaml" <<YAML
 name: slurm-test
 out: out
@@ -122,36 +122,39 @@ base: $REPO/configs/tiny.yaml
 config:
   train: {max_updates: 20, epochs: 1, valid_max_frames: 50}
 grid:
-  train.lr: [0.01, 0.03]
-  train.seed: [1, 2, 3]
+  train.lr: [0.01, 0.02, 0.03, 0.05]
+  train.seed: [1, 2, 3, 4, 5, 6, 7, 8]
 YAML
-"$BIN" sweep slurm "$T/sweep.yaml" --tasks 3 --cpus-per-task 1 --time 5 --out "$T/sweep.sbatch" >/dev/null \
+"$BIN" sweep slurm "$T/sweep.yaml" --tasks 4 --cpus-per-task 1 --pack 8 --time 5 --out "$T/sweep.sbatch" >/dev/null \
     || fail "rtrbm sweep slurm failed"
 echo "slurm-test: array script:" >&2
 sed 's/^/    /' "$T/sweep.sbatch" >&2
 JOB="$(sbatch --parsable "$T/sweep.sbatch")" || fail "sbatch failed"
 JOB="${JOB%%;*}"
 echo "slurm-test: submitted job $JOB" >&2
-for _ in $(seq 180); do
+for _ in $(seq 480); do
     [ -z "$(squeue -h -j "$JOB" 2>/dev/null)" ] && break
     sleep 0.5
 done
-[ -z "$(squeue -h -j "$JOB" 2>/dev/null)" ] || { squeue -j "$JOB" >&2; fail "job $JOB still queued after 90 s"; }
+[ -z "$(squeue -h -j "$JOB" 2>/dev/null)" ] || { squeue -j "$JOB" >&2; fail "job $JOB still queued after 240 s"; }
 INFO="$(scontrol -o show job "$JOB" 2>/dev/null)"
 echo "$INFO" | grep -o 'JobId=[0-9]* ArrayJobId=[0-9]* ArrayTaskId=[0-9]*\|JobState=[A-Z_]*\|ExitCode=[0-9:]*' \
     | paste -d' ' - - - >&2
 TASKS=$(echo "$INFO" | grep -c 'JobState=COMPLETED')
 BAD=$(echo "$INFO" | grep -v 'JobState=COMPLETED' | grep -c 'JobId=')
 for f in "$T"/out/slurm/*.out; do echo "--- $f"; cat "$f"; done >&2
-[ "$TASKS" = 3 ] && [ "$BAD" = 0 ] || fail "expected 3 COMPLETED array tasks, got $TASKS completed, $BAD other"
+[ "$TASKS" = 4 ] && [ "$BAD" = 0 ] || fail "expected 4 COMPLETED array tasks, got $TASKS completed, $BAD other"
 DONE=$(ls "$T"/out/runs/*/done.json 2>/dev/null | wc -l)
-[ "$DONE" = 6 ] || fail "expected 6 runs with done.json, found $DONE"
+[ "$DONE" = 32 ] || fail "expected 32 runs with done.json, found $DONE"
 "$BIN" sweep report "$T/sweep.yaml" >"$T/report.txt" 2>&1 || fail "rtrbm sweep report failed: $(cat "$T/report.txt")"
 ROWS=$(grep -c '| done |' "$T/out/report.md")
-[ "$ROWS" = 6 ] || fail "report.md has $ROWS done rows, expected 6"
+[ "$ROWS" = 32 ] || fail "report.md has $ROWS done rows, expected 32"
 [ -s "$T/out/best.yaml" ] || fail "no best.yaml"
 WORKERS=$(grep -ho '"worker": "[^"]*"' "$T"/out/runs/*/done.json | sort -u | wc -l)
+PACKS=$(grep -ho '"pack_size": [0-9]*' "$T"/out/runs/*/done.json | awk '{print $2}' | sort -n | uniq -c \
+    | awk '{printf " %s in packs of %s", $1, $2}')
 cat "$T/out/report.md"
-echo "slurm-test: OK: job $JOB, 3 array tasks COMPLETED, 6 of 6 runs done by $WORKERS workers, report written;" \
+echo "slurm-test: OK: job $JOB, 4 array tasks COMPLETED, 32 of 32 runs done by $WORKERS workers" \
+    "(runs:$PACKS), report written;" \
     "$(( $(date +%s) - T0 )) s in all" >&2
 exit 0

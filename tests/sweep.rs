@@ -125,7 +125,7 @@ fn bad_sweeps_are_reported_with_the_field() {
 }
 
 #[test]
-fn packed_runs_equal_lone_runs_bit_for_bit() {
+fn runs_on_worker_threads_and_in_packs_equal_lone_runs_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let sweep = sweep_in(dir.path(), "grid:\n  train.seed: [1, 2, 3, 4]\n  model.kind: [lstm_rtrbm, rnn_rbm]\n");
     assert_eq!(sweep.runs.len(), 8);
@@ -148,6 +148,17 @@ fn packed_runs_equal_lone_runs_bit_for_bit() {
     // finished runs are skipped on restart
     let again = queue::run_sweep(&sweep, &cpu_opts(2, 1)).unwrap();
     assert_eq!((again.trained.len(), again.already_done), (0, 8));
+    // (c) the same sweep in packs of 4 models (one pack per model kind)
+    let packed = sweep_in(
+        &dir.path().join("packed"),
+        "grid:\n  train.seed: [1, 2, 3, 4]\n  model.kind: [lstm_rtrbm, rnn_rbm]\n",
+    );
+    let s = queue::run_sweep(&packed, &QueueOptions { pack: 4, ..cpu_opts(1, 1) }).unwrap();
+    assert_eq!((s.done_now, s.failed.len()), (8, 0), "{s:?}");
+    for (run, prun) in sweep.runs.iter().zip(&packed.runs) {
+        assert_eq!(queue::read_done(&packed.run_dir(prun)).unwrap().pack_size, 4, "{}", prun.name);
+        assert_eq!(params_of(&sweep.run_dir(run)), params_of(&packed.run_dir(prun)), "run {}", run.name);
+    }
 }
 
 #[test]
@@ -202,16 +213,18 @@ fn ci_sweep_of_32_tiny_runs_and_its_report() {
         "grid:\n  train.lr: [0.003, 0.01, 0.03, 0.1]\n  model.hidden: [4, 8]\n  train.seed: [1, 2, 3, 4]\n",
     );
     assert_eq!(sweep.runs.len(), 32);
+    // one call, the default devices (the CPU here), packs of 8 models (2 shapes: 4 packs)
     let t0 = Instant::now();
     let s = queue::run_sweep(
         &sweep,
-        &QueueOptions { devices: Devices::All, workers: None, threads: None, ..cpu_opts(1, 1) },
+        &QueueOptions { devices: Devices::All, workers: None, threads: None, pack: 8, ..cpu_opts(1, 1) },
     )
     .unwrap();
-    let took = t0.elapsed().as_secs_f64();
     assert_eq!((s.done_now, s.failed.len()), (32, 0), "{s:?}");
-    assert!(took < 60.0, "32 tiny runs took {took:.1} s");
-    eprintln!("32 tiny runs in {took:.2} s");
+    eprintln!("32 tiny runs in {:.2} s", t0.elapsed().as_secs_f64());
+    for run in &sweep.runs {
+        assert_eq!(queue::read_done(&sweep.run_dir(run)).unwrap().pack_size, 8, "{}", run.name);
+    }
     let r = report::report(&sweep).unwrap();
     assert_eq!(r.rows.len(), 32);
     assert!(r.rows.iter().all(|x| x.status == "done" && x.done.as_ref().and_then(|d| d.figure).is_some()));
@@ -241,6 +254,7 @@ fn slurm_script_runs_one_worker_per_task_on_the_shared_folder() {
         time: Some("01:00:00".into()),
         array_parallel: Some(2),
         binary: Some(PathBuf::from("/opt/rtrbm")),
+        pack: Some(8),
         ..Default::default()
     };
     let s = report::slurm_script(&sweep, &opts).unwrap();
@@ -250,7 +264,7 @@ fn slurm_script_runs_one_worker_per_task_on_the_shared_folder() {
         "#SBATCH --partition=gpu",
         "#SBATCH --gpus-per-task=1",
         "#SBATCH --time=01:00:00",
-        "--worker --devices 0",
+        "--worker --devices all --pack 8",
     ] {
         assert!(s.contains(want), "missing `{want}` in\n{s}");
     }

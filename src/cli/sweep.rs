@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// CPU threads per run (default: cores / workers).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Train up to N fresh runs that share model, data, chunking, batch and CD schedule as one
+    /// pack of models: on a GPU in the same kernel launches (the model index is a grid
+    /// dimension), on the CPU one model after another within a worker. 1 = each run alone.
+    #[arg(long, default_value_t = 1)]
+    pub pack: usize,
     /// A claim whose heartbeat is older than this many seconds is taken over.
     #[arg(long, default_value_t = 120)]
     pub stale_after: u64,
@@ -78,6 +83,9 @@ pub struct SlurmArgs {
     /// Extra #SBATCH option, e.g. --sbatch=--account=abc (repeatable).
     #[arg(long = "sbatch")]
     pub extra: Vec<String>,
+    /// Runs per pack in each task (passed on as `sweep run --pack`).
+    #[arg(long)]
+    pub pack: Option<usize>,
     /// Where to write the script (default: <sweep folder>/sweep.sbatch).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -97,6 +105,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
                 devices: a.devices,
                 workers: a.workers,
                 threads: a.threads,
+                pack: a.pack.max(1),
                 single_worker: a.worker,
                 stale_after: Duration::from_secs(a.stale_after.max(2)),
                 heartbeat_every: Duration::from_secs(beat),
@@ -138,6 +147,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
                 tasks: a.tasks,
                 binary: None,
                 extra: a.extra,
+                pack: a.pack,
             };
             let text = report::slurm_script(&sweep, &opts)?;
             let out = a.out.unwrap_or_else(|| sweep.out.join("sweep.sbatch"));

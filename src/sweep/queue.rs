@@ -48,8 +48,15 @@ pub struct DoneRecord {
     /// Training wall time (summed over resumptions), seconds.
     pub wall_s: f64,
     pub device: String,
+    /// Models in the pack the run was trained in (1: alone).
+    #[serde(default = "one")]
+    pub pack_size: usize,
     pub worker: String,
     pub finished_unix: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Who holds a claim (`runs/<name>/claim`).
@@ -97,6 +104,10 @@ pub struct QueueOptions {
     pub workers: Option<usize>,
     /// CPU: threads per run (default: cores / workers, at least 1).
     pub threads: Option<usize>,
+    /// Up to this many fresh runs that can share a pack ([`crate::train::pack_key`]) are claimed
+    /// together and trained as one pack of models (on a GPU: the model index is in every launch
+    /// grid). 1 = every run alone. Runs resumed from a checkpoint always train alone.
+    pub pack: usize,
     /// Run exactly one worker loop (what each Slurm array task does).
     pub single_worker: bool,
     /// A claim whose heartbeat is older than this is stale.
@@ -115,6 +126,7 @@ impl Default for QueueOptions {
             devices: Devices::All,
             workers: None,
             threads: None,
+            pack: 1,
             single_worker: false,
             stale_after: Duration::from_secs(120),
             heartbeat_every: Duration::from_secs(10),
@@ -310,7 +322,8 @@ pub fn read_done(dir: &Path) -> Option<DoneRecord> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("done.json")).ok()?).ok()
 }
 
-/// One worker loop on `device`: claims and trains runs until a pass claims nothing.
+/// One worker loop on `device`: claims and trains runs (alone, or packs of up to `opts.pack`)
+/// until a pass claims nothing.
 pub fn worker_loop(
     sweep: &Sweep,
     device: &Device,
@@ -322,57 +335,67 @@ pub fn worker_loop(
     let mut attempted: HashSet<usize> = HashSet::new();
     loop {
         let mut claimed_any = false;
-        for run in &sweep.runs {
-            if attempted.contains(&run.index) {
+        for (i, run) in sweep.runs.iter().enumerate() {
+            if attempted.contains(&run.index) || !claim(sweep, run, worker, opts, &mut attempted) {
                 continue;
             }
-            let dir = sweep.run_dir(run);
-            match try_claim(&dir, worker, opts.stale_after) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    eprintln!("{worker}: cannot claim {}: {e}", run.name);
-                    attempted.insert(run.index);
-                    continue;
+            claimed_any = true;
+            let mut group = vec![run];
+            if opts.pack > 1 && !resumable(&sweep.run_dir(run)) {
+                let key = train::pack_key(&run.config);
+                for other in &sweep.runs[i + 1..] {
+                    if group.len() == opts.pack {
+                        break;
+                    }
+                    if attempted.contains(&other.index)
+                        || resumable(&sweep.run_dir(other))
+                        || train::pack_key(&other.config) != key
+                    {
+                        continue;
+                    }
+                    if claim(sweep, other, worker, opts, &mut attempted) {
+                        group.push(other);
+                    }
                 }
             }
-            // a run can finish between our check and our claim
-            if dir.join("done.json").exists() {
-                release(&dir);
-                continue;
-            }
-            attempted.insert(run.index);
-            claimed_any = true;
-            let _ = std::fs::remove_file(dir.join("error.txt"));
+            let dirs: Vec<PathBuf> = group.iter().map(|r| sweep.run_dir(r)).collect();
             if opts.verbose {
-                eprintln!("{worker}: training {}", run.name);
+                let names: Vec<&str> = group.iter().map(|r| r.name.as_str()).collect();
+                let how = if group.len() > 1 { format!("a pack of {}", group.len()) } else { "alone".into() };
+                eprintln!("{worker}: training {} ({how})", names.join(", "));
             }
             let started = Instant::now();
-            let result =
-                with_heartbeat(&dir, opts.heartbeat_every, || train_one(sweep, run, device, worker, opts, cache));
+            let results = with_heartbeat(&dirs, opts.heartbeat_every, || {
+                if group.len() == 1 {
+                    vec![train_one(sweep, run, device, worker, opts, cache)]
+                } else {
+                    train_pack(sweep, &group, device, worker, opts, cache)
+                }
+            });
             let mut s = summary.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(rec) => {
-                    if opts.verbose {
-                        let fig = rec.figure.map(|f| format!("{f:.4}")).unwrap_or("-".into());
-                        eprintln!(
-                            "{worker}: done {} ({} updates, figure {fig}, {:.1} s)",
-                            run.name,
-                            rec.updates,
-                            started.elapsed().as_secs_f64()
-                        );
+            for ((run, dir), result) in group.iter().zip(&dirs).zip(results) {
+                match result {
+                    Ok(rec) => {
+                        if opts.verbose {
+                            let fig = rec.figure.map(|f| format!("{f:.4}")).unwrap_or("-".into());
+                            eprintln!(
+                                "{worker}: done {} ({} updates, figure {fig}, {:.1} s)",
+                                run.name,
+                                rec.updates,
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        s.trained.push(run.name.clone());
                     }
-                    s.trained.push(run.name.clone());
+                    Err(e) => {
+                        let msg = format!("{e}");
+                        eprintln!("{worker}: run {} failed: {msg}", run.name);
+                        let _ = std::fs::write(dir.join("error.txt"), format!("{msg}\n"));
+                        s.failed.push((run.name.clone(), msg));
+                    }
                 }
-                Err(e) => {
-                    let msg = format!("{e}");
-                    eprintln!("{worker}: run {} failed: {msg}", run.name);
-                    let _ = std::fs::write(dir.join("error.txt"), format!("{msg}\n"));
-                    s.failed.push((run.name.clone(), msg));
-                }
+                release(dir);
             }
-            drop(s);
-            release(&dir);
         }
         if !claimed_any {
             return;
@@ -380,8 +403,35 @@ pub fn worker_loop(
     }
 }
 
-/// Runs `f` while a thread rewrites `dir/heartbeat` every `every`.
-fn with_heartbeat<T>(dir: &Path, every: Duration, f: impl FnOnce() -> T) -> T {
+/// Tries to claim `run` for this worker; marks it attempted when claimed (or unclaimable).
+fn claim(sweep: &Sweep, run: &RunSpec, worker: &str, opts: &QueueOptions, attempted: &mut HashSet<usize>) -> bool {
+    let dir = sweep.run_dir(run);
+    match try_claim(&dir, worker, opts.stale_after) {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            eprintln!("{worker}: cannot claim {}: {e}", run.name);
+            attempted.insert(run.index);
+            return false;
+        }
+    }
+    // a run can finish between our check and our claim
+    if dir.join("done.json").exists() {
+        release(&dir);
+        return false;
+    }
+    attempted.insert(run.index);
+    let _ = std::fs::remove_file(dir.join("error.txt"));
+    true
+}
+
+/// Whether a run folder holds a checkpoint to resume from.
+fn resumable(dir: &Path) -> bool {
+    dir.join("checkpoint.safetensors").exists() && dir.join("config.yaml").exists()
+}
+
+/// Runs `f` while a thread rewrites `heartbeat` in each of `dirs` every `every`.
+fn with_heartbeat<T>(dirs: &[PathBuf], every: Duration, f: impl FnOnce() -> T) -> T {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -389,7 +439,9 @@ fn with_heartbeat<T>(dir: &Path, every: Duration, f: impl FnOnce() -> T) -> T {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50).min(every));
                 if last.elapsed() >= every && !stop.load(Ordering::Relaxed) {
-                    let _ = beat(dir);
+                    dirs.iter().for_each(|d| {
+                        let _ = beat(d);
+                    });
                     last = Instant::now();
                 }
             }
@@ -412,9 +464,9 @@ fn train_one(
     let dir = sweep.run_dir(run);
     let cfg = run.config.clone();
     let data = cache.get(&cfg.data.path)?;
-    let resume = dir.join("checkpoint.safetensors").exists() && dir.join("config.yaml").exists();
+    let resume = resumable(&dir);
     let ropts = RunOptions { out_dir: dir.clone(), resume, progress: false, verbose: false };
-    let (summary, final_valid, test_figure, dev_name) = crate::with_device!(device, |be| {
+    crate::with_device!(device, |be| {
         let summary = match train::run(be, cfg.clone(), &data, &ropts) {
             Err(e) if resume => {
                 eprintln!("{worker}: cannot resume {} ({e}); starting it again", run.name);
@@ -422,20 +474,92 @@ fn train_one(
             }
             other => other?,
         };
-        let mut final_valid = None;
-        let mut test_figure = None;
-        if cfg.train.valid_metric != ValidMetric::None && (summary.best_valid.is_none() || opts.test_figure) {
-            let ck = crate::checkpoint::load(&dir.join("best.safetensors"))?;
-            let model = crate::model::Model::from_checkpoint(be, &ck)?;
-            if summary.best_valid.is_none() {
-                final_valid = train::validate(be, &model, &cfg, &data.valid)?;
-            }
-            if opts.test_figure {
-                test_figure = train::validate(be, &model, &cfg, &data.test)?;
-            }
+        finish_run(be, sweep, run, 1, summary, &data, worker, opts)
+    })
+}
+
+/// Trains claimed fresh runs that share a pack key as one pack on `device` and writes each
+/// one's `done.json`. The CPU packs with [`crate::backend::Packed`]; a GPU packs natively.
+fn train_pack(
+    sweep: &Sweep,
+    runs: &[&RunSpec],
+    device: &Device,
+    worker: &str,
+    opts: &QueueOptions,
+    cache: &DataCache,
+) -> Vec<Result<DoneRecord>> {
+    let go = || -> Result<Vec<Result<DoneRecord>>> {
+        let cfgs: Vec<_> = runs.iter().map(|r| r.config.clone()).collect();
+        let data = cache.get(&cfgs[0].data.path)?;
+        let ropts: Vec<RunOptions> = runs
+            .iter()
+            .map(|r| RunOptions { out_dir: sweep.run_dir(r), resume: false, progress: false, verbose: false })
+            .collect();
+        let p = runs.len();
+        let results = crate::with_device!(device, |lone| {
+            let packed = lone.pack_on(p)?;
+            let results = train::run_packed(&packed, lone, cfgs, &data, &ropts)?;
+            runs.iter()
+                .zip(results)
+                .map(|(run, r)| finish_run(lone, sweep, run, p, r?, &data, worker, opts))
+                .collect::<Vec<_>>()
+        });
+        Ok(results)
+    };
+    go().unwrap_or_else(|e| runs.iter().map(|_| Err(Error::msg(format!("pack failed: {e}")))).collect())
+}
+
+/// How a device trains P models as one pack.
+trait PackOn: crate::backend::Backend + Sized {
+    type Pack: crate::backend::Backend<F = Self::F>;
+    /// P models packed on this device (same stream or threads as `self`).
+    fn pack_on(&self, p: usize) -> Result<Self::Pack>;
+}
+
+/// The CPU packs with [`crate::backend::Packed`] (one lone operation per model); its
+/// parallelism is in its worker threads.
+impl PackOn for crate::backend::Cpu<f32> {
+    type Pack = crate::backend::Packed<crate::backend::Cpu<f32>>;
+    fn pack_on(&self, p: usize) -> Result<Self::Pack> {
+        crate::backend::Packed::new(self.clone(), p)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl PackOn for crate::backend::cuda::Cuda {
+    type Pack = crate::backend::Packed<crate::backend::cuda::Cuda>;
+    fn pack_on(&self, p: usize) -> Result<Self::Pack> {
+        crate::backend::Packed::new(self.fork()?, p)
+    }
+}
+
+/// Writes `done.json` of a trained run, computing the validation figure of the final model when
+/// training never validated and, with `--test`, the test figure of the best model.
+#[allow(clippy::too_many_arguments)]
+fn finish_run<B: crate::backend::Backend>(
+    be: &B,
+    sweep: &Sweep,
+    run: &RunSpec,
+    pack_size: usize,
+    summary: train::RunSummary,
+    data: &Dataset,
+    worker: &str,
+    opts: &QueueOptions,
+) -> Result<DoneRecord> {
+    let dir = sweep.run_dir(run);
+    let cfg = &run.config;
+    let mut final_valid = None;
+    let mut test_figure = None;
+    if cfg.train.valid_metric != ValidMetric::None && (summary.best_valid.is_none() || opts.test_figure) {
+        let ck = crate::checkpoint::load(&dir.join("best.safetensors"))?;
+        let model = crate::model::Model::from_checkpoint(be, &ck)?;
+        if summary.best_valid.is_none() {
+            final_valid = train::validate(be, &model, cfg, &data.valid)?;
         }
-        (summary, final_valid, test_figure, crate::backend::Backend::name(be))
-    });
+        if opts.test_figure {
+            test_figure = train::validate(be, &model, cfg, &data.test)?;
+        }
+    }
     let rec = DoneRecord {
         name: run.name.clone(),
         index: run.index,
@@ -448,7 +572,8 @@ fn train_one(
         epochs_done: summary.epochs_done,
         stopped_early: summary.stopped_early,
         wall_s: summary.wall_s,
-        device: dev_name,
+        device: be.name(),
+        pack_size,
         worker: worker.to_string(),
         finished_unix: now_unix(),
     };

@@ -207,6 +207,8 @@ pub struct SlurmOptions {
     pub binary: Option<PathBuf>,
     /// Extra `#SBATCH` lines (without the prefix), e.g. `--account=abc`.
     pub extra: Vec<String>,
+    /// Runs per pack in each task (`sweep run --pack`; none: 1).
+    pub pack: Option<usize>,
 }
 
 fn sh_quote(s: &str) -> String {
@@ -256,15 +258,19 @@ pub fn slurm_script(sweep: &Sweep, opts: &SlurmOptions) -> Result<String> {
     for e in &opts.extra {
         s += &format!("#SBATCH {e}\n");
     }
-    // Slurm makes the task's GPUs visible as 0..N-1
-    let devices = if gpus > 0 { "0".to_string() } else { "cpu".to_string() };
+    // Slurm makes only the task's GPUs visible (as 0..N-1): `all` keeps each of them busy
+    let devices = if gpus > 0 { "all" } else { "cpu" };
     let threads = match opts.cpus_per_task {
         Some(c) => format!(" --threads {c}"),
         None => String::new(),
     };
+    let pack = match opts.pack {
+        Some(p) if p > 1 => format!(" --pack {p}"),
+        _ => String::new(),
+    };
     s += "set -euo pipefail\n";
     s += &format!(
-        "exec {} sweep run {} --worker --devices {devices}{threads}\n",
+        "exec {} sweep run {} --worker --devices {devices}{threads}{pack}\n",
         sh_quote(&binary.display().to_string()),
         sh_quote(&sweep.file.display().to_string())
     );
