@@ -62,6 +62,10 @@ exit $overall
 RUN
 chmod +x "$BUNDLE/run.sh"
 cp scripts/gpu-session.sh "$BUNDLE/session.sh"
+# the sweep that session.sh trains as one pack, with the config it builds on
+mkdir -p "$BUNDLE/sweeps" "$BUNDLE/configs"
+cp sweeps/jsb-32-packed.yaml "$BUNDLE/sweeps/"
+cp configs/jsb_lstm_rtrbm.yaml "$BUNDLE/configs/"
 # Checkpoints trained elsewhere, evaluated with the full AIS schedule by session.sh.
 mkdir -p "$BUNDLE/ckpt"
 mkdir -p "$BUNDLE/data"

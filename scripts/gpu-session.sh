@@ -3,7 +3,7 @@
 # run inside the bundle made by scripts/gpu-check.sh, on the GPU machine:
 #     bash gpu-bundle/session.sh
 # 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks (AB=1: also the v1
-# kernels; the sweep curve for SWEEP_MODELS), 3. full-schedule evaluations of the checkpoints in ckpt/ (models trained elsewhere) and
+# kernels; the packed sweep curve for SWEEP_MODELS; a sweep of 32 JSB runs as one pack unless SKIP_SWEEP), 3. full-schedule evaluations of the checkpoints in ckpt/ (models trained elsewhere) and
 # the AIS convergence ladder, 4. the README's main command on the GPU (default training of
 # LSTM-RTRBM on JSB) and the full-schedule evaluation of its best model. Knobs: EVAL_CKPTS,
 # OTHER_BETAS (schedule for the non-JSB datasets), LADDER, SKIP_CONV, SKIP_TRAIN. Everything lands in $OUT/session.tgz plus a summary on stdout.
@@ -27,9 +27,18 @@ step bench
 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda.json" 2>&1 | tee "$W/logs/bench.txt" | grep -v "per second"
 if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
 
-for n in ${SWEEP_MODELS:-1 8 64}; do
-  timeout 120 $B bench sweep --device cuda --models "$n" --updates 10 --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
+step "sweep curve: N models in one pack (model index in the launch grid)"
+for n in ${SWEEP_MODELS:-1 8 64 256}; do
+  timeout 120 $B bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates 10 --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
 done
+
+if [ -z "${SKIP_SWEEP:-}" ]; then
+step "sweep of 32 JSB runs as one pack"
+timeout "${SWEEP_TIMEOUT:-240}" $B sweep run sweeps/jsb-32-packed.yaml --devices all --pack 32 > "$W/logs/sweep-run.txt" 2>&1; echo "sweep run rc=$?"; tail -2 "$W/logs/sweep-run.txt"
+$B sweep report sweeps/jsb-32-packed.yaml > "$W/logs/sweep-report.txt" 2>&1; echo "sweep report rc=$?"; head -8 "$W/logs/sweep-report.txt"
+cp runs/sweeps/jsb-32-packed/report.md "$W/logs/sweep-report.md" 2>/dev/null
+grep -ho '"pack_size": [0-9]*' runs/sweeps/jsb-32-packed/runs/*/done.json | sort | uniq -c
+fi
 
 step "full-schedule evaluations"
 for ck in ${EVAL_CKPTS:-ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors}; do

@@ -154,19 +154,20 @@ pub fn ais_workload<B: Backend>(be: &B, chains: usize, betas: usize) -> Result<B
 
 /// A sweep of `models` independent LSTM-RTRBM models (88/88, paper protocol, CD-`k`, each its
 /// own seed and data order) trained at once: every model makes `updates` updates per repetition.
-/// Models are spread over `groups` threads, each thread stepping its models in turn on the
-/// backend `make_backend(thread)` returns (one CPU backend per thread, or one shared GPU backend
-/// used from one thread). There is no packing of several models into one kernel launch yet, so on
-/// a GPU the total grows only with overlap. Throughput is model-updates per second.
-pub fn sweep_workload<B: Backend, M: Fn(usize) -> Result<B> + Sync>(
+/// Models are spread over `groups` host threads; each thread trains its models in packs of up to
+/// `pack` (a pack is one [`Trainer`] on `make_backend(thread, models in the pack)`, a backend
+/// packing that many models: on a GPU one set of launches for the whole pack, the model index in
+/// the launch grid). Each thread steps its packs in turn. Throughput is model-updates per second.
+pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
     make_backend: M,
     groups: usize,
     models: usize,
+    pack: usize,
     k: usize,
     updates: usize,
 ) -> Result<BenchResult> {
-    if models == 0 || groups == 0 || updates == 0 {
-        return Err(Error::msg("sweep_workload: models, groups and updates must be positive"));
+    if models == 0 || groups == 0 || updates == 0 || pack == 0 {
+        return Err(Error::msg("sweep_workload: models, groups, pack and updates must be positive"));
     }
     let data = crate::data::jsb_embedded();
     let groups = groups.min(models);
@@ -179,26 +180,38 @@ pub fn sweep_workload<B: Backend, M: Fn(usize) -> Result<B> + Sync>(
             .map(|(g, &n)| {
                 let (data, make_backend) = (&data, &make_backend);
                 scope.spawn(move || -> Result<Vec<f64>> {
-                    let be = make_backend(g)?;
                     let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, 100);
+                    // model i of this thread is model g + i*groups of the sweep
+                    let ids: Vec<usize> = (0..n).map(|i| g + i * groups).collect();
+                    let backends: Vec<B> =
+                        ids.chunks(pack).map(|p| make_backend(g, p.len())).collect::<Result<_>>()?;
                     let mut trainers = vec![];
-                    for i in 0..n {
-                        let mut cfg = Config { model: paper_spec(ModelKind::LstmRtrbm), ..Config::default() };
-                        cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
-                        cfg.train.seed = 1000 + (g + i * groups) as u64;
-                        trainers.push(Trainer::new(&be, cfg)?);
+                    for (be, p) in backends.iter().zip(ids.chunks(pack)) {
+                        let cfgs = p
+                            .iter()
+                            .map(|&id| {
+                                let mut cfg = Config { model: paper_spec(ModelKind::LstmRtrbm), ..Config::default() };
+                                cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
+                                cfg.train.seed = 1000 + id as u64;
+                                cfg
+                            })
+                            .collect();
+                        trainers.push((Trainer::new_packed(be, cfgs)?, p));
                     }
                     let mut times = vec![];
                     for rep in 0..=reps {
-                        be.synchronize()?;
+                        backends.iter().try_for_each(|b| b.synchronize())?;
                         let t0 = Instant::now();
                         for u in 0..updates {
-                            for (i, t) in trainers.iter_mut().enumerate() {
-                                let c = &chunks[(u * 7 + i * 13 + rep * 31) % chunks.len()];
-                                t.step(&[c.as_slice()], (rep * updates + u) as u64)?;
+                            for (t, p) in trainers.iter_mut() {
+                                let batch: Vec<&[B::F]> = p
+                                    .iter()
+                                    .map(|&id| chunks[(u * 7 + id * 13 + rep * 31) % chunks.len()].as_slice())
+                                    .collect();
+                                t.step_packed(&batch, &vec![(rep * updates + u) as u64; p.len()])?;
                             }
                         }
-                        be.synchronize()?;
+                        backends.iter().try_for_each(|b| b.synchronize())?;
                         if rep > 0 {
                             times.push(t0.elapsed().as_secs_f64()); // rep 0 is the warm-up
                         }
@@ -211,6 +224,6 @@ pub fn sweep_workload<B: Backend, M: Fn(usize) -> Result<B> + Sync>(
     })?;
     // the slowest group bounds each repetition
     let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t[r]).fold(0.0, f64::max)).collect();
-    let name = format!("sweep of {models} LSTM-RTRBM models, CD-{k}, {groups} thread(s)");
+    let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s)");
     Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
 }

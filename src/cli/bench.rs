@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Models trained at once by `sweep`.
     #[arg(long, default_value_t = 8)]
     pub models: usize,
+    /// `sweep`: models per pack (one set of kernel launches per pack on a GPU; 1 = each model
+    /// alone, overlapping on streams).
+    #[arg(long, default_value_t = 1)]
+    pub pack: usize,
     /// AIS chains (472,500 = the JSB test set x 100 runs).
     #[arg(long, default_value_t = 472_500)]
     pub chains: usize,
@@ -131,32 +135,40 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// `bench sweep`: N models at once, spread over `--threads` host threads: on the CPU one backend
-/// per thread, on a GPU one CUDA stream per thread (`Cuda::fork`), so the models' kernels overlap.
+/// `bench sweep`: N models at once, in packs of `--pack` models, the packs spread over
+/// `--threads` host threads: on the CPU one backend per pack ([`crate::backend::Packed`] when
+/// packing), on a GPU one CUDA stream per pack (`Cuda::fork`), packed natively.
 fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let updates = args.updates.unwrap_or(20);
     let device = Device::open(args.device, threads)?;
+    let (models, pack, k) = (args.models, args.pack.max(1), args.k);
     let (r, dev) = match device {
-        Device::Cpu(_) => (
-            crate::bench::sweep_workload(
-                |_| Ok(crate::backend::Cpu::<f32>::new(1)),
-                threads,
-                args.models,
-                args.k,
-                updates,
-            )?,
-            format!("cpu ({threads} threads, f32)"),
-        ),
+        Device::Cpu(_) => {
+            let cpu = || crate::backend::Cpu::<f32>::new(1);
+            let r = if pack == 1 {
+                crate::bench::sweep_workload(|_, _| Ok(cpu()), threads, models, 1, k, updates)?
+            } else {
+                crate::bench::sweep_workload(
+                    |_, p| crate::backend::Packed::new(cpu(), p),
+                    threads,
+                    models,
+                    pack,
+                    k,
+                    updates,
+                )?
+            };
+            (r, format!("cpu ({threads} threads, f32)"))
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda(c) => {
-            // one host thread and one CUDA stream per group of models, so their kernels overlap
-            let dev = format!("{} ({threads} streams)", c.name());
-            (crate::bench::sweep_workload(|_| c.fork(), threads, args.models, args.k, updates)?, dev)
+            let dev = format!("{} ({threads} threads)", c.name());
+            (crate::bench::sweep_workload(|_, p| c.fork()?.packed(p), threads, models, pack, k, updates)?, dev)
         }
     };
     let flops = update_flops(ModelKind::LstmRtrbm, JSB_MEAN_CHUNK, args.k as f64);
-    Ok(vec![row(&format!("sweep {} models CD-{}", args.models, args.k), &dev, r, flops, Some(JSB_MEAN_CHUNK))])
+    let name = format!("sweep {models} models (packs of {pack}) CD-{k}");
+    Ok(vec![row(&name, &dev, r, flops, Some(JSB_MEAN_CHUNK))])
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
