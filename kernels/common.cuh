@@ -80,7 +80,8 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
-// Grid-stride loop over n elements.
+// Grid-stride loop over n elements along grid x only (grid y or z carries the model index of
+// packed launches; see the "Packed models" note of each kernel file).
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \
          i += (long long)blockDim.x * gridDim.x)

@@ -6,8 +6,8 @@
 //              Reference: Cpu::gemm (src/backend/cpu.rs).
 // gemm_f32_rb: the same product for large sizes: 64x64 block tiles, 256 threads, 4x4 outputs
 //              per thread (rows ty + 16a, cols tx + 16b), BK = 16, next k-tile prefetched into
-//              registers, tile loads along each operand's contiguous dimension. Split-K: block z
-//              covers k in [z kc, min(k, (z+1) kc)); with gridDim.z == 1 it writes C like
+//              registers, tile loads along each operand's contiguous dimension. Split-K: slice
+//              z covers k in [z kc, min(k, (z+1) kc)); with splits == 1 it writes C like
 //              gemm_f32, otherwise the raw partial sums go to P[z][m][n] (C untouched).
 // gemm_splitk_reduce: C = alpha (P[0] + P[1] + ... + P[splits-1]) + beta C, slices added in
 //              order (deterministic); beta == 0 overwrites C.
@@ -21,17 +21,31 @@
 // scale:       x[i] *= alpha.                                         Reference: Cpu::scale
 // sum_squares_partial: per-block partial sums of x^2 in f64 (the host adds the partials in
 //              block order, so the result is deterministic).      Reference: Cpu::sum_squares
+// copy_f32:    dst[dst_off + i] = src[src_off + i], i < n, within each model's slab (packed copies;
+//              a lone copy is one cudaMemcpy).                    Reference: Cpu::copy
+//
+// Packed models (Backend::models() = P, src/backend/packed.rs is the reference): every buffer is
+// P slabs, model-major. The model index p is blockIdx.z for gemm_f32 (blockIdx.z / splits for
+// gemm_f32_rb, whose z also carries the split-K slice) and blockIdx.y for every other kernel; the
+// host multiplies that grid dimension by P. The trailing `*_ps` arguments are the slab strides
+// (elements) of the buffer arguments, in order; each pointer is moved by p * stride at the top of
+// the kernel and everything after is the lone kernel's arithmetic (p = 0 leaves the pointers as
+// they are). fill_f32 fills the whole physical buffer (all slabs at once).
 
 #define TILE 16
 
+// grid = (ceil(n/16), ceil(m/16), P); model p = blockIdx.z.
 extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
                                     const float* __restrict__ A, long long a_off, int a_trans,
                                     const float* __restrict__ B, long long b_off, int b_trans,
-                                    float beta, float* __restrict__ C, long long c_off) {
+                                    float beta, float* __restrict__ C, long long c_off, long long a_ps,
+                                    long long b_ps, long long c_ps) {
     __shared__ float As[TILE][TILE + 1];
     __shared__ float Bs[TILE][TILE + 1];
-    const float* a = A + a_off;
-    const float* b = B + b_off;
+    const long long model = blockIdx.z;
+    const float* a = A + model * a_ps + a_off;
+    const float* b = B + model * b_ps + b_off;
+    C += model * c_ps;
     int tx = threadIdx.x, ty = threadIdx.y;
     int row = blockIdx.y * TILE + ty;  // i of C
     int col = blockIdx.x * TILE + tx;  // j of C
@@ -110,20 +124,25 @@ __device__ __forceinline__ void rb_store_b(float (*Bs)[RB_BN + 1], int trans, in
     }
 }
 
-// blockDim = (16, 16); grid = (ceil(n/64), ceil(m/64), splits). P: splits x m x n floats when
-// splits > 1 (unused otherwise).
-extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int k, int kc, float alpha,
+// blockDim = (16, 16); grid = (ceil(n/64), ceil(m/64), splits x models): blockIdx.z = model *
+// splits + slice. Scratch P (split-K partial sums, used only when splits > 1): models x splits
+// slices of m x n floats, slice z of model p at (p * splits + z) m n = blockIdx.z m n.
+extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int k, int kc, int splits, float alpha,
                                                               const float* __restrict__ A, long long a_off, int a_trans,
                                                               const float* __restrict__ B, long long b_off, int b_trans,
                                                               float beta, float* __restrict__ C, long long c_off,
-                                                              float* __restrict__ P) {
+                                                              float* __restrict__ P, long long a_ps, long long b_ps,
+                                                              long long c_ps) {
     __shared__ float As[RB_BK][RB_BM + 1];
     __shared__ float Bs[RB_BK][RB_BN + 1];
-    const float* a = A + a_off;
-    const float* b = B + b_off;
+    const int model = blockIdx.z / splits;
+    const int slice = blockIdx.z - model * splits;
+    const float* a = A + (long long)model * a_ps + a_off;
+    const float* b = B + (long long)model * b_ps + b_off;
+    C += (long long)model * c_ps;
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
     const int i0 = blockIdx.y * RB_BM, j0 = blockIdx.x * RB_BN;
-    const int kbeg = blockIdx.z * kc;
+    const int kbeg = slice * kc;
     const int kend = min(k, kbeg + kc);
     float acc[4][4];
 #pragma unroll
@@ -156,7 +175,7 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int 
         }
         __syncthreads();
     }
-    const bool split = gridDim.z > 1;
+    const bool split = splits > 1;
 #pragma unroll
     for (int x = 0; x < 4; ++x) {
         int i = i0 + ty + 16 * x;
@@ -176,9 +195,13 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int 
     }
 }
 
+// grid = (blocks, models): model p = blockIdx.y adds its slices P[p * splits + z], z < splits.
 extern "C" __global__ void gemm_splitk_reduce(int m, int n, int splits, const float* __restrict__ P, float alpha,
-                                              float beta, float* __restrict__ C, long long c_off) {
+                                              float beta, float* __restrict__ C, long long c_off, long long c_ps) {
     long long mn = (long long)m * n;
+    const long long model = blockIdx.y;
+    P += model * splits * mn;
+    C += model * c_ps;
     GRID_STRIDE(e, mn) {
         float s = P[e];
         for (int z = 1; z < splits; ++z) s += P[(long long)z * mn + e];
@@ -187,13 +210,20 @@ extern "C" __global__ void gemm_splitk_reduce(int m, int n, int splits, const fl
     }
 }
 
-extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols) {
+extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols,
+                                    long long x_ps, long long bias_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    bias += model * bias_ps;
     GRID_STRIDE(e, (long long)rows * cols) { x[e] += bias[e % cols]; }
 }
 
-// One thread per column; rows summed sequentially in order, like the CPU.
+// One thread per column; rows summed sequentially in order, like the CPU. grid = (blocks, P).
 extern "C" __global__ void sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float beta,
-                                    float* __restrict__ out) {
+                                    float* __restrict__ out, long long x_ps, long long out_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    out += model * out_ps;
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= cols) return;
     float acc = 0.0f;
@@ -201,20 +231,34 @@ extern "C" __global__ void sum_rows(const float* __restrict__ x, int rows, int c
     out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
 }
 
-extern "C" __global__ void axpy(long long n, float alpha, const float* __restrict__ x, float* __restrict__ y) {
+extern "C" __global__ void axpy(long long n, float alpha, const float* __restrict__ x, float* __restrict__ y,
+                                long long x_ps, long long y_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    y += model * y_ps;
     GRID_STRIDE(i, n) { y[i] += alpha * x[i]; }
 }
 
 extern "C" __global__ void masked_diff(const float* __restrict__ a, const float* __restrict__ b,
                                        const float* __restrict__ mask, float scale, int rows, int cols,
-                                       float* __restrict__ out) {
+                                       float* __restrict__ out, long long a_ps, long long b_ps, long long mask_ps,
+                                       long long out_ps) {
+    const long long model = blockIdx.y;
+    a += model * a_ps;
+    b += model * b_ps;
+    mask += model * mask_ps;
+    out += model * out_ps;
     GRID_STRIDE(e, (long long)rows * cols) {
         float s = scale * mask[e / cols];
         out[e] = s * (a[e] - b[e]);
     }
 }
 
-extern "C" __global__ void mask_rows(float* __restrict__ x, const float* __restrict__ mask, int rows, int cols) {
+extern "C" __global__ void mask_rows(float* __restrict__ x, const float* __restrict__ mask, int rows, int cols,
+                                     long long x_ps, long long mask_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    mask += model * mask_ps;
     GRID_STRIDE(e, (long long)rows * cols) { x[e] *= mask[e / cols]; }
 }
 
@@ -222,13 +266,31 @@ extern "C" __global__ void fill_f32(float* __restrict__ x, long long n, float va
     GRID_STRIDE(i, n) { x[i] = value; }
 }
 
-extern "C" __global__ void scale_f32(float* __restrict__ x, long long n, float alpha) {
+// alphas: one factor per model (P > 1), or null: every model scales by `alpha`.
+extern "C" __global__ void scale_f32(float* __restrict__ x, long long n, float alpha,
+                                     const float* __restrict__ alphas, long long x_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    if (alphas) alpha = alphas[model];
     GRID_STRIDE(i, n) { x[i] *= alpha; }
 }
 
-// blockDim.x must be 256. partial[blockIdx.x] = sum of x[i]^2 over this block's grid-stride share.
-extern "C" __global__ void sum_squares_partial(const float* __restrict__ x, long long n, double* __restrict__ partial) {
+extern "C" __global__ void copy_f32(const float* __restrict__ src, long long src_off, float* __restrict__ dst,
+                                    long long dst_off, long long n, long long src_ps, long long dst_ps) {
+    const long long model = blockIdx.y;
+    src += model * src_ps + src_off;
+    dst += model * dst_ps + dst_off;
+    GRID_STRIDE(i, n) { dst[i] = src[i]; }
+}
+
+// blockDim.x must be 256; grid = (blocks, P). partial[p * gridDim.x + blockIdx.x] = sum of x[i]^2
+// over this block's grid-stride share of model p's slab.
+extern "C" __global__ void sum_squares_partial(const float* __restrict__ x, long long n, double* __restrict__ partial,
+                                               long long x_ps) {
     __shared__ double s[256];
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    partial += model * gridDim.x;
     double acc = 0.0;
     GRID_STRIDE(i, n) {
         double v = (double)x[i];

@@ -1,5 +1,5 @@
 // lstm.cu: the LSTM of LSTM-RTRBM (SPEC 2) over a chunk, one thread block per sequence b
-// (blockIdx.x; blockIdx.y free for a model index) walking all T frames in ONE launch, one thread
+// (blockIdx.x) of model p (blockIdx.y) walking all T frames in ONE launch, one thread
 // per unit j (strided). Gate order (i, f, o, g); optional peepholes p = (p_i, p_f, p_o) [3U]
 // (i and f see c_{t-1}, o sees c_t). Wl [U,4U] is staged in shared memory (odd stride ldw) when
 // it fits, else read from global memory. States l, c [T+1,B,U] (row 0 initial), pre/gates/dpre
@@ -12,11 +12,25 @@
 //                recurrent gradient d l[s] = dpre[s] Wl^T goes through shared memory. Peephole
 //                gradients are summed over s per sequence into dpeep_part [B,3U] and then added
 //                over b into dpeep by lstm_dpeep_reduce (deterministic order).
+//
+// Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P) (the
+// reduce: (blocks, P)); the trailing `*_ps` arguments are the slab strides (elements) of the
+// buffer arguments, in order, and each pointer moves by p * stride at the top of the kernel
+// (p = 0: the lone kernel). dpeep_part holds [P][B,3U].
 
 extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
                                         const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,
-                                        float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw) {
+                                        float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw,
+                                        long long wl_ps, long long peep_ps, long long pre_ps, long long l_ps,
+                                        long long c_ps, long long gates_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wl += model * wl_ps;
+    peep += model * peep_ps;
+    pre += model * pre_ps;
+    l += model * l_ps;
+    c += model * c_ps;
+    gates += model * gates_ps;
     const int G = 4 * U;
     const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
     float* lc = smem + (w_shared ? U * ldw : 0);  // l[s]
@@ -74,8 +88,19 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
                                          const float* __restrict__ c, const float* __restrict__ gates,
                                          const float* __restrict__ dl, float* __restrict__ dpre,
                                          float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
-                                         int U, int w_shared, int ldw) {
+                                         int U, int w_shared, int ldw, long long wl_ps, long long peep_ps,
+                                         long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
+                                         long long dstate0_ps, long long part_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wl += model * wl_ps;
+    peep += model * peep_ps;
+    c += model * c_ps;
+    gates += model * gates_ps;
+    dl += model * dl_ps;
+    dpre += model * dpre_ps;
+    dstate0 += model * dstate0_ps;
+    if (dpeep_part) dpeep_part += model * part_ps;
     const int G = 4 * U;
     const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
     float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
@@ -144,8 +169,12 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
     }
 }
 
-// dpeep[q] += sum_b part[b, q], q < 3U.
-extern "C" __global__ void lstm_dpeep_reduce(const float* __restrict__ part, int B, int U, float* __restrict__ dpeep) {
+// dpeep[q] += sum_b part[b, q], q < 3U; grid = (blocks, P).
+extern "C" __global__ void lstm_dpeep_reduce(const float* __restrict__ part, int B, int U, float* __restrict__ dpeep,
+                                             long long part_ps, long long dpeep_ps) {
+    const long long model = blockIdx.y;
+    part += model * part_ps;
+    dpeep += model * dpeep_ps;
     int q = blockIdx.x * blockDim.x + threadIdx.x;
     if (q >= 3 * U) return;
     float acc = 0.0f;

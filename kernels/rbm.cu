@@ -23,11 +23,24 @@
 //               starting v (its first product weights the rows by v, from shared memory).
 //               Shared memory: W (V*ldw floats), then max(V,H) + 8 + V floats per warp.
 // test_uniforms: out[i] = uniform01(seed, stream, counter, first + i) (bit-identity test).
-// Launch grids use blockIdx.x only, leaving blockIdx.y free for a model index.
+//
+// Packed models (Backend::models() = P; reference src/backend/packed.rs): every buffer is P
+// slabs, model-major; the model index p is blockIdx.y (the host launches P rows of blocks) and
+// the trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in
+// order. Each pointer moves by p * stride at the top of the kernel; chain and unit indices (and
+// so the Philox indices) stay per model, so model p draws exactly what it draws alone.
+// gibbs_chain*: `keys` is null (lone model: seed, stream as given) or holds (seed, stream) of
+// each model as 2P u64. gibbs_marginals*: every model uses the same key (Backend::gibbs_marginals).
 
 extern "C" __global__ void hidden_probs(const float* __restrict__ W, const float* __restrict__ v,
                                         const float* __restrict__ bh_t, int N, int V, int H,
-                                        float* __restrict__ out) {
+                                        float* __restrict__ out, long long w_ps, long long v_ps, long long bh_ps,
+                                        long long out_ps) {
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    v += model * v_ps;
+    bh_t += model * bh_ps;
+    out += model * out_ps;
     GRID_STRIDE(e, (long long)N * H) {
         long long n = e / H;
         int j = (int)(e % H);
@@ -62,8 +75,18 @@ __device__ __forceinline__ void gibbs_step_warp(const float* Ws, int ldw, const 
 extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float* __restrict__ bv_t,
                                        const float* __restrict__ bh_t, float* __restrict__ v, int N, int V, int H,
                                        int K, int gaussian, u64 seed, u32 stream, u32 counter, int w_shared,
-                                       int ldw) {
+                                       int ldw, const u64* __restrict__ keys, long long w_ps, long long bv_ps,
+                                       long long bh_ps, long long v_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    v += model * v_ps;
+    if (keys) {
+        seed = keys[2 * model];
+        stream = (u32)keys[2 * model + 1];
+    }
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= N) return;
@@ -83,8 +106,14 @@ extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float*
 extern "C" __global__ void gibbs_marginals(const float* __restrict__ W, const float* __restrict__ bv_t,
                                            const float* __restrict__ bh_t, int N, int V, int H, int chains,
                                            int burn_in, int samples, u64 seed, u32 stream, u32 counter,
-                                           float norm, int w_shared, int ldw, float* __restrict__ out) {
+                                           float norm, int w_shared, int ldw, float* __restrict__ out,
+                                           long long w_ps, long long bv_ps, long long bh_ps, long long out_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    out += model * out_ps;
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long frame = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (frame >= N) return;
@@ -112,7 +141,14 @@ extern "C" __global__ void gibbs_marginals(const float* __restrict__ W, const fl
 
 extern "C" __global__ void free_energy(const float* __restrict__ W, const float* __restrict__ bv_t,
                                        const float* __restrict__ bh_t, const float* __restrict__ v, int N, int V,
-                                       int H, int gaussian, float* __restrict__ out) {
+                                       int H, int gaussian, float* __restrict__ out, long long w_ps, long long bv_ps,
+                                       long long bh_ps, long long v_ps, long long out_ps) {
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    v += model * v_ps;
+    out += model * out_ps;
     long long n = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (n >= N) return;
     int lane = threadIdx.x;
@@ -177,8 +213,19 @@ __device__ __forceinline__ void gibbs_step_v2(const float* Ws, int ldw, int V, i
 template <int R>
 __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                     const float* __restrict__ bh_t, float* __restrict__ v, int N, int V,
-                                                    int H, int K, u64 seed, u32 stream, u32 counter, int ldw) {
+                                                    int H, int K, u64 seed, u32 stream, u32 counter, int ldw,
+                                                    const u64* __restrict__ keys, long long w_ps, long long bv_ps,
+                                                    long long bh_ps, long long v_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    v += model * v_ps;
+    if (keys) {
+        seed = keys[2 * model];
+        stream = (u32)keys[2 * model + 1];
+    }
     stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= N) return;
@@ -216,8 +263,14 @@ template <int R>
 __device__ __forceinline__ void gibbs_marginals_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                         const float* __restrict__ bh_t, int N, int V, int H, int chains,
                                                         int burn_in, int samples, u64 seed, u32 stream, u32 counter,
-                                                        float norm, int ldw, float* __restrict__ out) {
+                                                        float norm, int ldw, float* __restrict__ out, long long w_ps,
+                                                        long long bv_ps, long long bh_ps, long long out_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    out += model * out_ps;
     stage_w_smem(W, V, H, ldw, smem);
     long long frame = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (frame >= N) return;
@@ -254,17 +307,19 @@ __device__ __forceinline__ void gibbs_marginals_v2_impl(const float* __restrict_
 }
 
 #define GIBBS_V2(R)                                                                                                   \
-    extern "C" __global__ void gibbs_chain_v2_r##R(const float* __restrict__ W, const float* __restrict__ bv_t,         \
-                                                   const float* __restrict__ bh_t, float* __restrict__ v, int N, int V, \
-                                                   int H, int K, u64 seed, u32 stream, u32 counter, int ldw) {          \
-        gibbs_chain_v2_impl<R>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, ldw);                              \
+    extern "C" __global__ void gibbs_chain_v2_r##R(                                                                   \
+        const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t,                   \
+        float* __restrict__ v, int N, int V, int H, int K, u64 seed, u32 stream, u32 counter, int ldw,                \
+        const u64* __restrict__ keys, long long w_ps, long long bv_ps, long long bh_ps, long long v_ps) {             \
+        gibbs_chain_v2_impl<R>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, ldw, keys, w_ps, bv_ps, bh_ps,    \
+                               v_ps);                                                                                  \
     }                                                                                                                  \
     extern "C" __global__ void gibbs_marginals_v2_r##R(                                                               \
         const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t, int N, int V,    \
         int H, int chains, int burn_in, int samples, u64 seed, u32 stream, u32 counter, float norm, int ldw,          \
-        float* __restrict__ out) {                                                                                     \
+        float* __restrict__ out, long long w_ps, long long bv_ps, long long bh_ps, long long out_ps) {                \
         gibbs_marginals_v2_impl<R>(W, bv_t, bh_t, N, V, H, chains, burn_in, samples, seed, stream, counter, norm, ldw, \
-                                   out);                                                                               \
+                                   out, w_ps, bv_ps, bh_ps, out_ps);                                                   \
     }
 GIBBS_V2(1)
 GIBBS_V2(2)

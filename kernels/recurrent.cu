@@ -1,5 +1,5 @@
 // recurrent.cu: the sequential recurrences of RTRBM and RNN-RBM (SPEC 2), one thread block per
-// sequence b (blockIdx.x; blockIdx.y free for a model index) walking all T frames in ONE launch,
+// sequence b (blockIdx.x) of model p (blockIdx.y) walking all T frames in ONE launch,
 // one thread per unit j (strided when the unit count exceeds blockDim.x). The square recurrent
 // matrix (WR [H,H] or Wuu [U,U]) is staged in shared memory with odd stride ldw when it fits, the
 // current state vector lives in shared memory (double-buffered: one __syncthreads per frame).
@@ -10,11 +10,23 @@
 //                                                                              Ref: Cpu::rtrbm_backward
 // rnn_forward:    u[s+1] = tanh(pre[s] + u[s] Wuu).                             Ref: Cpu::rnn_forward
 // rnn_backward:   dz[s] = (e[s] + dz[s+1] Wuu^T) (1 - u[s+1]^2), dz[T] = 0.     Ref: Cpu::rnn_backward
+//
+// Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P); the
+// trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in order,
+// and each pointer moves by p * stride at the top of the kernel (p = 0: the lone kernel).
 
 extern "C" __global__ void rtrbm_forward(const float* __restrict__ WR, const float* __restrict__ pre,
                                          const float* __restrict__ vw, float* __restrict__ r,
-                                         float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw) {
+                                         float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw,
+                                         long long wr_ps, long long pre_ps, long long vw_ps, long long r_ps,
+                                         long long bh_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    WR += model * wr_ps;
+    pre += model * pre_ps;
+    vw += model * vw_ps;
+    r += model * r_ps;
+    bh_t += model * bh_ps;
     const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
     float* cur = smem + (w_shared ? H * ldw : 0);
     float* nxt = cur + H;
@@ -38,8 +50,14 @@ extern "C" __global__ void rtrbm_forward(const float* __restrict__ WR, const flo
 
 extern "C" __global__ void rtrbm_backward(const float* __restrict__ WR, const float* __restrict__ r,
                                           const float* __restrict__ dbh, float* __restrict__ g, int T, int B, int H,
-                                          int w_shared, int ldw) {
+                                          int w_shared, int ldw, long long wr_ps, long long r_ps, long long dbh_ps,
+                                          long long g_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    WR += model * wr_ps;
+    r += model * r_ps;
+    dbh += model * dbh_ps;
+    g += model * g_ps;
     const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
     float* gn = smem + (w_shared ? H * ldw : 0);  // g[s+1]
     float* gc = gn + H;                           // g[s]
@@ -64,8 +82,13 @@ extern "C" __global__ void rtrbm_backward(const float* __restrict__ WR, const fl
 }
 
 extern "C" __global__ void rnn_forward(const float* __restrict__ Wuu, const float* __restrict__ pre,
-                                       float* __restrict__ u, int T, int B, int U, int w_shared, int ldw) {
+                                       float* __restrict__ u, int T, int B, int U, int w_shared, int ldw,
+                                       long long w_ps, long long pre_ps, long long u_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wuu += model * w_ps;
+    pre += model * pre_ps;
+    u += model * u_ps;
     const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
     float* cur = smem + (w_shared ? U * ldw : 0);
     float* nxt = cur + U;
@@ -87,8 +110,14 @@ extern "C" __global__ void rnn_forward(const float* __restrict__ Wuu, const floa
 
 extern "C" __global__ void rnn_backward(const float* __restrict__ Wuu, const float* __restrict__ u,
                                         const float* __restrict__ e, float* __restrict__ dz, int T, int B, int U,
-                                        int w_shared, int ldw) {
+                                        int w_shared, int ldw, long long w_ps, long long u_ps, long long e_ps,
+                                        long long dz_ps) {
     extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wuu += model * w_ps;
+    u += model * u_ps;
+    e += model * e_ps;
+    dz += model * dz_ps;
     const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
     float* dn = smem + (w_shared ? U * ldw : 0);  // dz[s+1]
     float* dc = dn + U;                           // dz[s]

@@ -14,10 +14,18 @@
 //! - Bernoulli samples: equal unless a uniform lies within rounding of its probability (~1e-7
 //!   per draw); counted, bounded by 1e-4 of draws (K = 1) and 2 % of chains (K = 25).
 //! - training update: 100 BPTT frames with gemm in another order: atol 1e-4, rtol 1e-3.
+//!
+//! Packed models (`Cuda::packed(P)`, P = 3, distinct random data per model; the `packed_*`
+//! tests): slab p of every packed result must equal the lone `Cuda` op on model p's data BIT FOR
+//! BIT (the same kernels run the same arithmetic, only the pointers move by p slabs; the split-K
+//! plan and the Philox indices depend on the per-model shapes only). Buffers get guard elements
+//! of different sizes so that every argument has its own slab stride, and whole slabs (guards
+//! included) are compared. The packed training update is also compared with
+//! `Packed<Cpu<f32>>` with the training-update tolerances above.
 #![cfg(feature = "cuda")]
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat, SgdHyper};
+use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat, Packed, SgdHyper};
 use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
 use rtrbm::rng::{HostRng, RngKey};
 
@@ -655,4 +663,573 @@ fn forked_streams_train_independent_models_identically() {
         assert_eq!(alone[s], together[s], "model {s}: forked-stream training differs from the base stream");
     }
     assert_ne!(alone[0], alone[1], "different seeds must give different models");
+}
+
+// ----- packed models: `Cuda::packed(P)` against the lone `Cuda`, bit for bit ----------------------
+
+/// Models per pack in the packed tests.
+const P: usize = 3;
+
+type Buf = <Cuda as Backend>::Buf;
+
+/// P random vectors of n elements (one per model).
+fn per_model(r: &mut HostRng, n: usize, scale: f32) -> Vec<Vec<f32>> {
+    (0..P).map(|_| rand_vec(r, n, scale)).collect()
+}
+
+/// P random binary vectors of n elements.
+fn per_model_bin(r: &mut HostRng, n: usize, p: f64) -> Vec<Vec<f32>> {
+    (0..P).map(|_| bin_vec(r, n, p)).collect()
+}
+
+/// The pack's buffer of `xs` (model-major, as `upload` takes it) and each model's lone buffer.
+fn up(g: &Cuda, pk: &Cuda, xs: &[Vec<f32>]) -> (Buf, Vec<Buf>) {
+    assert!(xs.len() == P && xs.iter().all(|x| x.len() == xs[0].len()));
+    (pk.upload(&xs.concat()).unwrap(), xs.iter().map(|x| g.upload(x).unwrap()).collect())
+}
+
+/// Panics unless `got` and `want` are equal bit for bit.
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).collect();
+    if let Some(&i) = bad.first() {
+        panic!(
+            "{what}: {} of {} elements differ bit for bit; first at {i}: packed {} lone {}",
+            bad.len(),
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Slab p of the pack's `pb` equals the lone `lb[p]` bit for bit, for every model (the whole slab,
+/// guard elements included).
+fn same(what: &str, g: &Cuda, pk: &Cuda, pb: &Buf, lb: &[Buf]) {
+    let all = pk.download(pb).unwrap();
+    assert_eq!(all.len() % P, 0, "{what}: packed length");
+    let per = all.len() / P;
+    assert_eq!(pk.len(pb), per, "{what}: per-model length");
+    for (p, l) in lb.iter().enumerate() {
+        assert_bits(&format!("{what} (model {p})"), &all[p * per..(p + 1) * per], &g.download(l).unwrap());
+    }
+}
+
+#[test]
+fn packed_memory_ops_follow_the_slab_rules() {
+    let Some(g) = gpu() else { return };
+    assert!(g.packed(0).is_err());
+    let pk = g.packed(P).unwrap();
+    assert_eq!((g.models(), pk.models(), pk.fork().unwrap().models()), (1, P, P));
+    assert!(pk.name().contains("3 models packed"), "{}", pk.name());
+    let z = pk.zeros(5).unwrap();
+    assert_eq!((pk.len(&z), pk.download(&z).unwrap().len()), (5, 5 * P));
+    assert!(pk.upload(&[1.0; 7]).is_err(), "7 values cannot be 3 equal slabs");
+    let mut x = pk.upload(&(0..12).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+    assert_eq!(pk.len(&x), 4);
+    assert!(pk.write(&mut x, &[0.0; 4]).is_err(), "write takes all slabs");
+    // copy within slabs: dst[1..3] = src[2..4] in each model
+    let src = pk.upload(&(100..112).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+    pk.copy(&src, 2, &mut x, 1, 2).unwrap();
+    assert_eq!(pk.download(&x).unwrap(), vec![0.0, 102.0, 103.0, 3.0, 4.0, 106.0, 107.0, 7.0, 8.0, 110.0, 111.0, 11.0]);
+    assert!(pk.copy(&src, 3, &mut x, 0, 2).is_err(), "a copy may not cross a slab");
+    // fill covers every slab
+    pk.fill(&mut x, 0.5).unwrap();
+    assert_eq!(pk.download(&x).unwrap(), vec![0.5; 12]);
+}
+
+#[test]
+fn packed_gemm_equals_lone() {
+    let Some(g) = gpu() else { return };
+    let pk = g.packed(P).unwrap();
+    let mut r = HostRng::new(41, 0);
+    // Both kernels on small shapes (blocked: 37x53x88 and 130x7x300 take split-K, few 64x64
+    // tiles and k > 64, so the scratch holds P models' slices; 5x300x17 one slice), and under
+    // `Auto` a split-K (300x260x300) and a one-slice (1030x530x100) blocked product.
+    let small = [(37, 53, 88), (5, 300, 17), (130, 7, 300)];
+    let cases = small
+        .iter()
+        .flat_map(|&s| [(s, GemmPath::Simple), (s, GemmPath::Blocked)])
+        .chain([((300, 260, 300), GemmPath::Auto), ((1030, 530, 100), GemmPath::Auto)]);
+    for ((m, n, k), path) in cases {
+        for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
+            for beta in [0.0f32, 0.5] {
+                let (ao, bo, co) = (3, 5, 7);
+                // guards of different sizes: each operand has its own slab stride
+                let a = per_model(&mut r, ao + m * k + 1, 1.0);
+                let b = per_model(&mut r, bo + k * n + 4, 1.0);
+                let mut c0 = per_model(&mut r, co + m * n + 2, 1.0);
+                if beta == 0.0 {
+                    c0.iter_mut().for_each(|c| c[co..co + m * n].fill(f32::NAN));
+                }
+                let ((pa, la), (pb, lb)) = (up(&g, &pk, &a), up(&g, &pk, &b));
+                let (mut pc, mut lc) = up(&g, &pk, &c0);
+                let ma = Mat { buf: &pa, offset: ao, trans: at };
+                let mb = Mat { buf: &pb, offset: bo, trans: bt };
+                pk.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut pc, co).unwrap();
+                for p in 0..P {
+                    let ma = Mat { buf: &la[p], offset: ao, trans: at };
+                    let mb = Mat { buf: &lb[p], offset: bo, trans: bt };
+                    g.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut lc[p], co).unwrap();
+                }
+                same(&format!("packed gemm {path:?} {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &g, &pk, &pc, &lc);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_elementwise_ops_equal_lone() {
+    let Some(g) = gpu() else { return };
+    let pk = g.packed(P).unwrap();
+    let mut r = HostRng::new(42, 0);
+    for (rows, cols) in [(1, 1), (37, 53), (3001, 88)] {
+        let n = rows * cols;
+        let what = |op: &str| format!("packed {op} {rows}x{cols}");
+        let x = per_model(&mut r, n, 2.0);
+        let y = per_model(&mut r, n + 3, 2.0);
+        let bias = per_model(&mut r, cols + 2, 1.0);
+        let mask = per_model_bin(&mut r, rows + 1, 0.7);
+        let ((px, lx), (py, ly)) = (up(&g, &pk, &x), up(&g, &pk, &y));
+        let ((pbias, lbias), (pmask, lmask)) = (up(&g, &pk, &bias), up(&g, &pk, &mask));
+        // add_bias
+        let (mut pt, mut lt) = up(&g, &pk, &y);
+        pk.add_bias(&mut pt, &pbias, rows, cols).unwrap();
+        (0..P).for_each(|p| g.add_bias(&mut lt[p], &lbias[p], rows, cols).unwrap());
+        same(&what("add_bias"), &g, &pk, &pt, &lt);
+        // sum_rows, beta = 0 over NaN and beta != 0
+        for beta in [0.0f32, 0.9] {
+            let o0: Vec<Vec<f32>> = per_model(&mut r, cols + 1, 1.0)
+                .into_iter()
+                .map(|o| if beta == 0.0 { vec![f32::NAN; o.len()] } else { o })
+                .collect();
+            let (mut po, mut lo) = up(&g, &pk, &o0);
+            pk.sum_rows(&px, rows, cols, -0.3, beta, &mut po).unwrap();
+            (0..P).for_each(|p| g.sum_rows(&lx[p], rows, cols, -0.3, beta, &mut lo[p]).unwrap());
+            same(&what(&format!("sum_rows beta={beta}")), &g, &pk, &po, &lo);
+        }
+        // axpy (y longer than x: different strides)
+        let (mut pt, mut lt) = up(&g, &pk, &y);
+        pk.axpy(-0.7, &px, &mut pt).unwrap();
+        (0..P).for_each(|p| g.axpy(-0.7, &lx[p], &mut lt[p]).unwrap());
+        same(&what("axpy"), &g, &pk, &pt, &lt);
+        // masked_diff over a NaN output
+        let o0 = vec![vec![f32::NAN; n + 2]; P];
+        let (mut pt, mut lt) = up(&g, &pk, &o0);
+        pk.masked_diff(&px, &py, &pmask, 0.01, rows, cols, &mut pt).unwrap();
+        (0..P).for_each(|p| g.masked_diff(&lx[p], &ly[p], &lmask[p], 0.01, rows, cols, &mut lt[p]).unwrap());
+        same(&what("masked_diff"), &g, &pk, &pt, &lt);
+        // mask_rows
+        let (mut pt, mut lt) = up(&g, &pk, &y);
+        pk.mask_rows(&mut pt, &pmask, rows, cols).unwrap();
+        (0..P).for_each(|p| g.mask_rows(&mut lt[p], &lmask[p], rows, cols).unwrap());
+        same(&what("mask_rows"), &g, &pk, &pt, &lt);
+        // copy within slabs, with offsets
+        if n > 10 {
+            let (mut pt, mut lt) = up(&g, &pk, &y);
+            pk.copy(&px, 3, &mut pt, 5, n - 10).unwrap();
+            (0..P).for_each(|p| g.copy(&lx[p], 3, &mut lt[p], 5, n - 10).unwrap());
+            same(&what("copy"), &g, &pk, &pt, &lt);
+        }
+        // scale, one factor per model; twice, so the cached factors are replaced once
+        for alphas in [[-1.5f32, 0.25, 3.0], [2.0, -0.5, 1.0]] {
+            let (mut pt, mut lt) = up(&g, &pk, &x);
+            pk.scale(&mut pt, &alphas).unwrap();
+            (0..P).for_each(|p| g.scale(&mut lt[p], &alphas[p..=p]).unwrap());
+            same(&what(&format!("scale {alphas:?}")), &g, &pk, &pt, &lt);
+        }
+        assert!(pk.scale(&mut up(&g, &pk, &x).0, &[1.0]).is_err(), "one factor per model");
+        // sgd_momentum, different hyper-parameters per model; the same twice (cached), then others
+        let vel = per_model(&mut r, n, 0.1);
+        let (mut pp, mut lp) = up(&g, &pk, &x);
+        let (mut pv, mut lv) = up(&g, &pk, &vel);
+        let h1 = [hyper(0.01, 0.9, 1e-3), hyper(0.05, 0.5, 0.0), hyper(0.001, 0.99, 1e-2)];
+        let h2 = [hyper(0.02, 0.0, 1e-4), hyper(0.01, 0.9, 1e-3), hyper(0.3, 0.7, 0.5)];
+        for hs in [h1, h1, h2] {
+            pk.sgd_momentum(&mut pp, &py, &mut pv, &hs).unwrap();
+            (0..P).for_each(|p| g.sgd_momentum(&mut lp[p], &ly[p], &mut lv[p], &hs[p..=p]).unwrap());
+        }
+        same(&what("sgd param"), &g, &pk, &pp, &lp);
+        same(&what("sgd vel"), &g, &pk, &pv, &lv);
+        assert!(pk.sgd_momentum(&mut pp, &py, &mut pv, &h1[..1]).is_err(), "one hyper set per model");
+        // sum_squares: one f64 per model, each the lone sum bit for bit
+        let ps = pk.sum_squares(&px).unwrap();
+        let ls: Vec<f64> = (0..P).map(|p| g.sum_squares(&lx[p]).unwrap()[0]).collect();
+        assert_eq!(ps, ls, "{}", what("sum_squares"));
+    }
+    // a NaN in one model's slab only
+    let pn = pk.upload(&[1.0, 2.0, f32::NAN, 3.0, 4.0, 5.0]).unwrap();
+    let s = pk.sum_squares(&pn).unwrap();
+    assert!(s[0] == 5.0 && s[1].is_nan() && s[2] == 41.0, "packed sum_squares with a NaN: {s:?}");
+}
+
+#[test]
+fn packed_rbm_ops_equal_lone() {
+    let Some(g) = gpu() else { return };
+    let pk = g.packed(P).unwrap();
+    let mut r = HostRng::new(43, 0);
+    // (N, V, H): 88/88 and 37/53 take the v2 chain kernels, 300/200 the v1 ones
+    for (n, nv, nh) in [(1, 1, 1), (500, 88, 88), (777, 37, 53), (64, 300, 200)] {
+        let what = |op: &str| format!("packed {op} N{n} V{nv} H{nh}");
+        let w = per_model(&mut r, nv * nh + 5, 0.5);
+        let bv = per_model(&mut r, n * nv + 1, 1.5);
+        let bh = per_model(&mut r, n * nh + 2, 1.5);
+        let v = per_model_bin(&mut r, n * nv + 3, 0.2);
+        let ((pw, lw), (pbv, lbv), (pbh, lbh)) = (up(&g, &pk, &w), up(&g, &pk, &bv), up(&g, &pk, &bh));
+        let (pv, lv) = up(&g, &pk, &v);
+        // hidden_probs
+        let o0 = vec![vec![f32::NAN; n * nh + 4]; P];
+        let (mut po, mut lo) = up(&g, &pk, &o0);
+        pk.hidden_probs(&pw, &pv, &pbh, n, nv, nh, &mut po).unwrap();
+        (0..P).for_each(|p| g.hidden_probs(&lw[p], &lv[p], &lbh[p], n, nv, nh, &mut lo[p]).unwrap());
+        same(&what("hidden_probs"), &g, &pk, &po, &lo);
+        // free_energy
+        for gaussian in [false, true] {
+            let o0 = vec![vec![f32::NAN; n + 1]; P];
+            let (mut po, mut lo) = up(&g, &pk, &o0);
+            pk.free_energy(&pw, &pbv, &pbh, &pv, n, nv, nh, gaussian, &mut po).unwrap();
+            (0..P).for_each(|p| {
+                g.free_energy(&lw[p], &lbv[p], &lbh[p], &lv[p], n, nv, nh, gaussian, &mut lo[p]).unwrap()
+            });
+            same(&what(&format!("free_energy gaussian={gaussian}")), &g, &pk, &po, &lo);
+        }
+        // gibbs: a key per model, samples bit for bit (binary: v2 or v1; Gaussian: v1)
+        let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(0xfeed + p as u64, 2 + p as u32)).collect();
+        for (k, gaussian) in [(1usize, false), (25, false), (1, true)] {
+            let (mut pt, mut lt) = up(&g, &pk, &v);
+            pk.gibbs(&pw, &pbv, &pbh, &mut pt, n, nv, nh, k, gaussian, &keys, 11).unwrap();
+            for p in 0..P {
+                g.gibbs(&lw[p], &lbv[p], &lbh[p], &mut lt[p], n, nv, nh, k, gaussian, &keys[p..=p], 11).unwrap();
+            }
+            same(&what(&format!("gibbs K{k} gaussian={gaussian}")), &g, &pk, &pt, &lt);
+        }
+        assert!(pk.gibbs(&pw, &pbv, &pbh, &mut up(&g, &pk, &v).0, n, nv, nh, 1, false, &keys[..1], 11).is_err());
+        // another key for model 0 changes model 0's samples only
+        if n > 1 {
+            let mut keys2 = keys.clone();
+            keys2[0] = RngKey::new(1, 1);
+            let (mut pa, _) = up(&g, &pk, &v);
+            let (mut pb, _) = up(&g, &pk, &v);
+            pk.gibbs(&pw, &pbv, &pbh, &mut pa, n, nv, nh, 1, false, &keys, 11).unwrap();
+            pk.gibbs(&pw, &pbv, &pbh, &mut pb, n, nv, nh, 1, false, &keys2, 11).unwrap();
+            let (a, b) = (pk.download(&pa).unwrap(), pk.download(&pb).unwrap());
+            let per = a.len() / P;
+            assert_ne!(a[..per], b[..per], "model 0's key must change model 0's samples");
+            assert_eq!(a[per..], b[per..], "model 0's key must not change the other models");
+        }
+        // gibbs_marginals and AIS: one key for every model (evaluation)
+        {
+            let key = RngKey::new(99, 1);
+            let o0 = vec![vec![f32::NAN; n * nv + 1]; P];
+            let (mut po, mut lo) = up(&g, &pk, &o0);
+            pk.gibbs_marginals(&pw, &pbv, &pbh, n, nv, nh, 3, 5, 10, key, 100, &mut po).unwrap();
+            for p in 0..P {
+                g.gibbs_marginals(&lw[p], &lbv[p], &lbh[p], n, nv, nh, 3, 5, 10, key, 100, &mut lo[p]).unwrap();
+            }
+            same(&what("gibbs_marginals"), &g, &pk, &po, &lo);
+            let betas: Vec<f64> = (0..=50).map(|k| k as f64 / 50.0).collect();
+            let runs = 8;
+            let plw = pk.ais(&pw, &pbv, &pbh, n, nv, nh, runs, &betas, RngKey::new(5, 9), 1000).unwrap();
+            let llw: Vec<f64> = (0..P)
+                .flat_map(|p| {
+                    g.ais(&lw[p], &lbv[p], &lbh[p], n, nv, nh, runs, &betas, RngKey::new(5, 9), 1000).unwrap()
+                })
+                .collect();
+            assert_eq!(plw.len(), P * n * runs, "{}", what("ais length"));
+            let bad = plw.iter().zip(&llw).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(bad, 0, "{}: {bad} log-weights differ from the lone ones", what("ais"));
+        }
+    }
+}
+
+#[test]
+fn packed_recurrences_equal_lone() {
+    let Some(g) = gpu() else { return };
+    let pk = g.packed(P).unwrap();
+    let mut r = HostRng::new(44, 0);
+    // U = 300: Wl (300 x 1200) does not fit in shared memory, so the LSTM reads it from global
+    for (t, b, h, u) in [(1, 1, 88, 88), (7, 5, 53, 37), (3, 2, 88, 300), (5, 3, 129, 1)] {
+        let d = Dims { t, b, v: 88, h, u };
+        let n = t * b;
+        let what = |op: &str| format!("packed {op} T{t} B{b} H{h} U{u}");
+        let nan = |len: usize| vec![vec![f32::NAN; len]; P];
+        // RTRBM
+        let wr = per_model(&mut r, h * h + 1, 0.3);
+        let pre = per_model(&mut r, n * h + 2, 1.0);
+        let vw = per_model(&mut r, n * h + 3, 1.0);
+        let r0: Vec<Vec<f32>> = per_model(&mut r, (t + 1) * b * h + 4, 1.0)
+            .into_iter()
+            .map(|mut x| {
+                x[b * h..].fill(f32::NAN);
+                x
+            })
+            .collect();
+        let ((pwr, lwr), (ppre, lpre), (pvw, lvw)) = (up(&g, &pk, &wr), up(&g, &pk, &pre), up(&g, &pk, &vw));
+        let (mut prr, mut lrr) = up(&g, &pk, &r0);
+        let (mut pbh, mut lbh) = up(&g, &pk, &nan(n * h + 5));
+        pk.rtrbm_forward(&pwr, &ppre, &pvw, &mut prr, &mut pbh, d).unwrap();
+        (0..P).for_each(|p| g.rtrbm_forward(&lwr[p], &lpre[p], &lvw[p], &mut lrr[p], &mut lbh[p], d).unwrap());
+        same(&what("rtrbm_forward r"), &g, &pk, &prr, &lrr);
+        same(&what("rtrbm_forward bh_t"), &g, &pk, &pbh, &lbh);
+        let dbh = per_model(&mut r, n * h + 1, 0.1);
+        let (pdbh, ldbh) = up(&g, &pk, &dbh);
+        let (mut pg, mut lg) = up(&g, &pk, &nan(n * h + 2));
+        pk.rtrbm_backward(&pwr, &prr, &pdbh, &mut pg, d).unwrap();
+        (0..P).for_each(|p| g.rtrbm_backward(&lwr[p], &lrr[p], &ldbh[p], &mut lg[p], d).unwrap());
+        same(&what("rtrbm_backward"), &g, &pk, &pg, &lg);
+        // RNN
+        let wuu = per_model(&mut r, u * u + 2, 0.3);
+        let preu = per_model(&mut r, n * u + 1, 1.0);
+        let u0: Vec<Vec<f32>> = per_model(&mut r, (t + 1) * b * u + 3, 0.5)
+            .into_iter()
+            .map(|mut x| {
+                x[b * u..].fill(f32::NAN);
+                x
+            })
+            .collect();
+        let ((pwuu, lwuu), (ppreu, lpreu)) = (up(&g, &pk, &wuu), up(&g, &pk, &preu));
+        let (mut pu, mut lu) = up(&g, &pk, &u0);
+        pk.rnn_forward(&pwuu, &ppreu, &mut pu, d).unwrap();
+        (0..P).for_each(|p| g.rnn_forward(&lwuu[p], &lpreu[p], &mut lu[p], d).unwrap());
+        same(&what("rnn_forward"), &g, &pk, &pu, &lu);
+        let e = per_model(&mut r, n * u + 4, 0.1);
+        let (pe, le) = up(&g, &pk, &e);
+        let (mut pdz, mut ldz) = up(&g, &pk, &nan(n * u + 1));
+        pk.rnn_backward(&pwuu, &pu, &pe, &mut pdz, d).unwrap();
+        (0..P).for_each(|p| g.rnn_backward(&lwuu[p], &lu[p], &le[p], &mut ldz[p], d).unwrap());
+        same(&what("rnn_backward"), &g, &pk, &pdz, &ldz);
+        // LSTM, with and without peepholes
+        for with_peep in [false, true] {
+            let g4 = 4 * u;
+            let what = |op: &str| what(&format!("{op} peep={with_peep}"));
+            let wl = per_model(&mut r, u * g4 + 1, 0.3);
+            let peep = per_model(&mut r, 3 * u + 2, 0.3);
+            let preg = per_model(&mut r, n * g4 + 3, 1.0);
+            let state0 = |r: &mut HostRng, extra: usize| -> Vec<Vec<f32>> {
+                per_model(r, (t + 1) * b * u + extra, 0.5)
+                    .into_iter()
+                    .map(|mut x| {
+                        x[b * u..].fill(f32::NAN);
+                        x
+                    })
+                    .collect()
+            };
+            let (l0, c0) = (state0(&mut r, 1), state0(&mut r, 4));
+            let ((pwl, lwl), (ppeep, lpeep), (ppreg, lpreg)) =
+                (up(&g, &pk, &wl), up(&g, &pk, &peep), up(&g, &pk, &preg));
+            let ((mut pl, mut ll), (mut pc, mut lc)) = (up(&g, &pk, &l0), up(&g, &pk, &c0));
+            let (mut pgates, mut lgates) = up(&g, &pk, &nan(n * g4 + 2));
+            pk.lstm_forward(&pwl, with_peep.then_some(&ppeep), &ppreg, &mut pl, &mut pc, &mut pgates, d).unwrap();
+            for p in 0..P {
+                let peep = with_peep.then_some(&lpeep[p]);
+                g.lstm_forward(&lwl[p], peep, &lpreg[p], &mut ll[p], &mut lc[p], &mut lgates[p], d).unwrap();
+            }
+            same(&what("lstm_forward l"), &g, &pk, &pl, &ll);
+            same(&what("lstm_forward c"), &g, &pk, &pc, &lc);
+            same(&what("lstm_forward gates"), &g, &pk, &pgates, &lgates);
+            let dl = per_model(&mut r, (t + 1) * b * u + 2, 0.1);
+            let dp0 = per_model(&mut r, 3 * u + 1, 0.1);
+            let (pdl, ldl) = up(&g, &pk, &dl);
+            let (mut pdpre, mut ldpre) = up(&g, &pk, &nan(n * g4 + 1));
+            let (mut pds, mut lds) = up(&g, &pk, &nan(2 * b * u + 3));
+            let (mut pdp, mut ldp) = up(&g, &pk, &dp0);
+            pk.lstm_backward(
+                &pwl,
+                with_peep.then_some(&ppeep),
+                &pl,
+                &pc,
+                &pgates,
+                &pdl,
+                &mut pdpre,
+                &mut pds,
+                if with_peep { Some(&mut pdp) } else { None },
+                d,
+            )
+            .unwrap();
+            for p in 0..P {
+                g.lstm_backward(
+                    &lwl[p],
+                    with_peep.then_some(&lpeep[p]),
+                    &ll[p],
+                    &lc[p],
+                    &lgates[p],
+                    &ldl[p],
+                    &mut ldpre[p],
+                    &mut lds[p],
+                    if with_peep { Some(&mut ldp[p]) } else { None },
+                    d,
+                )
+                .unwrap();
+            }
+            same(&what("lstm_backward dpre"), &g, &pk, &pdpre, &ldpre);
+            same(&what("lstm_backward dstate0"), &g, &pk, &pds, &lds);
+            same(&what("lstm_backward dpeep"), &g, &pk, &pdp, &ldp);
+        }
+    }
+}
+
+/// One whole training update (forward, CD-K negatives, BPTT gradients, momentum SGD with
+/// different hyper-parameters per model) of P models packed on `Cuda::packed(P)`, against each
+/// model alone on `Cuda` (bit for bit) and against `Packed<Cpu<f32>>` (training-update
+/// tolerances). Model p's sequences are shorter than model p-1's, so the pack's chunk is padded
+/// differently in every model; the lone runs use the pack's T (their padded tail is zero, as in
+/// the pack).
+fn packed_training_update(spec: ModelSpec, t: usize, b: usize) {
+    let Some(g) = gpu() else { return };
+    let pk = g.packed(P).unwrap();
+    let pc = Packed::new(Cpu::<f32>::new(1), P).unwrap();
+    let what = format!("packed {}", spec.kind.name());
+    let nv = spec.visible;
+    let hosts: Vec<_> = (0..P).map(|p| host_params(&spec, 3 + p as u64)).collect();
+    let mut mp = Model { spec: spec.clone(), params: Params::from_host_models(&pk, hosts.clone()).unwrap() };
+    let mut mc = Model { spec: spec.clone(), params: Params::from_host_models(&pc, hosts.clone()).unwrap() };
+    let mut ml: Vec<Model<Cuda>> =
+        hosts.iter().map(|h| Model { spec: spec.clone(), params: Params::from_host(&g, h.clone()).unwrap() }).collect();
+    // model p, sequence i: t - p - i frames (at least 1)
+    let mut r = HostRng::new(9, 0);
+    let seqs: Vec<Vec<f32>> =
+        (0..P * b).map(|q| bin_vec(&mut r, (t - (q / b + q % b).min(t - 1)) * nv, 0.12)).collect();
+    let refs: Vec<&[f32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let mut wp = Workspace::new(&pk, &spec, t, b).unwrap();
+    let mut wc = Workspace::new(&pc, &spec, t, b).unwrap();
+    let mut wl: Vec<Workspace<Cuda>> = (0..P).map(|_| Workspace::new(&g, &spec, t, b).unwrap()).collect();
+    let (tp, real) = wp.load(&pk, &refs, nv).unwrap();
+    assert_eq!(tp, t);
+    assert_eq!(wc.load(&pc, &refs, nv).unwrap(), (tp, real.clone()));
+    for p in 0..P {
+        let (tl, rl) = wl[p].load(&g, &refs[p * b..(p + 1) * b], nv).unwrap();
+        assert_eq!((tl, rl[0]), (t - p.min(t - 1), real[p]), "{what}: model {p} chunk");
+    }
+    let n = tp * b;
+    // pack vs lone: the first `len` elements of every slab, bit for bit
+    let vs_lone = |w: &str, pb: &Buf, lb: &[&Buf], len: usize| {
+        let all = pk.download(pb).unwrap();
+        let per = all.len() / P;
+        for p in 0..P {
+            let lone = g.download(lb[p]).unwrap();
+            assert_bits(&format!("{what}: {w} (model {p})"), &all[p * per..p * per + len], &lone[..len]);
+        }
+    };
+    // pack vs CPU: the first `len` elements of every slab, within tolerance
+    let vs_cpu = |w: &str, pb: &Buf, cb: &Vec<Vec<f32>>, len: usize, atol: f32, rtol: f32| {
+        let all = pk.download(pb).unwrap();
+        let per = all.len() / P;
+        for p in 0..P {
+            assert_close(
+                &format!("{what}: {w} (model {p}) vs CPU"),
+                &all[p * per..p * per + len],
+                &cb[p][..len],
+                atol,
+                rtol,
+            );
+        }
+    };
+    // forward
+    mp.forward(&pk, &mut wp, tp, false).unwrap();
+    mc.forward(&pc, &mut wc, tp, false).unwrap();
+    (0..P).for_each(|p| ml[p].forward(&g, &mut wl[p], tp, false).unwrap());
+    vs_lone("bv_t", &wp.bv_t, &wl.iter().map(|w| &w.bv_t).collect::<Vec<_>>(), n * nv);
+    vs_lone("bh_t", &wp.bh_t, &wl.iter().map(|w| &w.bh_t).collect::<Vec<_>>(), n * spec.hidden);
+    vs_cpu("bv_t", &wp.bv_t, &wc.bv_t, n * nv, 1e-4, 1e-3);
+    vs_cpu("bh_t", &wp.bh_t, &wc.bh_t, n * spec.hidden, 1e-4, 1e-3);
+    // negatives: one key per model
+    let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(21 + p as u64, 4)).collect();
+    mp.negatives(&pk, &mut wp, tp, 5, &keys, 0).unwrap();
+    mc.negatives(&pc, &mut wc, tp, 5, &keys, 0).unwrap();
+    (0..P).for_each(|p| ml[p].negatives(&g, &mut wl[p], tp, 5, &keys[p..=p], 0).unwrap());
+    vs_lone("negatives", &wp.vneg, &wl.iter().map(|w| &w.vneg).collect::<Vec<_>>(), n * nv);
+    let vneg = pk.download(&wp.vneg).unwrap();
+    let per = vneg.len() / P;
+    for p in 0..P {
+        let diff = vneg[p * per..p * per + n * nv].iter().zip(&wc.vneg[p]).filter(|(a, b)| a != b).count();
+        eprintln!("{what}: model {p}: {diff} negative draws differ between GPU and CPU");
+        assert!(diff as f64 <= 0.05 * (n * nv) as f64, "{what}: model {p}: {diff} negatives differ");
+    }
+    // deterministic backward: the GPU runs use the CPU's negatives
+    pk.write(&mut wp.vneg, &pc.download(&wc.vneg).unwrap()).unwrap();
+    (0..P).for_each(|p| g.write(&mut wl[p].vneg, &wc.vneg[p]).unwrap());
+    let mut gp = mp.zeros_like(&pk).unwrap();
+    let mut gc = mc.zeros_like(&pc).unwrap();
+    let mut gl: Vec<Params<Cuda>> = ml.iter().map(|m| m.zeros_like(&g).unwrap()).collect();
+    mp.backward(&pk, &mut wp, tp, &mut gp).unwrap();
+    mc.backward(&pc, &mut wc, tp, &mut gc).unwrap();
+    (0..P).for_each(|p| ml[p].backward(&g, &mut wl[p], tp, &mut gl[p]).unwrap());
+    for (i, name) in gc.names.iter().enumerate() {
+        let len = pk.len(&gp.bufs[i]);
+        vs_lone(&format!("grad {name}"), &gp.bufs[i], &gl.iter().map(|x| &x.bufs[i]).collect::<Vec<_>>(), len);
+        vs_cpu(&format!("grad {name}"), &gp.bufs[i], &gc.bufs[i], len, 1e-4, 1e-3);
+    }
+    let cost_p = mp.cost(&pk, &mut wp, tp).unwrap();
+    let cost_c = mc.cost(&pc, &mut wc, tp).unwrap();
+    for p in 0..P {
+        let cost_l = ml[p].cost(&g, &mut wl[p], tp).unwrap()[0];
+        assert_eq!(
+            cost_p[p].to_bits(),
+            cost_l.to_bits(),
+            "{what}: model {p}: cost {} packed vs {cost_l} lone",
+            cost_p[p]
+        );
+        assert!(
+            (cost_p[p] - cost_c[p]).abs() <= 1e-3 + 1e-4 * cost_c[p].abs(),
+            "{what}: model {p}: cost {} vs CPU {}",
+            cost_p[p],
+            cost_c[p]
+        );
+    }
+    // momentum SGD, different hyper-parameters per model
+    let hs = [hyper(0.01, 0.9, 1e-4), hyper(0.05, 0.5, 0.0), hyper(0.002, 0.99, 1e-3)];
+    let mut vp = mp.zeros_like(&pk).unwrap();
+    let mut vc = mc.zeros_like(&pc).unwrap();
+    let mut vl: Vec<Params<Cuda>> = ml.iter().map(|m| m.zeros_like(&g).unwrap()).collect();
+    for i in 0..gc.names.len() {
+        pk.sgd_momentum(&mut mp.params.bufs[i], &gp.bufs[i], &mut vp.bufs[i], &hs).unwrap();
+        pc.sgd_momentum(&mut mc.params.bufs[i], &gc.bufs[i], &mut vc.bufs[i], &hs).unwrap();
+        for p in 0..P {
+            g.sgd_momentum(&mut ml[p].params.bufs[i], &gl[p].bufs[i], &mut vl[p].bufs[i], &hs[p..=p]).unwrap();
+        }
+    }
+    for (i, name) in mc.params.names.iter().enumerate() {
+        let len = pk.len(&mp.params.bufs[i]);
+        let lone: Vec<&Buf> = ml.iter().map(|m| &m.params.bufs[i]).collect();
+        vs_lone(&format!("updated {name}"), &mp.params.bufs[i], &lone, len);
+        vs_cpu(&format!("updated {name}"), &mp.params.bufs[i], &mc.params.bufs[i], len, 1e-5, 1e-4);
+    }
+    // and the models differ from each other (distinct data, parameters and hyper-parameters)
+    let w = pk.download(mp.params.get("W").unwrap()).unwrap();
+    let per = w.len() / P;
+    assert_ne!(w[..per], w[per..2 * per], "{what}: models 0 and 1 should differ");
+}
+
+#[test]
+fn packed_training_update_lstm_rtrbm() {
+    let mut spec = ModelSpec::new(ModelKind::LstmRtrbm, 88, 88, 88);
+    spec.peepholes = true;
+    spec.learned_init = true;
+    packed_training_update(spec, 30, 2);
+}
+
+#[test]
+fn packed_training_update_lstm_rtrbm_odd_sizes() {
+    packed_training_update(ModelSpec::new(ModelKind::LstmRtrbm, 37, 53, 29), 7, 3);
+}
+
+/// Batch 24 x 100 frames: the register-blocked gemm runs, with split-K for the k = N weight
+/// gradients (its scratch holds the P models' slices).
+#[test]
+fn packed_training_update_lstm_rtrbm_large_batch() {
+    packed_training_update(ModelSpec::new(ModelKind::LstmRtrbm, 88, 88, 88), 100, 24);
+}
+
+#[test]
+fn packed_training_update_rnn_rbm() {
+    let mut spec = ModelSpec::new(ModelKind::RnnRbm, 88, 88, 88);
+    spec.learned_init = true;
+    packed_training_update(spec, 20, 3);
+}
+
+#[test]
+fn packed_training_update_rtrbm() {
+    let mut spec = ModelSpec::new(ModelKind::Rtrbm, 88, 88, 0);
+    spec.learned_init = true;
+    packed_training_update(spec, 15, 2);
 }

@@ -7,13 +7,23 @@
 //! `.cu` file; each file becomes one module, and the loaded functions are cached by name.
 //! Kernels are compiled with `--fmad=false` so elementwise arithmetic rounds like the CPU
 //! reference (the gemm kernels use explicit `fmaf`).
+//!
+//! **Packed models.** [`Cuda::packed`] gives a backend holding P models of the same shapes in
+//! every buffer (P slabs, model-major; see the `backend` module comment). Every kernel takes the
+//! model index p from a grid dimension (blockIdx.y, or blockIdx.z for the gemm kernels, whose y
+//! indexes output rows) and the slab stride of each buffer argument; it moves each pointer by
+//! p * stride and then runs the lone arithmetic, so a model computes in a pack exactly what it
+//! computes alone (same kernels, same split-K plan, same Philox indices). Lengths checked by the
+//! operations are per slab. Per-model values (Gibbs keys, SGD hyper-parameters, scale factors)
+//! go to the kernels as small device arrays (null for a lone model, which passes them as
+//! scalars), cached while the host values do not change.
 
 use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The common header, prepended to every kernel file.
 const COMMON: &str = include_str!("../../kernels/common.cuh");
@@ -34,6 +44,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "mask_rows",
             "fill_f32",
             "scale_f32",
+            "copy_f32",
             "sum_squares_partial",
         ],
     ),
@@ -117,6 +128,10 @@ const GEMM_RB_MIN_MACS: usize = 1 << 24;
 /// Block tile of `gemm_f32_rb` (rows = cols) and its k-tile.
 const GEMM_RB_TILE: usize = 64;
 const GEMM_RB_BK: usize = 16;
+/// Most models of one pack: the model index is a grid dimension (y or z), at most 65535 blocks.
+const MAX_GRID_YZ: usize = 65535;
+/// A null device pointer, pushed for an absent optional buffer argument.
+static NULL_PTR: u64 = 0;
 
 /// Which gemm kernel [`Cuda::gemm_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,7 +264,51 @@ pub struct Cuda {
     sm_count: usize,
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
     /// one buffer serves every launch).
-    splitk: std::sync::Mutex<Option<CudaSlice<f32>>>,
+    splitk: Mutex<Option<CudaSlice<f32>>>,
+    /// Models packed into every buffer and launch (1 for a lone model; see [`Cuda::packed`]).
+    models: usize,
+    /// Device copies of the per-model arguments of packed launches (boxed: keeps `Cuda` small).
+    args: Box<Mutex<ArgCache>>,
+}
+
+/// The per-model arguments of the last packed launches, as (host values bit for bit, device
+/// copy): reused while the host values do not change. Replacing a copy frees the old one
+/// stream-ordered, after the launches that read it.
+#[derive(Default)]
+struct ArgCache {
+    /// Gibbs keys: (seed, stream) of each model, 2P u64.
+    keys: Option<(Vec<u64>, CudaSlice<u64>)>,
+    /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
+    hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
+    /// Scale factors, P f32.
+    scale: Option<(Vec<u64>, CudaSlice<f32>)>,
+}
+
+/// The device copy of `vals` in `slot`, uploaded again only when `sig` (the values' bits)
+/// differs from the cached one.
+fn cached<'a, T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    slot: &'a mut Option<(Vec<u64>, CudaSlice<T>)>,
+    sig: Vec<u64>,
+    vals: &[T],
+) -> Result<&'a CudaSlice<T>> {
+    if slot.as_ref().is_none_or(|(s, _)| *s != sig) {
+        let dev = drv("upload per-model launch arguments", stream.clone_htod(vals))?;
+        *slot = Some((sig, dev));
+    }
+    slot.as_ref().map(|(_, d)| d).ok_or_else(|| Error::Cuda("per-model argument cache is empty".into()))
+}
+
+/// Pushes `buf`, or a null pointer when it is absent.
+fn arg_opt<'a, T>(lb: &mut cudarc::driver::LaunchArgs<'a>, buf: Option<&'a CudaSlice<T>>) {
+    match buf {
+        Some(b) => {
+            lb.arg(b);
+        }
+        None => {
+            lb.arg(&NULL_PTR);
+        }
+    }
 }
 
 fn drv<T>(what: &str, r: std::result::Result<T, cudarc::driver::DriverError>) -> Result<T> {
@@ -348,17 +407,35 @@ impl Cuda {
             smem_limit,
             kernels_v1,
             sm_count,
-            splitk: std::sync::Mutex::new(None),
+            splitk: Mutex::new(None),
+            models: 1,
+            args: Box::default(),
         })
     }
 
     /// A second backend on the same device, context and compiled kernels, with its own
     /// non-blocking stream (ordered after the work already queued on this one): independent
     /// models driven from different threads then overlap on the GPU. Buffers must stay with the
-    /// backend that made them (no cross-stream synchronisation is done).
+    /// backend that made them (no cross-stream synchronisation is done). The fork packs as
+    /// many models as this backend.
     pub fn fork(&self) -> Result<Cuda> {
         let stream = drv("creating a CUDA stream", self.stream.fork())?;
-        Ok(Cuda {
+        Ok(self.with_stream(stream, self.models))
+    }
+
+    /// A backend that packs `models` models of the same shapes into every buffer and launch
+    /// (the `backend` module comment describes the layout), on this backend's device, context,
+    /// compiled kernels and STREAM, so its work is ordered with this backend's. `packed(1)` is a
+    /// lone backend. Buffers must stay with the backend (the packing) that made them.
+    pub fn packed(&self, models: usize) -> Result<Cuda> {
+        if models == 0 || models > MAX_GRID_YZ {
+            return Err(Error::msg(format!("cannot pack {models} models on CUDA (1..={MAX_GRID_YZ})")));
+        }
+        Ok(self.with_stream(self.stream.clone(), models))
+    }
+
+    fn with_stream(&self, stream: Arc<CudaStream>, models: usize) -> Cuda {
+        Cuda {
             ctx: self.ctx.clone(),
             stream,
             funcs: self.funcs.clone(),
@@ -366,8 +443,45 @@ impl Cuda {
             smem_limit: self.smem_limit,
             kernels_v1: self.kernels_v1,
             sm_count: self.sm_count,
-            splitk: std::sync::Mutex::new(None),
-        })
+            splitk: Mutex::new(None),
+            models,
+            args: Box::default(),
+        }
+    }
+
+    /// Elements of one model's slab of `buf` (its per-model length).
+    fn slab(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len() / self.models
+    }
+
+    /// The slab stride of `buf` in elements, as a kernel argument.
+    fn ps(&self, buf: &CudaSlice<f32>) -> i64 {
+        self.slab(buf) as i64
+    }
+
+    /// `grid_for(n)` with one row of blocks per model (model index = blockIdx.y).
+    fn grid(&self, n: usize) -> LaunchConfig {
+        let mut cfg = grid_for(n);
+        cfg.grid_dim.1 = self.models as u32;
+        cfg
+    }
+
+    /// The device copy of per-model values for a launch (held in `slot` while the caller holds
+    /// the cache lock); None for a lone model, whose kernels take the scalars instead.
+    fn per_model<'a, T: DeviceRepr>(
+        &self,
+        slot: &'a mut Option<(Vec<u64>, CudaSlice<T>)>,
+        sig: Vec<u64>,
+        vals: &[T],
+    ) -> Result<Option<&'a CudaSlice<T>>> {
+        if self.models == 1 {
+            return Ok(None);
+        }
+        cached(&self.stream, slot, sig, vals).map(Some)
+    }
+
+    fn arg_cache(&self) -> Result<std::sync::MutexGuard<'_, ArgCache>> {
+        self.args.lock().map_err(|_| Error::Cuda("per-model argument cache: lock poisoned".into()))
     }
 
     fn func(&self, name: &str) -> Result<&CudaFunction> {
@@ -407,47 +521,61 @@ impl Cuda {
         c: &mut CudaSlice<f32>,
         c_off: usize,
     ) -> Result<()> {
-        check("gemm A", a.buf.len(), a.offset + m * k)?;
-        check("gemm B", b.buf.len(), b.offset + k * n)?;
-        check("gemm C", c.len(), c_off + m * n)?;
+        check("gemm A", self.slab(a.buf), a.offset + m * k)?;
+        check("gemm B", self.slab(b.buf), b.offset + k * n)?;
+        check("gemm C", self.slab(c), c_off + m * n)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
         let (mi, ni, ki) = (i32_of("gemm m", m)?, i32_of("gemm n", n)?, i32_of("gemm k", k)?);
         let (ao, bo, co) = (a.offset as i64, b.offset as i64, c_off as i64);
         let (at, bt) = (a.trans as i32, b.trans as i32);
+        let (a_ps, b_ps, c_ps) = (self.ps(a.buf), self.ps(b.buf), self.ps(c));
         let blocked = match path {
             GemmPath::Simple => false,
             GemmPath::Blocked => true,
             GemmPath::Auto => m.saturating_mul(n).saturating_mul(k) >= GEMM_RB_MIN_MACS,
         };
         if !blocked {
+            // grid z = model
             let f = self.func("gemm_f32")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(&mi).arg(&ni).arg(&ki).arg(&alpha);
             lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
             lb.arg(&beta).arg(c).arg(&co);
+            lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
             let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1),
+                grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, self.models as u32),
                 block_dim: (16, 16, 1),
                 shared_mem_bytes: 0,
             };
             return launch(&mut lb, cfg, "gemm_f32");
         }
+        // The split-K plan depends on the per-model shape only, so a packed model sums in the
+        // order it sums alone. Grid z = model * splits + slice.
         let (splits, kc) = self.splitk_plan(m, n, k);
         let kci = i32_of("gemm kc", kc)?;
-        let grid = (n.div_ceil(GEMM_RB_TILE) as u32, m.div_ceil(GEMM_RB_TILE) as u32, splits as u32);
+        let si = splits as i32;
+        let z = splits * self.models;
+        if z > MAX_GRID_YZ {
+            return Err(Error::Cuda(format!(
+                "gemm: {splits} split-K slices x {} models exceed the grid's {MAX_GRID_YZ} z blocks",
+                self.models
+            )));
+        }
+        let grid = (n.div_ceil(GEMM_RB_TILE) as u32, m.div_ceil(GEMM_RB_TILE) as u32, z as u32);
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (16, 16, 1), shared_mem_bytes: 0 };
         let f = self.func("gemm_f32_rb")?;
         if splits == 1 {
-            let null: u64 = 0;
             let mut lb = self.stream.launch_builder(f);
-            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&alpha);
+            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
             lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
-            lb.arg(&beta).arg(c).arg(&co).arg(&null);
+            lb.arg(&beta).arg(c).arg(&co).arg(&NULL_PTR);
+            lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
             return launch(&mut lb, cfg, "gemm_f32_rb");
         }
-        let need = splits * m * n;
+        // scratch: models x splits slices of m x n
+        let need = self.models * splits * m * n;
         let mut guard = self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
         if guard.as_ref().is_none_or(|p| p.len() < need) {
             *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
@@ -455,29 +583,30 @@ impl Cuda {
         let part = guard.as_mut().ok_or_else(|| Error::Cuda("gemm split-K scratch missing".into()))?;
         {
             let mut lb = self.stream.launch_builder(f);
-            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&alpha);
+            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
             lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
             lb.arg(&beta).arg(&mut *c).arg(&co).arg(&mut *part);
+            lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
             launch(&mut lb, cfg, "gemm_f32_rb")?;
         }
-        let si = splits as i32;
         let f = self.func("gemm_splitk_reduce")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(c).arg(&co);
-        launch(&mut lb, grid_for(m * n), "gemm_splitk_reduce")
+        lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(c).arg(&co).arg(&c_ps);
+        launch(&mut lb, self.grid(m * n), "gemm_splitk_reduce")
     }
 
     /// The uniforms of `counter` at indices `first .. first + n`, drawn on the GPU by the same
     /// Philox code as every kernel (for bit-identity tests against `RngKey::fill_uniform`).
     pub fn uniforms(&self, rng: RngKey, counter: u32, first: u32, n: usize) -> Result<Vec<f32>> {
-        let mut out = self.zeros(n.max(1))?;
+        let mut out = drv("alloc uniforms", self.stream.alloc_zeros::<f32>(n.max(1)))?;
         let n_i = i32_of("n", n)?;
         let f = self.func("test_uniforms")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&first).arg(&n_i).arg(&mut out);
         // SAFETY: argument types match the kernel signature; `out` holds n elements.
         launch(&mut lb, grid_for(n), "test_uniforms")?;
-        let mut v = self.download(&out)?;
+        let mut v = drv("download uniforms", self.stream.clone_dtoh(&out))?;
+        drv("synchronize", self.stream.synchronize())?;
         v.truncate(n);
         Ok(v)
     }
@@ -526,9 +655,23 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
-    /// One block per sequence (B blocks) walking all T frames, `rec_threads(width)` threads.
-    fn rec_cfg(b: usize, width: usize, smem: u32) -> LaunchConfig {
-        LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (Self::rec_threads(width), 1, 1), shared_mem_bytes: smem }
+    /// One block per sequence (B blocks) of each model (grid y) walking all T frames,
+    /// `rec_threads(width)` threads.
+    fn rec_cfg(&self, b: usize, width: usize, smem: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (b as u32, self.models as u32, 1),
+            block_dim: (Self::rec_threads(width), 1, 1),
+            shared_mem_bytes: smem,
+        }
+    }
+
+    /// One warp per chain, `per_block` chains per block, one row of blocks per model.
+    fn chain_cfg(&self, chains: usize, per_block: usize, smem: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (chains.div_ceil(per_block) as u32, self.models as u32, 1),
+            block_dim: (32, per_block as u32, 1),
+            shared_mem_bytes: smem,
+        }
     }
 }
 
@@ -544,17 +687,29 @@ impl Backend for Cuda {
     type Buf = CudaSlice<f32>;
 
     fn name(&self) -> String {
-        self.name.clone()
+        if self.models == 1 {
+            self.name.clone()
+        } else {
+            format!("{}, {} models packed", self.name, self.models)
+        }
     }
 
-    /// A zero buffer; cudarc cannot allocate 0 bytes, so `n = 0` gives a 1-element buffer.
+    fn models(&self) -> usize {
+        self.models
+    }
+
+    /// A zero buffer of n elements per model; cudarc cannot allocate 0 bytes, so `n = 0` gives
+    /// 1 element per model.
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
-        drv("alloc_zeros", self.stream.alloc_zeros::<f32>(n.max(1)))
+        drv("alloc_zeros", self.stream.alloc_zeros::<f32>(self.models * n.max(1)))
     }
 
     fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
         if host.is_empty() {
             return self.zeros(0);
+        }
+        if !host.len().is_multiple_of(self.models) {
+            return Err(Error::Shape(format!("upload of {} values to {} packed models", host.len(), self.models)));
         }
         drv("upload", self.stream.clone_htod(host))
     }
@@ -573,9 +728,11 @@ impl Backend for Cuda {
     }
 
     fn len(&self, buf: &CudaSlice<f32>) -> usize {
-        buf.len()
+        self.slab(buf)
     }
 
+    /// Within each slab: one memcpy for a lone model, the `copy_f32` kernel (grid y = model)
+    /// for a pack.
     fn copy(
         &self,
         src: &CudaSlice<f32>,
@@ -584,16 +741,25 @@ impl Backend for Cuda {
         dst_off: usize,
         n: usize,
     ) -> Result<()> {
-        check("copy src", src.len(), src_off + n)?;
-        check("copy dst", dst.len(), dst_off + n)?;
+        check("copy src", self.slab(src), src_off + n)?;
+        check("copy dst", self.slab(dst), dst_off + n)?;
         if n == 0 {
             return Ok(());
         }
-        let s = src.slice(src_off..src_off + n);
-        let mut d = dst.slice_mut(dst_off..dst_off + n);
-        drv("copy", self.stream.memcpy_dtod(&s, &mut d))
+        if self.models == 1 {
+            let s = src.slice(src_off..src_off + n);
+            let mut d = dst.slice_mut(dst_off..dst_off + n);
+            return drv("copy", self.stream.memcpy_dtod(&s, &mut d));
+        }
+        let (so, dof, ni) = (src_off as i64, dst_off as i64, n as i64);
+        let (s_ps, d_ps) = (self.ps(src), self.ps(dst));
+        let f = self.func("copy_f32")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(src).arg(&so).arg(dst).arg(&dof).arg(&ni).arg(&s_ps).arg(&d_ps);
+        launch(&mut lb, self.grid(n), "copy_f32")
     }
 
+    /// Fills the whole physical buffer (every slab) in one launch.
     fn fill(&self, x: &mut CudaSlice<f32>, value: f32) -> Result<()> {
         let n = x.len() as i64;
         let f = self.func("fill_f32")?;
@@ -622,16 +788,17 @@ impl Backend for Cuda {
     }
 
     fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        check("add_bias x", x.len(), rows * cols)?;
-        check("add_bias bias", bias.len(), cols)?;
+        check("add_bias x", self.slab(x), rows * cols)?;
+        check("add_bias bias", self.slab(bias), cols)?;
         if rows * cols == 0 {
             return Ok(());
         }
         let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
         let f = self.func("add_bias")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(bias).arg(&r).arg(&c);
-        launch(&mut lb, grid_for(rows * cols), "add_bias")
+        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
+        launch(&mut lb, self.grid(rows * cols), "add_bias")
     }
 
     fn sum_rows(
@@ -643,27 +810,33 @@ impl Backend for Cuda {
         beta: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check("sum_rows x", x.len(), rows * cols)?;
-        check("sum_rows out", out.len(), cols)?;
+        check("sum_rows x", self.slab(x), rows * cols)?;
+        check("sum_rows out", self.slab(out), cols)?;
         if cols == 0 {
             return Ok(());
         }
         let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, o_ps) = (self.ps(x), self.ps(out));
         let f = self.func("sum_rows")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out);
-        let cfg =
-            LaunchConfig { grid_dim: (cols.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out).arg(&x_ps).arg(&o_ps);
+        let cfg = LaunchConfig {
+            grid_dim: (cols.div_ceil(128) as u32, self.models as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
         launch(&mut lb, cfg, "sum_rows")
     }
 
     fn axpy(&self, alpha: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
-        check("axpy y", y.len(), x.len())?;
-        let n = x.len() as i64;
+        let nx = self.slab(x);
+        check("axpy y", self.slab(y), nx)?;
+        let n = nx as i64;
+        let (x_ps, y_ps) = (self.ps(x), self.ps(y));
         let f = self.func("axpy")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(&n).arg(&alpha).arg(x).arg(y);
-        launch(&mut lb, grid_for(n as usize), "axpy")
+        lb.arg(&n).arg(&alpha).arg(x).arg(y).arg(&x_ps).arg(&y_ps);
+        launch(&mut lb, self.grid(nx), "axpy")
     }
 
     fn masked_diff(
@@ -676,31 +849,34 @@ impl Backend for Cuda {
         cols: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check("masked_diff a", a.len(), rows * cols)?;
-        check("masked_diff b", b.len(), rows * cols)?;
-        check("masked_diff mask", mask.len(), rows)?;
-        check("masked_diff out", out.len(), rows * cols)?;
+        check("masked_diff a", self.slab(a), rows * cols)?;
+        check("masked_diff b", self.slab(b), rows * cols)?;
+        check("masked_diff mask", self.slab(mask), rows)?;
+        check("masked_diff out", self.slab(out), rows * cols)?;
         if rows * cols == 0 {
             return Ok(());
         }
         let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (a_ps, b_ps, m_ps, o_ps) = (self.ps(a), self.ps(b), self.ps(mask), self.ps(out));
         let f = self.func("masked_diff")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(a).arg(b).arg(mask).arg(&scale).arg(&r).arg(&c).arg(out);
-        launch(&mut lb, grid_for(rows * cols), "masked_diff")
+        lb.arg(&a_ps).arg(&b_ps).arg(&m_ps).arg(&o_ps);
+        launch(&mut lb, self.grid(rows * cols), "masked_diff")
     }
 
     fn mask_rows(&self, x: &mut CudaSlice<f32>, mask: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        check("mask_rows x", x.len(), rows * cols)?;
-        check("mask_rows mask", mask.len(), rows)?;
+        check("mask_rows x", self.slab(x), rows * cols)?;
+        check("mask_rows mask", self.slab(mask), rows)?;
         if rows * cols == 0 {
             return Ok(());
         }
         let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, m_ps) = (self.ps(x), self.ps(mask));
         let f = self.func("mask_rows")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(mask).arg(&r).arg(&c);
-        launch(&mut lb, grid_for(rows * cols), "mask_rows")
+        lb.arg(x).arg(mask).arg(&r).arg(&c).arg(&x_ps).arg(&m_ps);
+        launch(&mut lb, self.grid(rows * cols), "mask_rows")
     }
 
     fn hidden_probs(
@@ -713,18 +889,20 @@ impl Backend for Cuda {
         nh: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check("hidden_probs W", w.len(), nv * nh)?;
-        check("hidden_probs v", v.len(), n * nv)?;
-        check("hidden_probs bh_t", bh_t.len(), n * nh)?;
-        check("hidden_probs out", out.len(), n * nh)?;
+        check("hidden_probs W", self.slab(w), nv * nh)?;
+        check("hidden_probs v", self.slab(v), n * nv)?;
+        check("hidden_probs bh_t", self.slab(bh_t), n * nh)?;
+        check("hidden_probs out", self.slab(out), n * nh)?;
         if n * nh == 0 {
             return Ok(());
         }
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+        let (w_ps, v_ps, bh_ps, o_ps) = (self.ps(w), self.ps(v), self.ps(bh_t), self.ps(out));
         let f = self.func("hidden_probs")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
-        launch(&mut lb, grid_for(n * nh), "hidden_probs")
+        lb.arg(&w_ps).arg(&v_ps).arg(&bh_ps).arg(&o_ps);
+        launch(&mut lb, self.grid(n * nh), "hidden_probs")
     }
 
     fn gibbs(
@@ -741,15 +919,20 @@ impl Backend for Cuda {
         rng: &[RngKey],
         counter: u32,
     ) -> Result<()> {
-        check_models("gibbs keys", rng.len(), 1)?;
-        let rng = rng[0];
-        check("gibbs W", w.len(), nv * nh)?;
-        check("gibbs bv_t", bv_t.len(), n * nv)?;
-        check("gibbs bh_t", bh_t.len(), n * nh)?;
-        check("gibbs v", v.len(), n * nv)?;
+        check_models("gibbs keys", rng.len(), self.models)?;
+        check("gibbs W", self.slab(w), nv * nh)?;
+        check("gibbs bv_t", self.slab(bv_t), n * nv)?;
+        check("gibbs bh_t", self.slab(bh_t), n * nh)?;
+        check("gibbs v", self.slab(v), n * nv)?;
         if n == 0 || k == 0 {
             return Ok(());
         }
+        // A lone model passes its key as scalars; a pack passes every model's key in `keys`.
+        let (seed, stream) = (rng[0].seed, rng[0].stream);
+        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream as u64]).collect();
+        let mut cache = self.arg_cache()?;
+        let keys = self.per_model(&mut cache.keys, key_vals.clone(), &key_vals)?;
+        let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
         if !gaussian {
             if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
                 let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
@@ -757,12 +940,10 @@ impl Backend for Cuda {
                 let f = self.func(&name)?;
                 let mut lb = self.stream.launch_builder(f);
                 lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki);
-                lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&ldw);
-                let cfg = LaunchConfig {
-                    grid_dim: (n.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
-                    block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
-                    shared_mem_bytes: smem,
-                };
+                lb.arg(&seed).arg(&stream).arg(&counter).arg(&ldw);
+                arg_opt(&mut lb, keys);
+                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps);
+                let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK_V2, smem);
                 return launch(&mut lb, cfg, &name);
             }
         }
@@ -773,12 +954,10 @@ impl Backend for Cuda {
         let f = self.func("gibbs_chain")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki).arg(&g);
-        lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&w_sh).arg(&ldw);
-        let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
-            block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
-            shared_mem_bytes: smem,
-        };
+        lb.arg(&seed).arg(&stream).arg(&counter).arg(&w_sh).arg(&ldw);
+        arg_opt(&mut lb, keys);
+        lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps);
+        let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK, smem);
         launch(&mut lb, cfg, "gibbs_chain")
     }
 
@@ -794,20 +973,26 @@ impl Backend for Cuda {
         gaussian: bool,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check("free_energy W", w.len(), nv * nh)?;
-        check("free_energy bv_t", bv_t.len(), n * nv)?;
-        check("free_energy bh_t", bh_t.len(), n * nh)?;
-        check("free_energy v", v.len(), n * nv)?;
-        check("free_energy out", out.len(), n)?;
+        check("free_energy W", self.slab(w), nv * nh)?;
+        check("free_energy bv_t", self.slab(bv_t), n * nv)?;
+        check("free_energy bh_t", self.slab(bh_t), n * nh)?;
+        check("free_energy v", self.slab(v), n * nv)?;
+        check("free_energy out", self.slab(out), n)?;
         if n == 0 {
             return Ok(());
         }
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
         let g = gaussian as i32;
+        let (w_ps, bv_ps, bh_ps, v_ps, o_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v), self.ps(out));
         let f = self.func("free_energy")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&g).arg(out);
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(4) as u32, 1, 1), block_dim: (32, 4, 1), shared_mem_bytes: 0 };
+        lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&o_ps);
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(4) as u32, self.models as u32, 1),
+            block_dim: (32, 4, 1),
+            shared_mem_bytes: 0,
+        };
         launch(&mut lb, cfg, "free_energy")
     }
 
@@ -821,21 +1006,23 @@ impl Backend for Cuda {
         d: Dims,
     ) -> Result<()> {
         let (t, b, h) = (d.t, d.b, d.h);
-        check("rtrbm_forward WR", wr.len(), h * h)?;
-        check("rtrbm_forward pre", pre.len(), d.n() * h)?;
-        check("rtrbm_forward vw", vw.len(), d.n() * h)?;
-        check("rtrbm_forward r", r.len(), (t + 1) * b * h)?;
-        check("rtrbm_forward bh_t", bh_t.len(), d.n() * h)?;
+        check("rtrbm_forward WR", self.slab(wr), h * h)?;
+        check("rtrbm_forward pre", self.slab(pre), d.n() * h)?;
+        check("rtrbm_forward vw", self.slab(vw), d.n() * h)?;
+        check("rtrbm_forward r", self.slab(r), (t + 1) * b * h)?;
+        check("rtrbm_forward bh_t", self.slab(bh_t), d.n() * h)?;
         if d.n() * h == 0 {
             return Ok(());
         }
         let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
         self.check_smem("rtrbm_forward", smem)?;
         let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
+        let (wr_ps, pre_ps, vw_ps, r_ps, bh_ps) = (self.ps(wr), self.ps(pre), self.ps(vw), self.ps(r), self.ps(bh_t));
         let f = self.func("rtrbm_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = Self::rec_cfg(b, h, smem);
+        lb.arg(&wr_ps).arg(&pre_ps).arg(&vw_ps).arg(&r_ps).arg(&bh_ps);
+        let cfg = self.rec_cfg(b, h, smem);
         launch(&mut lb, cfg, "rtrbm_forward")
     }
 
@@ -848,38 +1035,42 @@ impl Backend for Cuda {
         d: Dims,
     ) -> Result<()> {
         let (t, b, h) = (d.t, d.b, d.h);
-        check("rtrbm_backward WR", wr.len(), h * h)?;
-        check("rtrbm_backward r", r.len(), (t + 1) * b * h)?;
-        check("rtrbm_backward dbh", dbh.len(), d.n() * h)?;
-        check("rtrbm_backward g", g.len(), d.n() * h)?;
+        check("rtrbm_backward WR", self.slab(wr), h * h)?;
+        check("rtrbm_backward r", self.slab(r), (t + 1) * b * h)?;
+        check("rtrbm_backward dbh", self.slab(dbh), d.n() * h)?;
+        check("rtrbm_backward g", self.slab(g), d.n() * h)?;
         if d.n() * h == 0 {
             return Ok(());
         }
         let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
         self.check_smem("rtrbm_backward", smem)?;
         let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
+        let (wr_ps, r_ps, dbh_ps, g_ps) = (self.ps(wr), self.ps(r), self.ps(dbh), self.ps(g));
         let f = self.func("rtrbm_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(r).arg(dbh).arg(g).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        let cfg = Self::rec_cfg(b, h, smem);
+        lb.arg(&wr_ps).arg(&r_ps).arg(&dbh_ps).arg(&g_ps);
+        let cfg = self.rec_cfg(b, h, smem);
         launch(&mut lb, cfg, "rtrbm_backward")
     }
 
     fn rnn_forward(&self, wuu: &CudaSlice<f32>, pre: &CudaSlice<f32>, u: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
         let (t, b, nu) = (d.t, d.b, d.u);
-        check("rnn_forward Wuu", wuu.len(), nu * nu)?;
-        check("rnn_forward pre", pre.len(), d.n() * nu)?;
-        check("rnn_forward u", u.len(), (t + 1) * b * nu)?;
+        check("rnn_forward Wuu", self.slab(wuu), nu * nu)?;
+        check("rnn_forward pre", self.slab(pre), d.n() * nu)?;
+        check("rnn_forward u", self.slab(u), (t + 1) * b * nu)?;
         if d.n() * nu == 0 {
             return Ok(());
         }
         let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
         self.check_smem("rnn_forward", smem)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let (w_ps, pre_ps, u_ps) = (self.ps(wuu), self.ps(pre), self.ps(u));
         let f = self.func("rnn_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = Self::rec_cfg(b, nu, smem);
+        lb.arg(&w_ps).arg(&pre_ps).arg(&u_ps);
+        let cfg = self.rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "rnn_forward")
     }
 
@@ -892,20 +1083,22 @@ impl Backend for Cuda {
         d: Dims,
     ) -> Result<()> {
         let (t, b, nu) = (d.t, d.b, d.u);
-        check("rnn_backward Wuu", wuu.len(), nu * nu)?;
-        check("rnn_backward u", u.len(), (t + 1) * b * nu)?;
-        check("rnn_backward e", e.len(), d.n() * nu)?;
-        check("rnn_backward dz", dz.len(), d.n() * nu)?;
+        check("rnn_backward Wuu", self.slab(wuu), nu * nu)?;
+        check("rnn_backward u", self.slab(u), (t + 1) * b * nu)?;
+        check("rnn_backward e", self.slab(e), d.n() * nu)?;
+        check("rnn_backward dz", self.slab(dz), d.n() * nu)?;
         if d.n() * nu == 0 {
             return Ok(());
         }
         let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
         self.check_smem("rnn_backward", smem)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        let (w_ps, u_ps, e_ps, dz_ps) = (self.ps(wuu), self.ps(u), self.ps(e), self.ps(dz));
         let f = self.func("rnn_backward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(u).arg(e).arg(dz).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = Self::rec_cfg(b, nu, smem);
+        lb.arg(&w_ps).arg(&u_ps).arg(&e_ps).arg(&dz_ps);
+        let cfg = self.rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "rnn_backward")
     }
 
@@ -921,13 +1114,13 @@ impl Backend for Cuda {
     ) -> Result<()> {
         let (t, b, nu) = (d.t, d.b, d.u);
         let g4 = 4 * nu;
-        check("lstm_forward Wl", wl.len(), nu * g4)?;
-        check("lstm_forward pre", pre.len(), d.n() * g4)?;
-        check("lstm_forward l", l.len(), (t + 1) * b * nu)?;
-        check("lstm_forward c", c.len(), (t + 1) * b * nu)?;
-        check("lstm_forward gates", gates.len(), d.n() * g4)?;
+        check("lstm_forward Wl", self.slab(wl), nu * g4)?;
+        check("lstm_forward pre", self.slab(pre), d.n() * g4)?;
+        check("lstm_forward l", self.slab(l), (t + 1) * b * nu)?;
+        check("lstm_forward c", self.slab(c), (t + 1) * b * nu)?;
+        check("lstm_forward gates", self.slab(gates), d.n() * g4)?;
         if let Some(p) = peep {
-            check("lstm_forward peep", p.len(), 3 * nu)?;
+            check("lstm_forward peep", self.slab(p), 3 * nu)?;
         }
         if d.n() * nu == 0 {
             return Ok(());
@@ -936,13 +1129,17 @@ impl Backend for Cuda {
         self.check_smem("lstm_forward", smem)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
-        // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer.
+        // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer
+        // (slab stride 0).
         let peep_buf = peep.unwrap_or(wl);
+        let peep_ps = peep.map_or(0, |p| self.ps(p));
+        let (wl_ps, pre_ps, l_ps, c_ps, g_ps) = (self.ps(wl), self.ps(pre), self.ps(l), self.ps(c), self.ps(gates));
         let f = self.func("lstm_forward")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
         lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        let cfg = Self::rec_cfg(b, nu, smem);
+        lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
+        let cfg = self.rec_cfg(b, nu, smem);
         launch(&mut lb, cfg, "lstm_forward")
     }
 
@@ -962,14 +1159,17 @@ impl Backend for Cuda {
         let _ = l;
         let (t, b, nu) = (d.t, d.b, d.u);
         let g4 = 4 * nu;
-        check("lstm_backward Wl", wl.len(), nu * g4)?;
-        check("lstm_backward c", c.len(), (t + 1) * b * nu)?;
-        check("lstm_backward gates", gates.len(), d.n() * g4)?;
-        check("lstm_backward dl", dl.len(), (t + 1) * b * nu)?;
-        check("lstm_backward dpre", dpre.len(), t * b * g4)?;
-        check("lstm_backward dstate0", dstate0.len(), 2 * b * nu)?;
+        check("lstm_backward Wl", self.slab(wl), nu * g4)?;
+        check("lstm_backward c", self.slab(c), (t + 1) * b * nu)?;
+        check("lstm_backward gates", self.slab(gates), d.n() * g4)?;
+        check("lstm_backward dl", self.slab(dl), (t + 1) * b * nu)?;
+        check("lstm_backward dpre", self.slab(dpre), t * b * g4)?;
+        check("lstm_backward dstate0", self.slab(dstate0), 2 * b * nu)?;
         if let Some(p) = peep {
-            check("lstm_backward peep", p.len(), 3 * nu)?;
+            check("lstm_backward peep", self.slab(p), 3 * nu)?;
+        }
+        if let Some(dp) = dpeep.as_ref() {
+            check("lstm_backward dpeep", self.slab(dp), 3 * nu)?;
         }
         if b * nu == 0 {
             return Ok(());
@@ -979,36 +1179,37 @@ impl Backend for Cuda {
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
         let peep_buf = peep.unwrap_or(wl);
-        // Peephole gradients per sequence [B,3U], reduced over b afterwards (deterministic).
+        let peep_ps = peep.map_or(0, |p| self.ps(p));
+        // Peephole gradients per sequence [B,3U] of each model, reduced over b afterwards
+        // (deterministic).
         let mut part = if dpeep.is_some() { Some(self.zeros(b * 3 * nu)?) } else { None };
+        let part_ps = part.as_ref().map_or(0, |p| self.ps(p));
+        let (wl_ps, c_ps, gates_ps, dl_ps) = (self.ps(wl), self.ps(c), self.ps(gates), self.ps(dl));
+        let (dpre_ps, ds_ps) = (self.ps(dpre), self.ps(dstate0));
         {
             let f = self.func("lstm_backward")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(c).arg(gates).arg(dl).arg(dpre).arg(dstate0);
-            let null: u64 = 0;
             match part.as_mut() {
                 Some(p) => {
                     lb.arg(p);
                 }
                 None => {
-                    lb.arg(&null);
+                    lb.arg(&NULL_PTR);
                 }
             }
             lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-            let cfg = LaunchConfig {
-                grid_dim: (b as u32, 1, 1),
-                block_dim: (Self::rec_threads(nu), 1, 1),
-                shared_mem_bytes: smem,
-            };
+            lb.arg(&wl_ps).arg(&peep_ps).arg(&c_ps).arg(&gates_ps).arg(&dl_ps).arg(&dpre_ps).arg(&ds_ps).arg(&part_ps);
+            let cfg = self.rec_cfg(b, nu, smem);
             launch(&mut lb, cfg, "lstm_backward")?;
         }
         if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
-            check("lstm_backward dpeep", dp.len(), 3 * nu)?;
+            let dp_ps = self.ps(dp);
             let f = self.func("lstm_dpeep_reduce")?;
             let mut lb = self.stream.launch_builder(f);
-            lb.arg(p).arg(&bi).arg(&ui).arg(dp);
+            lb.arg(p).arg(&bi).arg(&ui).arg(dp).arg(&part_ps).arg(&dp_ps);
             let cfg = LaunchConfig {
-                grid_dim: ((3 * nu).div_ceil(128) as u32, 1, 1),
+                grid_dim: ((3 * nu).div_ceil(128) as u32, self.models as u32, 1),
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -1024,41 +1225,62 @@ impl Backend for Cuda {
         vel: &mut CudaSlice<f32>,
         hyper: &[SgdHyper<f32>],
     ) -> Result<()> {
-        check_models("sgd_momentum hyper-parameters", hyper.len(), 1)?;
+        check_models("sgd_momentum hyper-parameters", hyper.len(), self.models)?;
+        let n = self.slab(param);
+        check("sgd grad", self.slab(grad), n)?;
+        check("sgd vel", self.slab(vel), n)?;
+        // A lone model passes its hyper-parameters as scalars; a pack passes them all in `hyper`.
         let SgdHyper { lr, momentum, weight_decay } = hyper[0];
-        let n = param.len();
-        check("sgd grad", grad.len(), n)?;
-        check("sgd vel", vel.len(), n)?;
+        let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
+        let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
+        let mut cache = self.arg_cache()?;
+        let hyper_dev = self.per_model(&mut cache.hyper, sig, &vals)?;
         let ni = n as i64;
+        let (p_ps, g_ps, v_ps) = (self.ps(param), self.ps(grad), self.ps(vel));
         let f = self.func("sgd_momentum")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(param).arg(grad).arg(vel).arg(&ni).arg(&lr).arg(&momentum).arg(&weight_decay);
-        launch(&mut lb, grid_for(n), "sgd_momentum")
+        arg_opt(&mut lb, hyper_dev);
+        lb.arg(&p_ps).arg(&g_ps).arg(&v_ps);
+        launch(&mut lb, self.grid(n), "sgd_momentum")
     }
 
     fn scale(&self, x: &mut CudaSlice<f32>, alpha: &[f32]) -> Result<()> {
-        check_models("scale factors", alpha.len(), 1)?;
-        let alpha = alpha[0];
-        let n = x.len() as i64;
+        check_models("scale factors", alpha.len(), self.models)?;
+        let n = self.slab(x);
+        let a0 = alpha[0];
+        let sig = alpha.iter().map(|x| x.to_bits() as u64).collect();
+        let mut cache = self.arg_cache()?;
+        let alphas = self.per_model(&mut cache.scale, sig, alpha)?;
+        let (ni, x_ps) = (n as i64, self.ps(x));
         let f = self.func("scale_f32")?;
         let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(&n).arg(&alpha);
-        launch(&mut lb, grid_for(n as usize), "scale_f32")
+        lb.arg(x).arg(&ni).arg(&a0);
+        arg_opt(&mut lb, alphas);
+        lb.arg(&x_ps);
+        launch(&mut lb, self.grid(n), "scale_f32")
     }
 
+    /// Partial sums per block and model (grid (SSQ_BLOCKS, P)), added on the host in block
+    /// order for each model.
     fn sum_squares(&self, x: &CudaSlice<f32>) -> Result<Vec<f64>> {
-        let n = x.len() as i64;
-        let mut partial = drv("alloc partial sums", self.stream.alloc_zeros::<f64>(SSQ_BLOCKS))?;
+        let n = self.slab(x) as i64;
+        let x_ps = self.ps(x);
+        let mut partial = drv("alloc partial sums", self.stream.alloc_zeros::<f64>(SSQ_BLOCKS * self.models))?;
         {
             let f = self.func("sum_squares_partial")?;
             let mut lb = self.stream.launch_builder(f);
-            lb.arg(x).arg(&n).arg(&mut partial);
-            let cfg = LaunchConfig { grid_dim: (SSQ_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            lb.arg(x).arg(&n).arg(&mut partial).arg(&x_ps);
+            let cfg = LaunchConfig {
+                grid_dim: (SSQ_BLOCKS as u32, self.models as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             launch(&mut lb, cfg, "sum_squares_partial")?;
         }
         let host = drv("download partial sums", self.stream.clone_dtoh(&partial))?;
         drv("synchronize", self.stream.synchronize())?;
-        Ok(vec![host.iter().sum()])
+        Ok(host.chunks(SSQ_BLOCKS).map(|p| p.iter().sum()).collect())
     }
 
     fn ais(
@@ -1074,9 +1296,9 @@ impl Backend for Cuda {
         rng: RngKey,
         counter: u32,
     ) -> Result<Vec<f64>> {
-        check("ais W", w.len(), nv * nh)?;
-        check("ais bv_t", bv_t.len(), n * nv)?;
-        check("ais bh_t", bh_t.len(), n * nh)?;
+        check("ais W", self.slab(w), nv * nh)?;
+        check("ais bv_t", self.slab(bv_t), n * nv)?;
+        check("ais bh_t", self.slab(bh_t), n * nh)?;
         if betas.len() < 2 || betas[0] != 0.0 || *betas.last().unwrap_or(&0.0) != 1.0 {
             return Err(Error::msg("ais: the schedule must start at beta = 0 and end at beta = 1"));
         }
@@ -1085,8 +1307,11 @@ impl Backend for Cuda {
             return Ok(vec![]);
         }
         let betas_f: Vec<f32> = betas.iter().map(|&b| b as f32).collect();
-        let betas_d = self.upload(&betas_f)?;
-        let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains))?;
+        // not `self.upload`: the schedule is shared by the packed models, not P slabs
+        let betas_d = drv("upload AIS schedule", self.stream.clone_htod(&betas_f))?;
+        // log-weights [P, N*M]: model p's at p N M (the kernels' grid y)
+        let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains * self.models))?;
+        let (w_ps, bv_ps, bh_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t));
         if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
             let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
             i32_of("N*M", chains)?;
@@ -1097,11 +1322,8 @@ impl Backend for Cuda {
                 let mut lb = self.stream.launch_builder(f);
                 lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
                 lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&ldw).arg(&mut logw);
-                let cfg = LaunchConfig {
-                    grid_dim: (chains.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
-                    block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
-                    shared_mem_bytes: smem,
-                };
+                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
+                let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem);
                 launch(&mut lb, cfg, &name)?;
             }
             let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
@@ -1118,11 +1340,8 @@ impl Backend for Cuda {
             let mut lb = self.stream.launch_builder(f);
             lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
             lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&w_sh).arg(&ldw).arg(&mut logw);
-            let cfg = LaunchConfig {
-                grid_dim: (chains.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
-                block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
-                shared_mem_bytes: smem,
-            };
+            lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
+            let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
             launch(&mut lb, cfg, "ais_chains")?;
         }
         let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
@@ -1145,10 +1364,10 @@ impl Backend for Cuda {
         counter: u32,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check("gibbs_marginals W", w.len(), nv * nh)?;
-        check("gibbs_marginals bv_t", bv_t.len(), n * nv)?;
-        check("gibbs_marginals bh_t", bh_t.len(), n * nh)?;
-        check("gibbs_marginals out", out.len(), n * nv)?;
+        check("gibbs_marginals W", self.slab(w), nv * nh)?;
+        check("gibbs_marginals bv_t", self.slab(bv_t), n * nv)?;
+        check("gibbs_marginals bh_t", self.slab(bh_t), n * nh)?;
+        check("gibbs_marginals out", self.slab(out), n * nv)?;
         if chains == 0 || samples == 0 {
             return Err(Error::msg("gibbs_marginals: chains and samples must be positive"));
         }
@@ -1156,6 +1375,7 @@ impl Backend for Cuda {
             return Ok(());
         }
         let norm = (1.0 / (chains * samples) as f64) as f32;
+        let (w_ps, bv_ps, bh_ps, o_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(out));
         if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
             let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
             let (ci, bi, si) = (i32_of("chains", chains)?, i32_of("burn_in", burn_in)?, i32_of("samples", samples)?);
@@ -1165,11 +1385,8 @@ impl Backend for Cuda {
             let mut lb = self.stream.launch_builder(f);
             lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&ci).arg(&bi).arg(&si);
             lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&ldw).arg(out);
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(CHAINS_PER_BLOCK_V2) as u32, 1, 1),
-                block_dim: (32, CHAINS_PER_BLOCK_V2 as u32, 1),
-                shared_mem_bytes: smem,
-            };
+            lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&o_ps);
+            let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK_V2, smem);
             return launch(&mut lb, cfg, &name);
         }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (3 * nv + nh) * 4);
@@ -1181,11 +1398,8 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&ci).arg(&bi).arg(&si);
         lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&w_sh).arg(&ldw).arg(out);
-        let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(CHAINS_PER_BLOCK) as u32, 1, 1),
-            block_dim: (32, CHAINS_PER_BLOCK as u32, 1),
-            shared_mem_bytes: smem,
-        };
+        lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&o_ps);
+        let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK, smem);
         launch(&mut lb, cfg, "gibbs_marginals")
     }
 }
