@@ -525,11 +525,12 @@ impl PackOn for crate::backend::Cpu<f32> {
     }
 }
 
+/// A GPU packs natively: the same stream, the model index in every launch grid.
 #[cfg(feature = "cuda")]
 impl PackOn for crate::backend::cuda::Cuda {
-    type Pack = crate::backend::Packed<crate::backend::cuda::Cuda>;
+    type Pack = crate::backend::cuda::Cuda;
     fn pack_on(&self, p: usize) -> Result<Self::Pack> {
-        crate::backend::Packed::new(self.fork()?, p)
+        self.packed(p)
     }
 }
 
