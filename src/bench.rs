@@ -183,8 +183,7 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
                     let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, 100);
                     // model i of this thread is model g + i*groups of the sweep
                     let ids: Vec<usize> = (0..n).map(|i| g + i * groups).collect();
-                    let backends: Vec<B> =
-                        ids.chunks(pack).map(|p| make_backend(g, p.len())).collect::<Result<_>>()?;
+                    let backends: Vec<B> = ids.chunks(pack).map(|p| make_backend(g, p.len())).collect::<Result<_>>()?;
                     let mut trainers = vec![];
                     for (be, p) in backends.iter().zip(ids.chunks(pack)) {
                         let cfgs = p
