@@ -71,6 +71,8 @@ struct Progress {
     best_valid: Option<f64>,
     bad_validations: usize,
     wall_s: f64,
+    /// Sum and count of the costs logged so far in this epoch (for its mean train cost).
+    epoch_cost: (f64, usize),
 }
 
 /// Fails unless the configs can be trained as one pack: the same model, data, chunking, batch
@@ -243,6 +245,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         meta.insert("best_valid".into(), prog.best_valid.map(|x| format!("{x:e}")).unwrap_or_default());
         meta.insert("bad_validations".into(), prog.bad_validations.to_string());
         meta.insert("wall_s".into(), format!("{}", prog.wall_s));
+        meta.insert("epoch_cost".into(), format!("{:e} {}", prog.epoch_cost.0, prog.epoch_cost.1));
         meta.insert("config".into(), cfg.to_yaml());
         meta.insert("rng".into(), format!("philox4x32-10 seed {} (positional; see train.rs)", cfg.train.seed));
         meta.insert("device".into(), self.be.name());
@@ -280,6 +283,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
             best_valid: get("best_valid").parse::<f64>().ok(),
             bad_validations: num("bad_validations")? as usize,
             wall_s: get("wall_s").parse().unwrap_or(0.0),
+            // absent in checkpoints of older versions: the epoch's mean cost then covers only
+            // the updates after the resumption
+            epoch_cost: get("epoch_cost")
+                .split_once(' ')
+                .and_then(|(s, n)| Some((s.parse().ok()?, n.parse().ok()?)))
+                .unwrap_or((0.0, 0)),
         })
     }
 }
@@ -475,7 +484,6 @@ struct RunState<'o> {
     metrics_path: PathBuf,
     prog: Progress,
     last_good: Progress,
-    epoch_cost: (f64, usize),
     /// The shuffled chunk order of epoch `order.0`.
     order: (usize, Vec<usize>),
     stopped_early: bool,
@@ -521,7 +529,6 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
             metrics_path: out.join("metrics.jsonl"),
             prog: Progress::default(),
             last_good: Progress::default(),
-            epoch_cost: (0.0, 0),
             order: (usize::MAX, vec![]),
             stopped_early: false,
             wall0: 0.0,
@@ -594,7 +601,7 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
             }
         }
         st.prog.wall_s = st.wall0 + start.elapsed().as_secs_f64();
-        let (sum, n) = std::mem::take(&mut st.epoch_cost);
+        let (sum, n) = std::mem::take(&mut st.prog.epoch_cost);
         let train_cost = (n > 0).then(|| sum / n as f64);
         append_jsonl(
             &st.metrics_path,
@@ -712,8 +719,8 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
                     ))));
                     continue;
                 }
-                st.epoch_cost.0 += cost;
-                st.epoch_cost.1 += 1;
+                st.prog.epoch_cost.0 += cost;
+                st.prog.epoch_cost.1 += 1;
                 let k = tc.cd_k(st.prog.update - 1);
                 append_jsonl(
                     &st.metrics_path,

@@ -172,3 +172,42 @@ fn packs_reject_runs_that_differ_in_shape_or_schedule() {
     // as many configs as models
     assert!(Trainer::new_packed(&be, cfgs[..3].to_vec()).is_err());
 }
+
+#[test]
+fn a_pack_stopped_and_resumed_equals_uninterrupted_lone_runs() {
+    let data = small_data();
+    let mut cfgs = configs(ModelKind::LstmRtrbm);
+    cfgs.truncate(3);
+    let dir = tempfile::tempdir().unwrap();
+    let lone = Cpu::<f32>::new(1);
+    let be = Packed::new(Cpu::<f32>::new(1), 3).unwrap();
+    let dirs: Vec<_> = (0..3).map(|p| dir.path().join(format!("packed{p}"))).collect();
+    // the pack stops at update 9 (mid-epoch), then resumes to the end
+    let part: Vec<Config> = cfgs
+        .iter()
+        .map(|c| Config {
+            train: {
+                let mut t = c.train.clone();
+                t.max_updates = 9;
+                t
+            },
+            ..c.clone()
+        })
+        .collect();
+    let o: Vec<RunOptions> = dirs.iter().map(|d| opts(d)).collect();
+    for r in train::run_packed(&be, &lone, part, &data, &o).unwrap() {
+        assert_eq!(r.unwrap().updates, 9);
+    }
+    let o: Vec<RunOptions> = dirs.iter().map(|d| RunOptions { resume: true, ..opts(d) }).collect();
+    let resumed = train::run_packed(&be, &lone, cfgs.clone(), &data, &o).unwrap();
+    for (p, c) in cfgs.iter().enumerate() {
+        let a = dir.path().join(format!("alone{p}"));
+        let whole = train::run(&lone, c.clone(), &data, &opts(&a)).unwrap();
+        let r = resumed[p].as_ref().unwrap();
+        assert_eq!(key(&whole), key(r), "run {p}");
+        for f in ["checkpoint.safetensors", "best.safetensors"] {
+            assert_eq!(tensors(&a.join(f)), tensors(&dirs[p].join(f)), "run {p}: {f} differs");
+        }
+        assert_eq!(metrics(&a), metrics(&dirs[p]), "run {p}: metrics differ");
+    }
+}

@@ -74,6 +74,15 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     let ck = checkpoint::load(&parts.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ck.meta["update"], "30");
     assert_eq!(params_of(whole.path()), params_of(parts.path()));
+    // and so are the metrics, epoch means of the cost included (wall times aside)
+    let metrics = |d: &std::path::Path| -> Vec<serde_json::Value> {
+        let mut m = train::read_metrics(&d.join("metrics.jsonl")).unwrap();
+        m.iter_mut().for_each(|v| {
+            v.as_object_mut().unwrap().remove("wall_s");
+        });
+        m
+    };
+    assert_eq!(metrics(whole.path()), metrics(parts.path()));
 }
 
 /// A few hundred updates on JSB lower the free-energy gap and raise a validation proxy.
