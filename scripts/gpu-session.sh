@@ -25,6 +25,9 @@ fi
 
 step bench
 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda.json" 2>&1 | tee "$W/logs/bench.txt" | grep -v "per second"
+# where the time of one update goes (host issue time vs device time, phase by phase)
+timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1.json" 2>&1 | tee "$W/logs/bench-phases-b1.txt"
+timeout 100 $B bench phases --device cuda --batch 64 --updates 20 --json "$W/logs/bench-phases-b64.json" 2>&1 | tee "$W/logs/bench-phases-b64.txt"
 if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
 
 step "sweep curve: N models in one pack (model index in the launch grid)"

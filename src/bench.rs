@@ -120,6 +120,86 @@ pub fn train_workload<B: Backend>(
     Ok(summarise(name, times, updates as f64, "updates"))
 }
 
+/// Where the time of one update goes: `updates` paper-protocol updates (as
+/// [`train_workload`], after a warm-up), timed twice. (1) Unsynchronised: the host time of each
+/// `Trainer::step` call (on a GPU: the time to issue its work; when it is close to the
+/// synchronised update time, the update is bound by the host or by a blocking copy) and the
+/// time per update with one synchronisation at the end. (2) Synchronised after each phase of the
+/// step (`Trainer::step_marked`): the mean wall time of each phase, device work included (the
+/// synchronisations themselves add a little to each).
+pub fn phase_workload<B: Backend>(
+    be: &B,
+    kind: ModelKind,
+    batch: usize,
+    k: usize,
+    updates: usize,
+) -> Result<PhaseTimes> {
+    if batch == 0 || k == 0 || updates == 0 {
+        return Err(Error::msg("phase_workload: batch, k and updates must be positive"));
+    }
+    let mut cfg = Config { model: paper_spec(kind), ..Config::default() };
+    cfg.train.batch = batch;
+    cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
+    let data = crate::data::jsb_embedded();
+    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
+    let mut trainer = Trainer::new(be, cfg)?;
+    let batch_at =
+        |u: usize| -> Vec<&[B::F]> { (0..batch).map(|i| chunks[(u * batch + i) % chunks.len()].as_slice()).collect() };
+    for u in 0..(updates / 5).max(2) {
+        trainer.step(&batch_at(u), u as u64)?;
+    }
+    be.synchronize()?;
+    // (1) unsynchronised
+    let mut host = 0.0;
+    let t0 = Instant::now();
+    for u in 0..updates {
+        let t = Instant::now();
+        trainer.step(&batch_at(u), u as u64)?;
+        host += t.elapsed().as_secs_f64();
+    }
+    be.synchronize()?;
+    let update_s = t0.elapsed().as_secs_f64() / updates as f64;
+    // (2) synchronised after each phase
+    let mut phases: Vec<(&'static str, f64)> = vec![];
+    for u in 0..updates {
+        be.synchronize()?;
+        let mut last = Instant::now();
+        trainer.step_marked(&batch_at(u), &[u as u64], &mut |name| {
+            be.synchronize()?;
+            let now = Instant::now();
+            let dt = (now - last).as_secs_f64() / updates as f64;
+            match phases.iter_mut().find(|p| p.0 == name) {
+                Some(p) => p.1 += dt,
+                None => phases.push((name, dt)),
+            }
+            last = now;
+            Ok(())
+        })?;
+    }
+    Ok(PhaseTimes {
+        workload: format!("{} batch {batch} CD-{k}", kind.name()),
+        device: be.name(),
+        updates,
+        update_s,
+        host_issue_s: host / updates as f64,
+        phases: phases.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
+    })
+}
+
+/// What [`phase_workload`] measured, seconds per update.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PhaseTimes {
+    pub workload: String,
+    pub device: String,
+    pub updates: usize,
+    /// Wall time per update, synchronised once at the end.
+    pub update_s: f64,
+    /// Host time of one `Trainer::step` call, unsynchronised.
+    pub host_issue_s: f64,
+    /// Each phase's wall time per update, synchronised after every phase.
+    pub phases: Vec<(String, f64)>,
+}
+
 /// Trained-like RBM parameters for AIS timing: V = H = 88, W ~ Normal(0, 0.1^2), bv = -3, bh = -1.
 pub fn ais_params<F: Float>(nv: usize, nh: usize, seed: u64) -> (Vec<F>, Vec<F>, Vec<F>) {
     let mut rng = HostRng::new(seed, 0xA1);
@@ -225,4 +305,26 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
     let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t[r]).fold(0.0, f64::max)).collect();
     let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s)");
     Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, Packed};
+
+    /// The workloads run and report what they did (no timing is asserted).
+    #[test]
+    fn phase_and_sweep_workloads_run_on_the_cpu() {
+        let be = Cpu::<f32>::new(1);
+        let p = phase_workload(&be, ModelKind::Rtrbm, 1, 2, 3).unwrap();
+        let names: Vec<&str> = p.phases.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(names, ["load", "forward", "negatives", "backward", "clip", "sgd"]);
+        assert!(p.update_s > 0.0 && p.host_issue_s > 0.0 && p.phases.iter().all(|x| x.1 >= 0.0));
+        let lone = sweep_workload(|_, _| Ok(Cpu::<f32>::new(1)), 2, 3, 1, 1, 1).unwrap();
+        let packed = sweep_workload(|_, p| Packed::new(Cpu::<f32>::new(1), p), 1, 3, 2, 1, 1).unwrap();
+        for r in [lone, packed] {
+            assert_eq!((r.reps, r.items_per_rep), (3, 3.0), "{}", r.name);
+        }
+        assert!(sweep_workload(|_, _| Ok(Cpu::<f32>::new(1)), 1, 2, 0, 1, 1).is_err());
+    }
 }

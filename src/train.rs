@@ -162,6 +162,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// update number `updates[p]`: forward, CD-K negatives, BPTT gradient, optional clipping,
     /// momentum SGD. Returns the chunk's T and each model's real frames.
     pub fn step_packed(&mut self, chunks: &[&[B::F]], updates: &[u64]) -> Result<(usize, Vec<usize>)> {
+        self.step_marked(chunks, updates, &mut |_| Ok(()))
+    }
+
+    /// [`Trainer::step_packed`], calling `mark(phase)` after each of its phases: `load` (the
+    /// chunks to the device), `forward`, `negatives`, `backward`, `clip` and `sgd`. The phase
+    /// benchmark (`rtrbm bench phases`) synchronises and reads a clock there.
+    pub fn step_marked(
+        &mut self,
+        chunks: &[&[B::F]],
+        updates: &[u64],
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<(usize, Vec<usize>)> {
         let be = self.be;
         let nv = self.cfgs[0].model.visible;
         check_models("update numbers", updates.len(), self.cfgs.len())?;
@@ -170,11 +182,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return Err(Error::msg("packed models are at updates with different CD-K"));
         }
         let (t, frames) = self.ws.load(be, chunks, nv)?;
+        mark("load")?;
         self.model.forward(be, &mut self.ws, t, false)?;
+        mark("forward")?;
         let keys: Vec<RngKey> =
             self.cfgs.iter().zip(updates).map(|(c, &u)| RngKey::new(c.train.seed ^ GIBBS_SALT, u as u32)).collect();
         self.model.negatives(be, &mut self.ws, t, k, &keys, 0)?;
+        mark("negatives")?;
         self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
+        mark("backward")?;
         if self.cfgs.iter().any(|c| c.train.grad_clip > 0.0) {
             let mut sq = vec![0.0; self.cfgs.len()];
             for g in &self.grads.bufs {
@@ -195,9 +211,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             }
         }
+        mark("clip")?;
         for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
             be.sgd_momentum(p, g, v, &self.hyper)?;
         }
+        mark("sgd")?;
         Ok((t, frames))
     }
 

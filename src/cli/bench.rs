@@ -16,7 +16,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// train | ais | sweep | all (all = paper protocol, batch 64 and AIS).
+    /// train | ais | sweep | phases | all (all = paper protocol, batch 64 and AIS; phases = where
+    /// the time of one training update goes).
     #[arg(default_value = "all")]
     pub workload: String,
     #[arg(long, value_enum, default_value = "lstm_rtrbm")]
@@ -130,7 +131,7 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             rows.push(train(64)?);
             rows.push(ais()?);
         }
-        other => anyhow::bail!("unknown workload `{other}` (expected train, ais or all)"),
+        other => anyhow::bail!("unknown workload `{other}` (expected train, ais, sweep, phases or all)"),
     }
     Ok(rows)
 }
@@ -171,7 +172,32 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     Ok(vec![row(&name, &dev, r, flops, Some(JSB_MEAN_CHUNK))])
 }
 
+/// `bench phases`: the time of one update, unsynchronised and phase by phase.
+fn run_phases(args: &BenchArgs) -> anyhow::Result<()> {
+    let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
+    let updates = args.updates.unwrap_or(if args.batch == 1 { 200 } else { 20 });
+    let p =
+        crate::with_device!(device, |be| crate::bench::phase_workload(be, args.model, args.batch, args.k, updates))?;
+    println!("{} on {} ({} updates)", p.workload, p.device, p.updates);
+    println!("{:<44} {:>10}", "per update", "us");
+    println!("{:<44} {:>10.1}", "whole update (synchronised once at the end)", 1e6 * p.update_s);
+    println!("{:<44} {:>10.1}", "host time of one step call (unsynchronised)", 1e6 * p.host_issue_s);
+    let total: f64 = p.phases.iter().map(|x| x.1).sum();
+    for (name, s) in &p.phases {
+        println!("{:<44} {:>10.1} {:>5.1}%", format!("phase {name} (synchronised)"), 1e6 * s, 100.0 * s / total);
+    }
+    println!("{:<44} {:>10.1}", "sum of the phases", 1e6 * total);
+    if let Some(path) = &args.json {
+        crate::error::write_atomic(path, serde_json::to_string_pretty(&p)?.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.workload == "phases" {
+        return run_phases(&args);
+    }
     let rows = if args.workload == "sweep" {
         run_sweep(&args)?
     } else {
