@@ -74,6 +74,28 @@ pub fn paper_spec(kind: ModelKind) -> ModelSpec {
     }
 }
 
+/// The paper-protocol config of `kind` with `batch` chunks per update and CD-`k`, and the JSB
+/// Chorales training chunks (<= 100 frames) as dense `[T, V]` arrays.
+fn paper_setup<F: Float>(
+    what: &str,
+    kind: ModelKind,
+    batch: usize,
+    k: usize,
+    updates: usize,
+) -> Result<(Config, Vec<Vec<F>>)> {
+    if batch == 0 || k == 0 || updates == 0 {
+        return Err(Error::msg(format!("{what}: batch, k and updates must be positive")));
+    }
+    let mut cfg = Config { model: paper_spec(kind), ..Config::default() };
+    cfg.train.batch = batch;
+    cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
+    let chunks = make_chunks(&crate::data::jsb_embedded().train, cfg.train.chunk_frames);
+    if chunks.is_empty() {
+        return Err(Error::msg(format!("{what}: no training chunks")));
+    }
+    Ok((cfg, chunks))
+}
+
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
 /// `max(updates / 5, 2)` updates. Throughput is updates per second.
@@ -84,17 +106,7 @@ pub fn train_workload<B: Backend>(
     k: usize,
     updates: usize,
 ) -> Result<BenchResult> {
-    if batch == 0 || k == 0 || updates == 0 {
-        return Err(Error::msg("train_workload: batch, k and updates must be positive"));
-    }
-    let mut cfg = Config { model: paper_spec(kind), ..Config::default() };
-    cfg.train.batch = batch;
-    cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
-    let data = crate::data::jsb_embedded();
-    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
-    if chunks.is_empty() {
-        return Err(Error::msg("train_workload: no training chunks"));
-    }
+    let (cfg, chunks) = paper_setup::<B::F>("train_workload", kind, batch, k, updates)?;
     let mut trainer = Trainer::new(be, cfg)?;
     let mut next = 0usize;
     let mut update = 0u64;
@@ -134,14 +146,7 @@ pub fn phase_workload<B: Backend>(
     k: usize,
     updates: usize,
 ) -> Result<PhaseTimes> {
-    if batch == 0 || k == 0 || updates == 0 {
-        return Err(Error::msg("phase_workload: batch, k and updates must be positive"));
-    }
-    let mut cfg = Config { model: paper_spec(kind), ..Config::default() };
-    cfg.train.batch = batch;
-    cfg.train.cd_schedule = vec![CdStep { from: 0, k }];
-    let data = crate::data::jsb_embedded();
-    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
+    let (cfg, chunks) = paper_setup::<B::F>("phase_workload", kind, batch, k, updates)?;
     let mut trainer = Trainer::new(be, cfg)?;
     let batch_at =
         |u: usize| -> Vec<&[B::F]> { (0..batch).map(|i| chunks[(u * batch + i) % chunks.len()].as_slice()).collect() };
