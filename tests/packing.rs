@@ -1,5 +1,5 @@
 //! Packed training: P runs trained together in the same operations (`Packed<Cpu>`, one lone
-//! operation per model; the CUDA backend's packed launches are held to the same standard in
+//! operation per model, on one or several threads; the CUDA backend's packed launches are held to the same standard in
 //! `gpu_kernels.rs`) give exactly what each run gives alone, bit for bit: parameters, velocities,
 //! best checkpoints, metrics, early stopping and divergence, with the models' chunks of different
 //! lengths padded to the longest.
@@ -82,7 +82,7 @@ fn key(s: &RunSummary) -> (u64, usize, Option<f64>, bool) {
     (s.updates, s.epochs_done, s.best_valid, s.stopped_early)
 }
 
-fn packed_equals_alone(kind: ModelKind) {
+fn packed_equals_alone(kind: ModelKind, threads: usize) {
     let data = small_data();
     let cfgs = configs(kind);
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +92,7 @@ fn packed_equals_alone(kind: ModelKind) {
         .enumerate()
         .map(|(p, c)| train::run(&lone_be, c.clone(), &data, &opts(&dir.path().join(format!("alone{p}")))))
         .collect();
-    let packed_be = Packed::new(Cpu::<f32>::new(1), cfgs.len()).unwrap();
+    let packed_be = Packed::with_threads(Cpu::<f32>::new(1), cfgs.len(), threads).unwrap();
     assert_eq!(packed_be.models(), 4);
     let popts: Vec<RunOptions> = (0..cfgs.len()).map(|p| opts(&dir.path().join(format!("packed{p}")))).collect();
     let packed = train::run_packed(&packed_be, packed_be.inner(), cfgs.clone(), &data, &popts).unwrap();
@@ -121,13 +121,15 @@ fn packed_equals_alone(kind: ModelKind) {
 
 #[test]
 fn packed_lstm_rtrbm_runs_equal_lone_runs_bit_for_bit() {
-    packed_equals_alone(ModelKind::LstmRtrbm);
+    packed_equals_alone(ModelKind::LstmRtrbm, 1);
+    // the models of a pack spread over threads: the same bits
+    packed_equals_alone(ModelKind::LstmRtrbm, 3);
 }
 
 #[test]
 fn packed_rtrbm_and_rnn_rbm_runs_equal_lone_runs_bit_for_bit() {
-    packed_equals_alone(ModelKind::Rtrbm);
-    packed_equals_alone(ModelKind::RnnRbm);
+    packed_equals_alone(ModelKind::Rtrbm, 2);
+    packed_equals_alone(ModelKind::RnnRbm, 2);
 }
 
 #[test]

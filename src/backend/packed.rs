@@ -1,10 +1,11 @@
 //! `Packed<B>`: P models of the same shapes on any backend, one lone operation per model.
 //!
 //! A buffer is one inner buffer per model, and each operation runs the inner backend's lone
-//! operation on model p's buffers, for p = 0..P in order. This is how the CPU packs a sweep's
-//! models (its speed comes from running several packs or lone runs on worker threads), and it is
-//! the reference that the CUDA backend's packed launches (model index in the launch grid) must
-//! equal: a model trained in a pack computes exactly what it computes alone.
+//! operation on model p's buffers, for every p, spread over `threads` host threads (scoped
+//! threads per operation; 1 = in order on the calling thread). This is how the CPU packs a
+//! sweep's models, and it is the reference that the CUDA backend's packed launches (model index in
+//! the launch grid) must equal: a model trained in a pack computes exactly what it computes alone,
+//! whatever the thread count.
 
 use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
@@ -14,23 +15,75 @@ use crate::rng::RngKey;
 pub struct Packed<B: Backend> {
     inner: B,
     models: usize,
+    threads: usize,
 }
 
 impl<B: Backend> Packed<B> {
-    /// Packs `models` (at least 1) models on `inner`, which must itself be a lone backend.
+    /// Packs `models` (at least 1) models on `inner`, which must itself be a lone backend; the
+    /// models' operations run one after another.
     pub fn new(inner: B, models: usize) -> Result<Self> {
+        Self::with_threads(inner, models, 1)
+    }
+
+    /// As [`Packed::new`], the models' operations spread over `threads` host threads (for a CPU
+    /// `inner`, best with one thread of its own).
+    pub fn with_threads(inner: B, models: usize, threads: usize) -> Result<Self> {
         if models == 0 || inner.models() != 1 {
             return Err(Error::msg(format!(
                 "cannot pack {models} models on a backend that already packs {}",
                 inner.models()
             )));
         }
-        Ok(Self { inner, models })
+        Ok(Self { inner, models, threads: threads.max(1) })
     }
 
     /// The lone backend underneath.
     pub fn inner(&self) -> &B {
         &self.inner
+    }
+
+    /// Runs `f(p, item)` for the item of each model p (`items[p]`), spread over the threads;
+    /// returns the first error.
+    fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(usize, T) -> Result<()> + Sync) -> Result<()> {
+        let threads = self.threads.min(items.len());
+        if threads <= 1 {
+            return items.into_iter().enumerate().try_for_each(|(p, t)| f(p, t));
+        }
+        let per = items.len().div_ceil(threads);
+        let mut groups: Vec<(usize, Vec<T>)> = vec![];
+        let mut rest = items.into_iter();
+        loop {
+            let g: Vec<T> = rest.by_ref().take(per).collect();
+            if g.is_empty() {
+                break;
+            }
+            groups.push((groups.len() * per, g));
+        }
+        let f = &f;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .into_iter()
+                .map(|(first, g)| scope.spawn(move || g.into_iter().enumerate().try_for_each(|(i, t)| f(first + i, t))))
+                .collect();
+            let mut out = Ok(());
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| Err(Error::msg("a packed model's thread panicked")));
+                if out.is_ok() {
+                    out = r;
+                }
+            }
+            out
+        })
+    }
+
+    /// [`Packed::each`] collecting one vector per model, concatenated in model order.
+    fn each_out<T: Send>(&self, f: impl Fn(usize) -> Result<Vec<T>> + Sync) -> Result<Vec<T>> {
+        let mut outs: Vec<Vec<T>> = (0..self.models).map(|_| vec![]).collect();
+        self.each(outs.iter_mut().collect(), |p, o| {
+            *o = f(p)?;
+            Ok(())
+        })?;
+        Ok(outs.into_iter().flatten().collect())
     }
 }
 
@@ -86,11 +139,11 @@ impl<B: Backend> Backend for Packed<B> {
     }
 
     fn copy(&self, src: &Self::Buf, src_off: usize, dst: &mut Self::Buf, dst_off: usize, n: usize) -> Result<()> {
-        src.iter().zip(dst.iter_mut()).try_for_each(|(s, d)| self.inner.copy(s, src_off, d, dst_off, n))
+        self.each(dst.iter_mut().collect(), |p, d| self.inner.copy(&src[p], src_off, d, dst_off, n))
     }
 
     fn fill(&self, x: &mut Self::Buf, value: Self::F) -> Result<()> {
-        x.iter_mut().try_for_each(|b| self.inner.fill(b, value))
+        self.each(x.iter_mut().collect(), |_, b| self.inner.fill(b, value))
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -109,14 +162,13 @@ impl<B: Backend> Backend for Packed<B> {
         c: &mut Self::Buf,
         c_off: usize,
     ) -> Result<()> {
-        for (p, cp) in c.iter_mut().enumerate() {
-            self.inner.gemm(m, n, k, alpha, mat(&a, p), mat(&b, p), beta, cp, c_off)?;
-        }
-        Ok(())
+        self.each(c.iter_mut().collect(), |p, cp| {
+            self.inner.gemm(m, n, k, alpha, mat(&a, p), mat(&b, p), beta, cp, c_off)
+        })
     }
 
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        x.iter_mut().zip(bias).try_for_each(|(x, b)| self.inner.add_bias(x, b, rows, cols))
+        self.each(x.iter_mut().collect(), |p, x| self.inner.add_bias(x, &bias[p], rows, cols))
     }
 
     fn sum_rows(
@@ -128,11 +180,11 @@ impl<B: Backend> Backend for Packed<B> {
         beta: Self::F,
         out: &mut Self::Buf,
     ) -> Result<()> {
-        x.iter().zip(out.iter_mut()).try_for_each(|(x, o)| self.inner.sum_rows(x, rows, cols, alpha, beta, o))
+        self.each(out.iter_mut().collect(), |p, o| self.inner.sum_rows(&x[p], rows, cols, alpha, beta, o))
     }
 
     fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
-        x.iter().zip(y.iter_mut()).try_for_each(|(x, y)| self.inner.axpy(alpha, x, y))
+        self.each(y.iter_mut().collect(), |p, y| self.inner.axpy(alpha, &x[p], y))
     }
 
     fn masked_diff(
@@ -145,14 +197,11 @@ impl<B: Backend> Backend for Packed<B> {
         cols: usize,
         out: &mut Self::Buf,
     ) -> Result<()> {
-        for (p, o) in out.iter_mut().enumerate() {
-            self.inner.masked_diff(&a[p], &b[p], &mask[p], scale, rows, cols, o)?;
-        }
-        Ok(())
+        self.each(out.iter_mut().collect(), |p, o| self.inner.masked_diff(&a[p], &b[p], &mask[p], scale, rows, cols, o))
     }
 
     fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        x.iter_mut().zip(mask).try_for_each(|(x, m)| self.inner.mask_rows(x, m, rows, cols))
+        self.each(x.iter_mut().collect(), |p, x| self.inner.mask_rows(x, &mask[p], rows, cols))
     }
 
     fn hidden_probs(
@@ -165,10 +214,7 @@ impl<B: Backend> Backend for Packed<B> {
         nh: usize,
         out: &mut Self::Buf,
     ) -> Result<()> {
-        for (p, o) in out.iter_mut().enumerate() {
-            self.inner.hidden_probs(&w[p], &v[p], &bh_t[p], n, nv, nh, o)?;
-        }
-        Ok(())
+        self.each(out.iter_mut().collect(), |p, o| self.inner.hidden_probs(&w[p], &v[p], &bh_t[p], n, nv, nh, o))
     }
 
     fn gibbs(
@@ -186,10 +232,9 @@ impl<B: Backend> Backend for Packed<B> {
         counter: u32,
     ) -> Result<()> {
         check_models("gibbs keys", rng.len(), self.models)?;
-        for (p, vp) in v.iter_mut().enumerate() {
-            self.inner.gibbs(&w[p], &bv_t[p], &bh_t[p], vp, n, nv, nh, k, gaussian, &rng[p..=p], counter)?;
-        }
-        Ok(())
+        self.each(v.iter_mut().collect(), |p, vp| {
+            self.inner.gibbs(&w[p], &bv_t[p], &bh_t[p], vp, n, nv, nh, k, gaussian, &rng[p..=p], counter)
+        })
     }
 
     fn free_energy(
@@ -204,10 +249,9 @@ impl<B: Backend> Backend for Packed<B> {
         gaussian: bool,
         out: &mut Self::Buf,
     ) -> Result<()> {
-        for (p, o) in out.iter_mut().enumerate() {
-            self.inner.free_energy(&w[p], &bv_t[p], &bh_t[p], &v[p], n, nv, nh, gaussian, o)?;
-        }
-        Ok(())
+        self.each(out.iter_mut().collect(), |p, o| {
+            self.inner.free_energy(&w[p], &bv_t[p], &bh_t[p], &v[p], n, nv, nh, gaussian, o)
+        })
     }
 
     fn rtrbm_forward(
@@ -219,31 +263,21 @@ impl<B: Backend> Backend for Packed<B> {
         bh_t: &mut Self::Buf,
         d: Dims,
     ) -> Result<()> {
-        for (p, (rp, bp)) in r.iter_mut().zip(bh_t.iter_mut()).enumerate() {
-            self.inner.rtrbm_forward(&wr[p], &pre[p], &vw[p], rp, bp, d)?;
-        }
-        Ok(())
+        self.each(r.iter_mut().zip(bh_t.iter_mut()).collect(), |p, (rp, bp)| {
+            self.inner.rtrbm_forward(&wr[p], &pre[p], &vw[p], rp, bp, d)
+        })
     }
 
     fn rtrbm_backward(&self, wr: &Self::Buf, r: &Self::Buf, dbh: &Self::Buf, g: &mut Self::Buf, d: Dims) -> Result<()> {
-        for (p, gp) in g.iter_mut().enumerate() {
-            self.inner.rtrbm_backward(&wr[p], &r[p], &dbh[p], gp, d)?;
-        }
-        Ok(())
+        self.each(g.iter_mut().collect(), |p, gp| self.inner.rtrbm_backward(&wr[p], &r[p], &dbh[p], gp, d))
     }
 
     fn rnn_forward(&self, wuu: &Self::Buf, pre: &Self::Buf, u: &mut Self::Buf, d: Dims) -> Result<()> {
-        for (p, up) in u.iter_mut().enumerate() {
-            self.inner.rnn_forward(&wuu[p], &pre[p], up, d)?;
-        }
-        Ok(())
+        self.each(u.iter_mut().collect(), |p, up| self.inner.rnn_forward(&wuu[p], &pre[p], up, d))
     }
 
     fn rnn_backward(&self, wuu: &Self::Buf, u: &Self::Buf, e: &Self::Buf, dz: &mut Self::Buf, d: Dims) -> Result<()> {
-        for (p, dzp) in dz.iter_mut().enumerate() {
-            self.inner.rnn_backward(&wuu[p], &u[p], &e[p], dzp, d)?;
-        }
-        Ok(())
+        self.each(dz.iter_mut().collect(), |p, dzp| self.inner.rnn_backward(&wuu[p], &u[p], &e[p], dzp, d))
     }
 
     fn lstm_forward(
@@ -256,11 +290,10 @@ impl<B: Backend> Backend for Packed<B> {
         gates: &mut Self::Buf,
         d: Dims,
     ) -> Result<()> {
-        for p in 0..self.models {
-            let peep = peep.map(|x| &x[p]);
-            self.inner.lstm_forward(&wl[p], peep, &pre[p], &mut l[p], &mut c[p], &mut gates[p], d)?;
-        }
-        Ok(())
+        let items = l.iter_mut().zip(c.iter_mut()).zip(gates.iter_mut()).collect();
+        self.each(items, |p, ((lp, cp), gp)| {
+            self.inner.lstm_forward(&wl[p], peep.map(|x| &x[p]), &pre[p], lp, cp, gp, d)
+        })
     }
 
     fn lstm_backward(
@@ -273,26 +306,18 @@ impl<B: Backend> Backend for Packed<B> {
         dl: &Self::Buf,
         dpre: &mut Self::Buf,
         dstate0: &mut Self::Buf,
-        mut dpeep: Option<&mut Self::Buf>,
+        dpeep: Option<&mut Self::Buf>,
         d: Dims,
     ) -> Result<()> {
-        for p in 0..self.models {
+        let dpeeps: Vec<Option<&mut B::Buf>> = match dpeep {
+            Some(x) => x.iter_mut().map(Some).collect(),
+            None => (0..self.models).map(|_| None).collect(),
+        };
+        let items = dpre.iter_mut().zip(dstate0.iter_mut()).zip(dpeeps).collect();
+        self.each(items, |p, ((dp, ds), dpeep)| {
             let peep = peep.map(|x| &x[p]);
-            let dpeep = dpeep.as_mut().map(|x| &mut x[p]);
-            self.inner.lstm_backward(
-                &wl[p],
-                peep,
-                &l[p],
-                &c[p],
-                &gates[p],
-                &dl[p],
-                &mut dpre[p],
-                &mut dstate0[p],
-                dpeep,
-                d,
-            )?;
-        }
-        Ok(())
+            self.inner.lstm_backward(&wl[p], peep, &l[p], &c[p], &gates[p], &dl[p], dp, ds, dpeep, d)
+        })
     }
 
     fn sgd_momentum(
@@ -303,23 +328,18 @@ impl<B: Backend> Backend for Packed<B> {
         hyper: &[SgdHyper<Self::F>],
     ) -> Result<()> {
         check_models("sgd_momentum hyper-parameters", hyper.len(), self.models)?;
-        for (p, (x, v)) in param.iter_mut().zip(vel.iter_mut()).enumerate() {
-            self.inner.sgd_momentum(x, &grad[p], v, &hyper[p..=p])?;
-        }
-        Ok(())
+        self.each(param.iter_mut().zip(vel.iter_mut()).collect(), |p, (x, v)| {
+            self.inner.sgd_momentum(x, &grad[p], v, &hyper[p..=p])
+        })
     }
 
     fn scale(&self, x: &mut Self::Buf, alpha: &[Self::F]) -> Result<()> {
         check_models("scale factors", alpha.len(), self.models)?;
-        x.iter_mut().enumerate().try_for_each(|(p, x)| self.inner.scale(x, &alpha[p..=p]))
+        self.each(x.iter_mut().collect(), |p, x| self.inner.scale(x, &alpha[p..=p]))
     }
 
     fn sum_squares(&self, x: &Self::Buf) -> Result<Vec<f64>> {
-        let mut out = vec![];
-        for b in x {
-            out.extend(self.inner.sum_squares(b)?);
-        }
-        Ok(out)
+        self.each_out(|p| self.inner.sum_squares(&x[p]))
     }
 
     fn ais(
@@ -335,11 +355,7 @@ impl<B: Backend> Backend for Packed<B> {
         rng: RngKey,
         counter: u32,
     ) -> Result<Vec<f64>> {
-        let mut out = vec![];
-        for p in 0..self.models {
-            out.extend(self.inner.ais(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, runs, betas, rng, counter)?);
-        }
-        Ok(out)
+        self.each_out(|p| self.inner.ais(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, runs, betas, rng, counter))
     }
 
     fn gibbs_marginals(
@@ -357,10 +373,8 @@ impl<B: Backend> Backend for Packed<B> {
         counter: u32,
         out: &mut Self::Buf,
     ) -> Result<()> {
-        for (p, o) in out.iter_mut().enumerate() {
-            self.inner
-                .gibbs_marginals(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, chains, burn_in, samples, rng, counter, o)?;
-        }
-        Ok(())
+        self.each(out.iter_mut().collect(), |p, o| {
+            self.inner.gibbs_marginals(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, chains, burn_in, samples, rng, counter, o)
+        })
     }
 }

@@ -138,7 +138,8 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
 
 /// `bench sweep`: N models at once, in packs of `--pack` models, the packs spread over
 /// `--threads` host threads: on the CPU one backend per pack ([`crate::backend::Packed`] when
-/// packing), on a GPU one CUDA stream per pack (`Cuda::fork`), packed natively.
+/// packing, its models on the threads the packs leave), on a GPU one CUDA stream per pack
+/// (`Cuda::fork`), packed natively.
 fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let updates = args.updates.unwrap_or(20);
@@ -150,9 +151,12 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             let r = if pack == 1 {
                 crate::bench::sweep_workload(|_, _| Ok(cpu()), threads, models, 1, k, updates)?
             } else {
+                // the packs on host threads, each pack's models on the threads left
+                let groups = models.div_ceil(pack).min(threads);
+                let per_pack = (threads / groups).max(1);
                 crate::bench::sweep_workload(
-                    |_, p| crate::backend::Packed::new(cpu(), p),
-                    threads,
+                    |_, p| crate::backend::Packed::with_threads(cpu(), p, per_pack),
+                    groups,
                     models,
                     pack,
                     k,

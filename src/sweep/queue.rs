@@ -516,12 +516,12 @@ trait PackOn: crate::backend::Backend + Sized {
     fn pack_on(&self, p: usize) -> Result<Self::Pack>;
 }
 
-/// The CPU packs with [`crate::backend::Packed`] (one lone operation per model); its
-/// parallelism is in its worker threads.
+/// The CPU packs with [`crate::backend::Packed`]: one lone operation per model, the models
+/// spread over the worker's threads.
 impl PackOn for crate::backend::Cpu<f32> {
     type Pack = crate::backend::Packed<crate::backend::Cpu<f32>>;
     fn pack_on(&self, p: usize) -> Result<Self::Pack> {
-        crate::backend::Packed::new(self.clone(), p)
+        crate::backend::Packed::with_threads(crate::backend::Cpu::new(1), p, self.threads())
     }
 }
 
