@@ -213,7 +213,8 @@ fn ci_sweep_of_32_tiny_runs_and_its_report() {
         "grid:\n  train.lr: [0.003, 0.01, 0.03, 0.1]\n  model.hidden: [4, 8]\n  train.seed: [1, 2, 3, 4]\n",
     );
     assert_eq!(sweep.runs.len(), 32);
-    // one call, the default devices (the CPU here), packs of 8 models (2 shapes: 4 packs)
+    // one call, the default devices (the CPU here: one worker per core), packs of up to 8 models
+    // (2 shapes; the workers claim concurrently, so a pack may hold fewer)
     let t0 = Instant::now();
     let s = queue::run_sweep(
         &sweep,
@@ -222,9 +223,12 @@ fn ci_sweep_of_32_tiny_runs_and_its_report() {
     .unwrap();
     assert_eq!((s.done_now, s.failed.len()), (32, 0), "{s:?}");
     eprintln!("32 tiny runs in {:.2} s", t0.elapsed().as_secs_f64());
+    let mut by_size = std::collections::BTreeMap::new();
     for run in &sweep.runs {
-        assert_eq!(queue::read_done(&sweep.run_dir(run)).unwrap().pack_size, 8, "{}", run.name);
+        *by_size.entry(queue::read_done(&sweep.run_dir(run)).unwrap().pack_size).or_insert(0usize) += 1;
     }
+    // every run was trained in a pack of 1..=8, and s runs share each pack of size s
+    assert!(by_size.iter().all(|(&size, &n)| (1..=8).contains(&size) && n % size == 0), "{by_size:?}");
     let r = report::report(&sweep).unwrap();
     assert_eq!(r.rows.len(), 32);
     assert!(r.rows.iter().all(|x| x.status == "done" && x.done.as_ref().and_then(|d| d.figure).is_some()));
