@@ -79,7 +79,7 @@ pub fn report(sweep: &Sweep) -> Result<Report> {
     });
     let metric = sweep.runs.first().map(|r| format!("{:?}", r.config.train.valid_metric)).unwrap_or_default();
     let mut header: Vec<String> =
-        ["rank", "run", "status", "valid figure", "test figure", "updates", "epochs", "wall s"]
+        ["rank", "run", "status", "valid figure", "test figure", "updates", "epochs", "wall s", "pack"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -98,6 +98,7 @@ pub fn report(sweep: &Sweep) -> Result<Report> {
                 d.map(|d| d.updates.to_string()).unwrap_or_default(),
                 d.map(|d| d.epochs_done.to_string()).unwrap_or_default(),
                 d.map(|d| format!("{:.3}", d.wall_s)).unwrap_or_default(),
+                d.map(|d| d.pack_size.to_string()).unwrap_or_default(),
             ];
             row.extend(r.params.iter().cloned());
             row
