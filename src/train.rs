@@ -111,7 +111,14 @@ pub struct Trainer<'a, B: Backend> {
     pub grads: Params<B>,
     pub ws: Workspace<B>,
     hyper: Vec<SgdHyper<B::F>>,
+    /// Every model's parameters and velocities on the host, downloaded once after an update
+    /// when a checkpoint or a validation needs them (one download for the whole pack, not one
+    /// per model); cleared by every update and restore.
+    host: std::cell::RefCell<Option<HostState>>,
 }
+
+/// Parameters and velocities of each packed model, on the host.
+type HostState = (Vec<Vec<HostTensor>>, Vec<Vec<HostTensor>>);
 
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A freshly initialised lone model (SPEC 3 initialisation from `cfg.train.seed`).
@@ -143,7 +150,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 weight_decay: B::F::from_f64(c.train.weight_decay),
             })
             .collect();
-        Ok(Self { be, cfgs, model, vel, grads, ws, hyper })
+        Ok(Self { be, cfgs, model, vel, grads, ws, hyper, host: Default::default() })
     }
 
     /// The config of model 0 (the only one of a lone trainer).
@@ -177,6 +184,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let be = self.be;
         let nv = self.cfgs[0].model.visible;
         check_models("update numbers", updates.len(), self.cfgs.len())?;
+        self.host.replace(None);
         let k = self.cfgs[0].train.cd_k(updates[0]);
         if updates.iter().zip(&self.cfgs).any(|(&u, c)| c.train.cd_k(u) != k) {
             return Err(Error::msg("packed models are at updates with different CD-K"));
@@ -248,13 +256,25 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Model p's parameters as host tensors.
     pub fn host_params(&self, p: usize) -> Result<Vec<HostTensor>> {
-        Ok(self.model.params.to_host_models(self.be)?.swap_remove(p))
+        Ok(self.host_state()?.0[p].clone())
+    }
+
+    /// The host copy of every model's parameters and velocities (downloaded when absent).
+    fn host_state(&self) -> Result<std::cell::Ref<'_, HostState>> {
+        if self.host.borrow().is_none() {
+            let params = self.model.params.to_host_models(self.be)?;
+            let vel = self.vel.to_host_models(self.be)?;
+            *self.host.borrow_mut() = Some((params, vel));
+        }
+        Ok(std::cell::Ref::map(self.host.borrow(), |h| h.as_ref().expect("filled above")))
     }
 
     fn to_checkpoint(&self, p: usize, prog: &Progress) -> Result<Checkpoint> {
         let cfg = &self.cfgs[p];
-        let params = self.host_params(p)?;
-        let vel = self.vel.to_host_models(self.be)?.swap_remove(p);
+        let (params, vel) = {
+            let host = self.host_state()?;
+            (host.0[p].clone(), host.1[p].clone())
+        };
         let extra = vel.into_iter().map(|(n, s, v)| (format!("vel.{n}"), s, v)).collect();
         let mut meta = HashMap::new();
         meta.insert("update".into(), prog.update.to_string());
@@ -275,6 +295,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if ck.spec != self.cfgs[p].model {
             return Err(Error::msg("checkpoint model does not match the config's model"));
         }
+        self.host.replace(None);
         let mut vals = vec![];
         for (i, name) in self.model.params.names.iter().enumerate() {
             let t = ck.params.iter().find(|t| &t.0 == name);
