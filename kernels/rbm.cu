@@ -29,8 +29,9 @@
 // the trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in
 // order. Each pointer moves by p * stride at the top of the kernel; chain and unit indices (and
 // so the Philox indices) stay per model, so model p draws exactly what it draws alone.
-// gibbs_chain*: `keys` is null (lone model: seed, stream as given) or holds (seed, stream) of
-// each model as 2P u64. gibbs_marginals*: every model uses the same key (Backend::gibbs_marginals).
+// gibbs_chain*: `keys` is null (lone model: seed, stream as given) or holds, as 2P u64, each
+// model's seed and the offset of its stream from the `stream` argument (added, wrapping): a pack
+// in lockstep has offsets 0, so its `keys` does not change from update to update. gibbs_marginals*: every model uses the same key (Backend::gibbs_marginals).
 
 extern "C" __global__ void hidden_probs(const float* __restrict__ W, const float* __restrict__ v,
                                         const float* __restrict__ bh_t, int N, int V, int H,
@@ -85,7 +86,7 @@ extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float*
     v += model * v_ps;
     if (keys) {
         seed = keys[2 * model];
-        stream = (u32)keys[2 * model + 1];
+        stream += (u32)keys[2 * model + 1];
     }
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
@@ -224,7 +225,7 @@ __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W,
     v += model * v_ps;
     if (keys) {
         seed = keys[2 * model];
-        stream = (u32)keys[2 * model + 1];
+        stream += (u32)keys[2 * model + 1];
     }
     stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;

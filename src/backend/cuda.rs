@@ -927,9 +927,12 @@ impl Backend for Cuda {
         if n == 0 || k == 0 {
             return Ok(());
         }
-        // A lone model passes its key as scalars; a pack passes every model's key in `keys`.
+        // A lone model passes its key as scalars. A pack passes every model's seed and the
+        // offset of its stream from model 0's in `keys`, and model 0's stream as the scalar: the
+        // models of a pack in lockstep differ only in their seeds, so `keys` stays the same from
+        // update to update and is uploaded once (the kernel adds the offset, wrapping).
         let (seed, stream) = (rng[0].seed, rng[0].stream);
-        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream as u64]).collect();
+        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect();
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.keys, key_vals.clone(), &key_vals)?;
         let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
