@@ -468,6 +468,43 @@ impl Cuda {
 
     /// The device copy of per-model values for a launch (held in `slot` while the caller holds
     /// the cache lock); None for a lone model, whose kernels take the scalars instead.
+    /// Launches `rtrbm_backward` or `rnn_backward` (`kernels/recurrent.cu`), which share their
+    /// arguments and grid: the recurrent weights `w` `[n,n]`, the states `[T+1,B,n]`, the
+    /// gradient arriving from outside the recurrence `[T,B,n]` and the result `[T,B,n]`, one
+    /// block per sequence. `labels` name the four buffers in length errors; `(letter, n)` is the
+    /// state width and its letter (H or U).
+    #[allow(clippy::too_many_arguments)]
+    fn recurrent_backward(
+        &self,
+        name: &'static str,
+        labels: [&str; 4],
+        w: &CudaSlice<f32>,
+        states: &CudaSlice<f32>,
+        outside: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: Dims,
+        (letter, n): (&str, usize),
+    ) -> Result<()> {
+        let (t, b) = (d.t, d.b);
+        check(labels[0], self.slab(w), n * n)?;
+        check(labels[1], self.slab(states), (t + 1) * b * n)?;
+        check(labels[2], self.slab(outside), d.n() * n)?;
+        check(labels[3], self.slab(out), d.n() * n)?;
+        if d.n() * n == 0 {
+            return Ok(());
+        }
+        let (w_sh, ldw, smem) = self.w_layout(n, n, 2 * n * 4);
+        self.check_smem(name, smem)?;
+        let (ti, bi, ni) = (i32_of("T", t)?, i32_of("B", b)?, i32_of(letter, n)?);
+        let (w_ps, s_ps, o_ps, out_ps) = (self.ps(w), self.ps(states), self.ps(outside), self.ps(out));
+        let f = self.func(name)?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(states).arg(outside).arg(out).arg(&ti).arg(&bi).arg(&ni).arg(&w_sh).arg(&ldw);
+        lb.arg(&w_ps).arg(&s_ps).arg(&o_ps).arg(&out_ps);
+        let cfg = self.rec_cfg(b, n, smem);
+        launch(&mut lb, cfg, name)
+    }
+
     fn per_model<'a, T: DeviceRepr>(
         &self,
         slot: &'a mut Option<(Vec<u64>, CudaSlice<T>)>,
@@ -1037,24 +1074,8 @@ impl Backend for Cuda {
         g: &mut CudaSlice<f32>,
         d: Dims,
     ) -> Result<()> {
-        let (t, b, h) = (d.t, d.b, d.h);
-        check("rtrbm_backward WR", self.slab(wr), h * h)?;
-        check("rtrbm_backward r", self.slab(r), (t + 1) * b * h)?;
-        check("rtrbm_backward dbh", self.slab(dbh), d.n() * h)?;
-        check("rtrbm_backward g", self.slab(g), d.n() * h)?;
-        if d.n() * h == 0 {
-            return Ok(());
-        }
-        let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
-        self.check_smem("rtrbm_backward", smem)?;
-        let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
-        let (wr_ps, r_ps, dbh_ps, g_ps) = (self.ps(wr), self.ps(r), self.ps(dbh), self.ps(g));
-        let f = self.func("rtrbm_backward")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(wr).arg(r).arg(dbh).arg(g).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
-        lb.arg(&wr_ps).arg(&r_ps).arg(&dbh_ps).arg(&g_ps);
-        let cfg = self.rec_cfg(b, h, smem);
-        launch(&mut lb, cfg, "rtrbm_backward")
+        let labels = ["rtrbm_backward WR", "rtrbm_backward r", "rtrbm_backward dbh", "rtrbm_backward g"];
+        self.recurrent_backward("rtrbm_backward", labels, wr, r, dbh, g, d, ("H", d.h))
     }
 
     fn rnn_forward(&self, wuu: &CudaSlice<f32>, pre: &CudaSlice<f32>, u: &mut CudaSlice<f32>, d: Dims) -> Result<()> {
@@ -1085,24 +1106,8 @@ impl Backend for Cuda {
         dz: &mut CudaSlice<f32>,
         d: Dims,
     ) -> Result<()> {
-        let (t, b, nu) = (d.t, d.b, d.u);
-        check("rnn_backward Wuu", self.slab(wuu), nu * nu)?;
-        check("rnn_backward u", self.slab(u), (t + 1) * b * nu)?;
-        check("rnn_backward e", self.slab(e), d.n() * nu)?;
-        check("rnn_backward dz", self.slab(dz), d.n() * nu)?;
-        if d.n() * nu == 0 {
-            return Ok(());
-        }
-        let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
-        self.check_smem("rnn_backward", smem)?;
-        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
-        let (w_ps, u_ps, e_ps, dz_ps) = (self.ps(wuu), self.ps(u), self.ps(e), self.ps(dz));
-        let f = self.func("rnn_backward")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(wuu).arg(u).arg(e).arg(dz).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
-        lb.arg(&w_ps).arg(&u_ps).arg(&e_ps).arg(&dz_ps);
-        let cfg = self.rec_cfg(b, nu, smem);
-        launch(&mut lb, cfg, "rnn_backward")
+        let labels = ["rnn_backward Wuu", "rnn_backward u", "rnn_backward e", "rnn_backward dz"];
+        self.recurrent_backward("rnn_backward", labels, wuu, u, e, dz, d, ("U", d.u))
     }
 
     fn lstm_forward(
