@@ -23,6 +23,11 @@
 //              block order, so the result is deterministic).      Reference: Cpu::sum_squares
 // copy_f32:    dst[dst_off + i] = src[src_off + i], i < n, within each model's slab (packed copies;
 //              a lone copy is one cudaMemcpy).                    Reference: Cpu::copy
+// gather_frames: one training batch from the frame store resident on the device (store [S, V],
+//              shared by every model; spans [P, B, 2] = (start, len) of each sequence):
+//              v[s*B + b, :] = store[start + s, :] and mask = 1 for s < len, else 0;
+//              wmask = mask * (float)(1.0 / max(1, sum_b len)) (SPEC 3's 1/frames).
+//              v [T_max, B, V], mask and wmask [T_max, B] per model.  Reference: Cpu::gather_frames
 //
 // Packed models (Backend::models() = P, src/backend/packed.rs is the reference): every buffer is
 // P slabs, model-major. The model index p is blockIdx.z for gemm_f32 (blockIdx.z / splits for
@@ -303,4 +308,33 @@ extern "C" __global__ void sum_squares_partial(const float* __restrict__ x, long
         __syncthreads();
     }
     if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+// grid = (blocks over T_max * B * V, P); model p = blockIdx.y reads its B spans at spans + 2 p B.
+extern "C" __global__ void gather_frames(const float* __restrict__ store, const unsigned int* __restrict__ spans,
+                                         int t_max, int b, int nv, float* __restrict__ v, float* __restrict__ mask,
+                                         float* __restrict__ wmask, long long v_ps, long long mask_ps,
+                                         long long wmask_ps) {
+    const long long model = blockIdx.y;
+    v += model * v_ps;
+    mask += model * mask_ps;
+    wmask += model * wmask_ps;
+    spans += model * 2 * (long long)b;
+    unsigned long long frames = 0;
+    for (int i = 0; i < b; ++i) frames += spans[2 * i + 1];
+    // the host rounds 1/frames from f64 the same way (F::from_f64)
+    const float w = (float)(1.0 / (double)(frames > 0 ? frames : 1));
+    GRID_STRIDE(e, (long long)t_max * b * nv) {
+        const long long row = e / nv;
+        const int col = (int)(e - row * nv);
+        const int s = (int)(row / b), bi = (int)(row - (long long)s * b);
+        const unsigned int start = spans[2 * bi], len = spans[2 * bi + 1];
+        const bool real = (unsigned int)s < len;
+        v[e] = real ? store[((long long)start + s) * nv + col] : 0.0f;
+        if (col == 0) {
+            const float m = real ? 1.0f : 0.0f;
+            mask[row] = m;
+            wmask[row] = w * m;
+        }
+    }
 }

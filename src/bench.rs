@@ -8,9 +8,9 @@ use crate::backend::Backend;
 use crate::config::{CdStep, Config};
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::model::{ModelKind, ModelSpec};
+use crate::model::{ChunkStore, ModelKind, ModelSpec};
 use crate::rng::{HostRng, RngKey};
-use crate::train::{make_chunks, Trainer};
+use crate::train::{make_chunks, Batch, Trainer};
 use std::time::Instant;
 
 /// Timings of one workload.
@@ -107,14 +107,15 @@ pub fn train_workload<B: Backend>(
     updates: usize,
 ) -> Result<BenchResult> {
     let (cfg, chunks) = paper_setup::<B::F>("train_workload", kind, batch, k, updates)?;
+    let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
     let mut trainer = Trainer::new(be, cfg)?;
     let mut next = 0usize;
     let mut update = 0u64;
     let mut run = |trainer: &mut Trainer<'_, B>, n: usize| -> Result<()> {
         for _ in 0..n {
-            let batch_refs: Vec<&[B::F]> = (0..batch).map(|i| chunks[(next + i) % chunks.len()].as_slice()).collect();
+            let ids: Vec<Option<usize>> = (0..batch).map(|i| Some((next + i) % chunks.len())).collect();
             next = (next + batch) % chunks.len();
-            trainer.step(&batch_refs, update)?;
+            trainer.step_store(&store, &ids, &[update])?;
             update += 1;
         }
         Ok(())
@@ -147,11 +148,12 @@ pub fn phase_workload<B: Backend>(
     updates: usize,
 ) -> Result<PhaseTimes> {
     let (cfg, chunks) = paper_setup::<B::F>("phase_workload", kind, batch, k, updates)?;
+    let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
     let mut trainer = Trainer::new(be, cfg)?;
     let batch_at =
-        |u: usize| -> Vec<&[B::F]> { (0..batch).map(|i| chunks[(u * batch + i) % chunks.len()].as_slice()).collect() };
+        |u: usize| -> Vec<Option<usize>> { (0..batch).map(|i| Some((u * batch + i) % chunks.len())).collect() };
     for u in 0..(updates / 5).max(2) {
-        trainer.step(&batch_at(u), u as u64)?;
+        trainer.step_store(&store, &batch_at(u), &[u as u64])?;
     }
     be.synchronize()?;
     // (1) unsynchronised
@@ -159,7 +161,7 @@ pub fn phase_workload<B: Backend>(
     let t0 = Instant::now();
     for u in 0..updates {
         let t = Instant::now();
-        trainer.step(&batch_at(u), u as u64)?;
+        trainer.step_store(&store, &batch_at(u), &[u as u64])?;
         host += t.elapsed().as_secs_f64();
     }
     be.synchronize()?;
@@ -169,7 +171,7 @@ pub fn phase_workload<B: Backend>(
     for u in 0..updates {
         be.synchronize()?;
         let mut last = Instant::now();
-        trainer.step_marked(&batch_at(u), &[u as u64], &mut |name| {
+        trainer.step_marked(Batch::Store(&store, &batch_at(u)), &[u as u64], &mut |name| {
             be.synchronize()?;
             let now = Instant::now();
             let dt = (now - last).as_secs_f64() / updates as f64;
@@ -270,6 +272,9 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
                     let ids: Vec<usize> = (0..n).map(|i| g + i * groups).collect();
                     let backends: Vec<B> = ids.chunks(pack).map(|p| make_backend(g, p.len())).collect::<Result<_>>()?;
                     let mut trainers = vec![];
+                    let nv = paper_spec(ModelKind::LstmRtrbm).visible;
+                    let stores: Vec<ChunkStore<B>> =
+                        backends.iter().map(|be| ChunkStore::new(be, &chunks, nv)).collect::<Result<_>>()?;
                     for (be, p) in backends.iter().zip(ids.chunks(pack)) {
                         let cfgs = p
                             .iter()
@@ -287,12 +292,10 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
                         backends.iter().try_for_each(|b| b.synchronize())?;
                         let t0 = Instant::now();
                         for u in 0..updates {
-                            for (t, p) in trainers.iter_mut() {
-                                let batch: Vec<&[B::F]> = p
-                                    .iter()
-                                    .map(|&id| chunks[(u * 7 + id * 13 + rep * 31) % chunks.len()].as_slice())
-                                    .collect();
-                                t.step_packed(&batch, &vec![(rep * updates + u) as u64; p.len()])?;
+                            for ((t, p), store) in trainers.iter_mut().zip(&stores) {
+                                let batch: Vec<Option<usize>> =
+                                    p.iter().map(|&id| Some((u * 7 + id * 13 + rep * 31) % chunks.len())).collect();
+                                t.step_store(store, &batch, &vec![(rep * updates + u) as u64; p.len()])?;
                             }
                         }
                         backends.iter().try_for_each(|b| b.synchronize())?;

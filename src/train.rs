@@ -14,7 +14,7 @@ use crate::data::{Dataset, Sequence};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::model::params::HostTensor;
-use crate::model::{Model, Params, Workspace};
+use crate::model::{ChunkStore, Model, Params, Workspace};
 use crate::rng::{HostRng, RngKey};
 use std::collections::HashMap;
 use std::io::Write;
@@ -117,6 +117,15 @@ pub struct Trainer<'a, B: Backend> {
     host: std::cell::RefCell<Option<HostState>>,
 }
 
+/// Where the chunks of an update come from.
+pub enum Batch<'c, B: Backend> {
+    /// Host arrays uploaded by the update: `chunks[p*B + b]` (`[T_b, V]`) is sequence b of
+    /// model p.
+    Host(&'c [&'c [B::F]]),
+    /// Chunks of a store resident on the device: `ids[p*B + b]` (None: padding).
+    Store(&'c ChunkStore<B>, &'c [Option<usize>]),
+}
+
 /// Parameters and velocities of each packed model, on the host.
 type HostState = (Vec<Vec<HostTensor>>, Vec<Vec<HostTensor>>);
 
@@ -169,15 +178,27 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// update number `updates[p]`: forward, CD-K negatives, BPTT gradient, optional clipping,
     /// momentum SGD. Returns the chunk's T and each model's real frames.
     pub fn step_packed(&mut self, chunks: &[&[B::F]], updates: &[u64]) -> Result<(usize, Vec<usize>)> {
-        self.step_marked(chunks, updates, &mut |_| Ok(()))
+        self.step_marked(Batch::Host(chunks), updates, &mut |_| Ok(()))
     }
 
-    /// [`Trainer::step_packed`], calling `mark(phase)` after each of its phases: `load` (the
-    /// chunks to the device), `forward`, `negatives`, `backward`, `clip` and `sgd`. The phase
-    /// benchmark (`rtrbm bench phases`) synchronises and reads a clock there.
+    /// [`Trainer::step_packed`] on chunks of a store resident on the device (`ids[p*B + b]`,
+    /// None: a padding sequence): what training does, no frames copied from the host.
+    pub fn step_store(
+        &mut self,
+        store: &ChunkStore<B>,
+        ids: &[Option<usize>],
+        updates: &[u64],
+    ) -> Result<(usize, Vec<usize>)> {
+        self.step_marked(Batch::Store(store, ids), updates, &mut |_| Ok(()))
+    }
+
+    /// One update ([`Trainer::step_packed`] or [`Trainer::step_store`]), calling `mark(phase)`
+    /// after each of its phases: `load` (the chunks into the workspace), `forward`,
+    /// `negatives`, `backward`, `clip` and `sgd`. The phase benchmark (`rtrbm bench phases`)
+    /// synchronises and reads a clock there.
     pub fn step_marked(
         &mut self,
-        chunks: &[&[B::F]],
+        batch: Batch<'_, B>,
         updates: &[u64],
         mark: &mut dyn FnMut(&'static str) -> Result<()>,
     ) -> Result<(usize, Vec<usize>)> {
@@ -189,7 +210,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if updates.iter().zip(&self.cfgs).any(|(&u, c)| c.train.cd_k(u) != k) {
             return Err(Error::msg("packed models are at updates with different CD-K"));
         }
-        let (t, frames) = self.ws.load(be, chunks, nv)?;
+        let (t, frames) = match batch {
+            Batch::Host(chunks) => self.ws.load(be, chunks, nv)?,
+            Batch::Store(store, ids) => self.ws.gather(be, store, ids)?,
+        };
         mark("load")?;
         self.model.forward(be, &mut self.ws, t, false)?;
         mark("forward")?;
@@ -558,6 +582,9 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
         return Err(Error::msg("the training split has no frames"));
     }
     let mut trainer = Trainer::new_packed(be, cfgs.clone())?;
+    // the training chunks live on the device for the whole run; an update gathers its batch
+    let store = ChunkStore::new(be, chunks, cfgs[0].model.visible)?;
+    let mut ids: Vec<Option<usize>> = Vec::with_capacity(cfgs.len() * cfgs[0].train.batch);
     let mut runs: Vec<RunState> = vec![];
     for (p, o) in opts.iter().enumerate() {
         let out = &o.out_dir;
@@ -721,15 +748,15 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
             break;
         };
         // finished runs get all-padding batches; short batches at the end of an epoch are padded
-        let mut refs: Vec<&[B::F]> = Vec::with_capacity(runs.len() * tc0.batch);
-        for ids in &batches {
-            let ids = ids.unwrap_or(&[]);
-            refs.extend(ids.iter().map(|&i| chunks[i].as_slice()));
-            refs.extend(std::iter::repeat_n(&[][..], tc0.batch - ids.len()));
+        ids.clear();
+        for batch in &batches {
+            let batch = batch.unwrap_or(&[]);
+            ids.extend(batch.iter().map(|&i| Some(i)));
+            ids.extend(std::iter::repeat_n(None, tc0.batch - batch.len()));
         }
         let updates: Vec<u64> =
             runs.iter().map(|st| if st.result.is_none() { st.prog.update } else { runs[lead].prog.update }).collect();
-        let (t, _) = trainer.step_packed(&refs, &updates)?;
+        let (t, _) = trainer.step_store(&store, &ids, &updates)?;
         let mut costs: Option<Vec<f64>> = None;
         let mut bad: Option<Vec<Option<String>>> = None;
         for (p, st) in runs.iter_mut().enumerate() {

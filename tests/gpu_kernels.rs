@@ -665,6 +665,46 @@ fn forked_streams_train_independent_models_identically() {
     assert_ne!(alone[0], alone[1], "different seeds must give different models");
 }
 
+/// The frame store on the device: `gather_frames` on the lone and the packed (P = 3) `Cuda`
+/// writes exactly what the CPU writes (bit for bit: it only copies, and rounds 1/frames from f64
+/// as the host does), for chunks of different lengths, padding sequences and a finished model
+/// (all padding), over a workspace dirtied by an earlier, longer batch.
+#[test]
+fn gather_frames_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let data = rtrbm::data::jsb_embedded();
+    let chunks: Vec<Vec<f32>> = rtrbm::train::make_chunks(&data.train[..6], 16);
+    let spec = ModelSpec::new(ModelKind::LstmRtrbm, 88, 16, 8);
+    let short = chunks.iter().position(|c| c.len() < 16 * 88).expect("a short chunk");
+    let last = chunks.len() - 1;
+    fn check<B: Backend<F = f32>>(
+        be: &B,
+        cpu: &Packed<Cpu<f32>>,
+        spec: &ModelSpec,
+        chunks: &[Vec<f32>],
+        b: usize,
+        ids: &[Option<usize>],
+    ) {
+        let store = rtrbm::model::ChunkStore::new(be, chunks, 88).unwrap();
+        let cstore = rtrbm::model::ChunkStore::new(cpu, chunks, 88).unwrap();
+        let mut ws = Workspace::new(be, spec, 16, b).unwrap();
+        let mut wc = Workspace::new(cpu, spec, 16, b).unwrap();
+        let first: Vec<Option<usize>> = vec![Some(0); ids.len()];
+        ws.gather(be, &store, &first).unwrap();
+        assert_eq!(ws.gather(be, &store, ids).unwrap(), wc.gather(cpu, &cstore, ids).unwrap());
+        for (name, got, want) in [("v", &ws.v, &wc.v), ("mask", &ws.mask, &wc.mask), ("wmask", &ws.wmask, &wc.wmask)] {
+            let what = format!("{}: gather_frames {name} for {ids:?}", be.name());
+            assert_bits(&what, &be.download(got).unwrap(), &cpu.download(want).unwrap());
+        }
+        assert!(ws.gather(be, &store, &vec![Some(chunks.len()); ids.len()]).is_err(), "id past the store");
+    }
+    check(&g, &Packed::new(Cpu::<f32>::new(1), 1).unwrap(), &spec, &chunks, 1, &[Some(short)]);
+    check(&g, &Packed::new(Cpu::<f32>::new(1), 1).unwrap(), &spec, &chunks, 3, &[Some(last), None, Some(2)]);
+    let pk = g.packed(P).unwrap();
+    let pc = Packed::new(Cpu::<f32>::new(1), P).unwrap();
+    check(&pk, &pc, &spec, &chunks, 2, &[Some(1), Some(short), None, None, Some(last), None]);
+}
+
 // ----- packed models: `Cuda::packed(P)` against the lone `Cuda`, bit for bit ----------------------
 
 /// Models per pack in the packed tests.

@@ -7,7 +7,7 @@
 //!
 //! Each method is the reference for a CUDA kernel in `kernels/` (named in the comment).
 
-use super::{check_models, Backend, Dims, Mat, SgdHyper};
+use super::{check_models, check_spans, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::rng::RngKey;
@@ -331,6 +331,7 @@ impl<F: Float> Cpu<F> {
 impl<F: Float> Backend for Cpu<F> {
     type F = F;
     type Buf = Vec<F>;
+    type Store = Vec<F>;
 
     fn name(&self) -> String {
         format!("cpu ({} thread{}, {})", self.threads, if self.threads == 1 { "" } else { "s" }, F::NAME)
@@ -373,6 +374,47 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn upload_store(&self, frames: &[F]) -> Result<Vec<F>> {
+        Ok(frames.to_vec())
+    }
+
+    /// Reference of `gather_frames` in `kernels/linalg.cu`.
+    fn gather_frames(
+        &self,
+        store: &Vec<F>,
+        spans: &[[u32; 2]],
+        t_max: usize,
+        b: usize,
+        nv: usize,
+        v: &mut Vec<F>,
+        mask: &mut Vec<F>,
+        wmask: &mut Vec<F>,
+    ) -> Result<()> {
+        check_spans(spans, 1, b, t_max, store.len() / nv.max(1))?;
+        check_len("gather_frames v", v, t_max * b * nv)?;
+        check_len("gather_frames mask", mask, t_max * b)?;
+        check_len("gather_frames wmask", wmask, t_max * b)?;
+        let frames: usize = spans.iter().map(|s| s[1] as usize).sum();
+        let w = F::from_f64(1.0 / frames.max(1) as f64);
+        for s in 0..t_max {
+            for (bi, &[start, len]) in spans.iter().enumerate() {
+                let row = s * b + bi;
+                let dst = &mut v[row * nv..(row + 1) * nv];
+                let m = if s < len as usize {
+                    let src = (start as usize + s) * nv;
+                    dst.copy_from_slice(&store[src..src + nv]);
+                    F::ONE
+                } else {
+                    dst.fill(F::ZERO);
+                    F::ZERO
+                };
+                mask[row] = m;
+                wmask[row] = w * m;
+            }
+        }
         Ok(())
     }
 

@@ -46,6 +46,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "scale_f32",
             "copy_f32",
             "sum_squares_partial",
+            "gather_frames",
         ],
     ),
     (
@@ -190,15 +191,21 @@ fn compile_file(file: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx>
 }
 
 /// Compiles every kernel file with NVRTC only (no driver, no GPU) for `arch` (e.g.
-/// `compute_90`): returns (file, PTX bytes). Used by the `nvrtc_compile` test.
+/// `compute_90`) and checks that its PTX defines every entry point the backend loads from it
+/// (a misspelt or missing kernel fails here, not first on a GPU): returns (file, PTX bytes).
+/// Used by the `nvrtc_compile` test.
 pub fn compile_all_ptx(arch: &str) -> Result<Vec<(String, usize)>> {
     if !nvrtc_present() {
         return Err(Error::Cuda("libnvrtc not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc`, and put its lib folder on LD_LIBRARY_PATH)".into()));
     }
     let mut out = vec![];
-    for (file, src, _) in KERNEL_FILES {
-        let ptx = compile_file(file, src, arch)?;
-        out.push((file.to_string(), ptx.to_src().len()));
+    for (file, src, names) in KERNEL_FILES {
+        let ptx = compile_file(file, src, arch)?.to_src();
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !ptx.contains(&format!(".entry {n}("))).collect();
+        if !missing.is_empty() {
+            return Err(Error::Cuda(format!("kernels/{file}: no entry point {missing:?} in its PTX")));
+        }
+        out.push((file.to_string(), ptx.len()));
     }
     Ok(out)
 }
@@ -282,6 +289,9 @@ struct ArgCache {
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
     /// Scale factors, P f32.
     scale: Option<(Vec<u64>, CudaSlice<f32>)>,
+    /// The spans of the last `gather_frames`, 2PB u32 (rewritten by every call, reused while
+    /// the size stays).
+    spans: Option<CudaSlice<u32>>,
 }
 
 /// The device copy of `vals` in `slot`, uploaded again only when `sig` (the values' bits)
@@ -722,6 +732,7 @@ fn launch(lb: &mut cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig, name: &str
 impl Backend for Cuda {
     type F = f32;
     type Buf = CudaSlice<f32>;
+    type Store = CudaSlice<f32>;
 
     fn name(&self) -> String {
         if self.models == 1 {
@@ -807,6 +818,51 @@ impl Backend for Cuda {
 
     fn synchronize(&self) -> Result<()> {
         drv("synchronize", self.stream.synchronize())
+    }
+
+    fn upload_store(&self, frames: &[f32]) -> Result<CudaSlice<f32>> {
+        if frames.is_empty() {
+            return drv("alloc frame store", self.stream.alloc_zeros::<f32>(1));
+        }
+        drv("upload frame store", self.stream.clone_htod(frames))
+    }
+
+    fn gather_frames(
+        &self,
+        store: &CudaSlice<f32>,
+        spans: &[[u32; 2]],
+        t_max: usize,
+        b: usize,
+        nv: usize,
+        v: &mut CudaSlice<f32>,
+        mask: &mut CudaSlice<f32>,
+        wmask: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        super::check_spans(spans, self.models, b, t_max, store.len() / nv.max(1))?;
+        check("gather_frames v", self.slab(v), t_max * b * nv)?;
+        check("gather_frames mask", self.slab(mask), t_max * b)?;
+        check("gather_frames wmask", self.slab(wmask), t_max * b)?;
+        if t_max * b * nv == 0 {
+            return Ok(());
+        }
+        let (ti, bi, vi) = (i32_of("T_max", t_max)?, i32_of("B", b)?, i32_of("V", nv)?);
+        i32_of("T_max*B*V", t_max * b * nv)?;
+        let flat: Vec<u32> = spans.iter().flatten().copied().collect();
+        let mut cache = self.arg_cache()?;
+        let dev = match cache.spans.take() {
+            Some(mut d) if d.len() == flat.len() => {
+                drv("upload gather spans", self.stream.memcpy_htod(&flat, &mut d))?;
+                d
+            }
+            _ => drv("upload gather spans", self.stream.clone_htod(&flat))?,
+        };
+        let dev = cache.spans.insert(dev);
+        let (v_ps, m_ps, w_ps) = (self.ps(v), self.ps(mask), self.ps(wmask));
+        let f = self.func("gather_frames")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(store).arg(&*dev).arg(&ti).arg(&bi).arg(&vi).arg(v).arg(mask).arg(wmask);
+        lb.arg(&v_ps).arg(&m_ps).arg(&w_ps);
+        launch(&mut lb, self.grid(t_max * b * nv), "gather_frames")
     }
 
     fn gemm(

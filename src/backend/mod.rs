@@ -81,12 +81,32 @@ pub fn check_models(what: &str, got: usize, models: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless `spans` (see [`Backend::gather_frames`]) holds B spans for each of `models`
+/// models, each at most `t_max` frames and within a store of `rows` frames.
+pub fn check_spans(spans: &[[u32; 2]], models: usize, b: usize, t_max: usize, rows: usize) -> Result<()> {
+    use crate::error::Error;
+    if spans.len() != models * b {
+        return Err(Error::Shape(format!("gather_frames: {} spans for {models} models x {b} sequences", spans.len())));
+    }
+    for (i, &[start, len]) in spans.iter().enumerate() {
+        if len as usize > t_max || start as usize + len as usize > rows {
+            return Err(Error::Shape(format!(
+                "gather_frames: span {i} = frames {start}..{} (store holds {rows} frames, chunks at most {t_max})",
+                start as usize + len as usize
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The operations of a compute device. See the module comment for layouts.
 pub trait Backend: Send + Sync {
     /// Element type of the device buffers.
     type F: Float;
     /// A device buffer of `F`.
     type Buf: Send + Sync;
+    /// Training frames kept on the device (see [`Backend::upload_store`]).
+    type Store: Send + Sync;
 
     /// Human-readable device name (e.g. `cpu (2 threads, f32)` or `NVIDIA H100 80GB HBM3`).
     fn name(&self) -> String;
@@ -114,6 +134,33 @@ pub trait Backend: Send + Sync {
     fn fill(&self, x: &mut Self::Buf, value: Self::F) -> Result<()>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
+
+    // ----- training data resident on the device -------------------------------------------------
+
+    /// Uploads a frame store: `frames` is `[S, V]`, every training chunk one after another. It
+    /// is read by [`Backend::gather_frames`] for the whole run, so an update copies no frames
+    /// from the host. Packed, it is one copy shared by every model, not P slabs.
+    fn upload_store(&self, frames: &[Self::F]) -> Result<Self::Store>;
+
+    /// Loads one batch from a frame store into a workspace's `v` `[T_max, B, V]`, `mask` and
+    /// `wmask` `[T_max, B]` (per model). Sequence b of model p is the store's rows
+    /// `start .. start + len`, `[start, len] = spans[p*B + b]` (len 0: a padding sequence):
+    /// frame s < len goes to row `s*B + b` of v with mask 1, every other row of the slab is 0 with
+    /// mask 0, and `wmask = mask * w_p` with `w_p = f(1 / max(1, F_p))` rounded from f64, F_p =
+    /// the sum of model p's lens (the 1/frames of the SPEC 3 cost). The spans are the only
+    /// host-to-device copy (8 bytes per sequence).
+    #[allow(clippy::too_many_arguments)]
+    fn gather_frames(
+        &self,
+        store: &Self::Store,
+        spans: &[[u32; 2]],
+        t_max: usize,
+        b: usize,
+        nv: usize,
+        v: &mut Self::Buf,
+        mask: &mut Self::Buf,
+        wmask: &mut Self::Buf,
+    ) -> Result<()>;
 
     // ----- dense linear algebra ---------------------------------------------------------------
 

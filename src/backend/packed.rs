@@ -94,6 +94,7 @@ fn mat<'a, Buf>(m: &Mat<'a, Vec<Buf>>, p: usize) -> Mat<'a, Buf> {
 impl<B: Backend> Backend for Packed<B> {
     type F = B::F;
     type Buf = Vec<B::Buf>;
+    type Store = B::Store;
 
     fn name(&self) -> String {
         format!("{} models packed on {}", self.models, self.inner.name())
@@ -148,6 +149,34 @@ impl<B: Backend> Backend for Packed<B> {
 
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
+    }
+
+    fn upload_store(&self, frames: &[Self::F]) -> Result<B::Store> {
+        self.inner.upload_store(frames)
+    }
+
+    fn gather_frames(
+        &self,
+        store: &B::Store,
+        spans: &[[u32; 2]],
+        t_max: usize,
+        b: usize,
+        nv: usize,
+        v: &mut Self::Buf,
+        mask: &mut Self::Buf,
+        wmask: &mut Self::Buf,
+    ) -> Result<()> {
+        if spans.len() != self.models * b {
+            return Err(Error::Shape(format!(
+                "gather_frames: {} spans for {} models x {b} sequences",
+                spans.len(),
+                self.models
+            )));
+        }
+        let items: Vec<_> = v.iter_mut().zip(mask.iter_mut()).zip(wmask.iter_mut()).collect();
+        self.each(items, |p, ((v, m), w)| {
+            self.inner.gather_frames(store, &spans[p * b..(p + 1) * b], t_max, b, nv, v, m, w)
+        })
     }
 
     fn gemm(

@@ -283,6 +283,75 @@ impl<B: Backend> Workspace<B> {
         be.write(&mut self.wmask, &wmask)?;
         Ok((t, real))
     }
+
+    /// [`Workspace::load`] from a [`ChunkStore`] on the device: sequence b of model p is chunk
+    /// `ids[p*B + b]` (None: padding). Writes exactly what `load` writes for those chunks, with
+    /// one launch and no frames copied from the host. Returns the chunk's T and each model's
+    /// real frame count.
+    pub fn gather(&mut self, be: &B, store: &ChunkStore<B>, ids: &[Option<usize>]) -> Result<(usize, Vec<usize>)> {
+        let (b, models) = (self.b, be.models());
+        if ids.len() != b * models {
+            return Err(Error::Shape(format!("workspace holds {b} sequences x {models} models, got {}", ids.len())));
+        }
+        let mut spans = Vec::with_capacity(ids.len());
+        for id in ids {
+            spans.push(match *id {
+                None => [0, 0],
+                Some(i) if i < store.len() => [store.starts[i], store.lens[i]],
+                Some(i) => return Err(Error::Shape(format!("chunk {i} of a store of {}", store.len()))),
+            });
+        }
+        let t = spans.iter().map(|s| s[1] as usize).max().unwrap_or(0);
+        if t == 0 || t > self.t_max {
+            return Err(Error::Shape(format!("chunk of {t} frames (workspace holds 1..={})", self.t_max)));
+        }
+        let real = spans.chunks(b.max(1)).map(|s| s.iter().map(|x| x[1] as usize).sum()).collect();
+        be.gather_frames(&store.store, &spans, self.t_max, b, store.nv, &mut self.v, &mut self.mask, &mut self.wmask)?;
+        Ok((t, real))
+    }
+}
+
+/// The training chunks resident on the device for a whole run (one copy, shared by every
+/// packed model): chunk i is `lens[i]` frames from row `starts[i]` of the store. An update then
+/// loads its batch with [`Workspace::gather`], one launch, instead of uploading frames.
+pub struct ChunkStore<B: Backend> {
+    store: B::Store,
+    starts: Vec<u32>,
+    lens: Vec<u32>,
+    nv: usize,
+}
+
+impl<B: Backend> ChunkStore<B> {
+    /// Uploads `chunks` (each `[T_i, V]` row-major) one after another.
+    pub fn new(be: &B, chunks: &[Vec<B::F>], nv: usize) -> Result<Self> {
+        let (mut starts, mut lens) = (vec![], vec![]);
+        let mut rows = 0usize;
+        for (i, c) in chunks.iter().enumerate() {
+            if nv == 0 || c.len() % nv != 0 {
+                return Err(Error::Shape(format!("chunk {i} holds {} values, not whole frames of {nv}", c.len())));
+            }
+            let too_big = || Error::Shape(format!("the training chunks hold more than {} frames", u32::MAX));
+            starts.push(u32::try_from(rows).map_err(|_| too_big())?);
+            lens.push(u32::try_from(c.len() / nv).map_err(|_| too_big())?);
+            rows += c.len() / nv;
+        }
+        let flat: Vec<B::F> = chunks.concat();
+        Ok(Self { store: be.upload_store(&flat)?, starts, lens, nv })
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Frames of chunk `i`.
+    pub fn frames(&self, i: usize) -> usize {
+        self.lens[i] as usize
+    }
 }
 
 /// A model: its spec and its parameters on a backend.
