@@ -175,6 +175,11 @@ __device__ __forceinline__ void acc_active(const float* Ws, int ks, int os, cons
 }
 
 // Stages W [rows, cols] into smem with row stride ldw (all threads of the block; ends with a barrier).
+// Whether Gibbs chain `chain` (< N) runs: no mask, or its frame's mask entry is not 0.
+__device__ __forceinline__ bool chain_active(long long chain, int N, const float* mask, long long mask_off) {
+    return chain < N && (!mask || mask[mask_off + chain] != 0.0f);
+}
+
 __device__ __forceinline__ void stage_w_smem(const float* __restrict__ W, int rows, int cols, int ldw, float* smem) {
     int tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
     for (int e = tid; e < rows * cols; e += nt) smem[(e / cols) * ldw + (e % cols)] = W[e];

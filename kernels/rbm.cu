@@ -29,6 +29,9 @@
 // the trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in
 // order. Each pointer moves by p * stride at the top of the kernel; chain and unit indices (and
 // so the Philox indices) stay per model, so model p draws exactly what it draws alone.
+// gibbs_chain*: `mask` [N] (slab stride mask_ps) is null or holds the frame mask: chains with
+// mask 0 (padded frames) return without touching v or drawing, and a block whose chains are all
+// padding returns before staging W (Backend::gibbs; reference Cpu::gibbs).
 // gibbs_chain*: `keys` is null (lone model: seed, stream as given) or holds, as 2P u64, each
 // model's seed and the offset of its stream from the `stream` argument (added, wrapping): a pack
 // in lockstep has offsets 0, so its `keys` does not change from update to update. gibbs_marginals*: every model uses the same key (Backend::gibbs_marginals).
@@ -76,8 +79,9 @@ __device__ __forceinline__ void gibbs_step_warp(const float* Ws, int ldw, const 
 extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float* __restrict__ bv_t,
                                        const float* __restrict__ bh_t, float* __restrict__ v, int N, int V, int H,
                                        int K, int gaussian, u64 seed, u32 stream, u32 counter, int w_shared,
-                                       int ldw, const u64* __restrict__ keys, long long w_ps, long long bv_ps,
-                                       long long bh_ps, long long v_ps) {
+                                       int ldw, const u64* __restrict__ keys, const float* __restrict__ mask,
+                                       long long w_ps, long long bv_ps, long long bh_ps, long long v_ps,
+                                       long long mask_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     W += model * w_ps;
@@ -88,9 +92,11 @@ extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float*
         seed = keys[2 * model];
         stream += (u32)keys[2 * model + 1];
     }
-    const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-    if (chain >= N) return;
+    const bool active = chain_active(chain, N, mask, model * mask_ps);
+    if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging
+    const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
+    if (!active) return;
     float* sv = smem + (w_shared ? V * ldw : 0) + threadIdx.y * (V + H);
     float* sh = sv + V;
     int lane = threadIdx.x;
@@ -215,8 +221,9 @@ template <int R>
 __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                     const float* __restrict__ bh_t, float* __restrict__ v, int N, int V,
                                                     int H, int K, u64 seed, u32 stream, u32 counter, int ldw,
-                                                    const u64* __restrict__ keys, long long w_ps, long long bv_ps,
-                                                    long long bh_ps, long long v_ps) {
+                                                    const u64* __restrict__ keys, const float* __restrict__ mask,
+                                                    long long w_ps, long long bv_ps, long long bh_ps, long long v_ps,
+                                                    long long mask_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     W += model * w_ps;
@@ -227,9 +234,11 @@ __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W,
         seed = keys[2 * model];
         stream += (u32)keys[2 * model + 1];
     }
-    stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-    if (chain >= N) return;
+    const bool active = chain_active(chain, N, mask, model * mask_ps);
+    if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging
+    stage_w_smem(W, V, H, ldw, smem);
+    if (!active) return;
     int per_warp = (V > H ? V : H) + 8 + V;
     float* su = smem + V * ldw + threadIdx.y * per_warp;
     float* sv = su + (V > H ? V : H) + 8;
@@ -311,9 +320,10 @@ __device__ __forceinline__ void gibbs_marginals_v2_impl(const float* __restrict_
     extern "C" __global__ void gibbs_chain_v2_r##R(                                                                   \
         const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t,                   \
         float* __restrict__ v, int N, int V, int H, int K, u64 seed, u32 stream, u32 counter, int ldw,                \
-        const u64* __restrict__ keys, long long w_ps, long long bv_ps, long long bh_ps, long long v_ps) {             \
-        gibbs_chain_v2_impl<R>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, ldw, keys, w_ps, bv_ps, bh_ps,    \
-                               v_ps);                                                                                  \
+        const u64* __restrict__ keys, const float* __restrict__ mask, long long w_ps, long long bv_ps, long long bh_ps, \
+        long long v_ps, long long mask_ps) {                                                                           \
+        gibbs_chain_v2_impl<R>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, ldw, keys, mask, w_ps, bv_ps,     \
+                               bh_ps, v_ps, mask_ps);                                                                  \
     }                                                                                                                  \
     extern "C" __global__ void gibbs_marginals_v2_r##R(                                                               \
         const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t, int N, int V,    \

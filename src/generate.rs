@@ -116,7 +116,7 @@ pub fn generate<B: Backend>(be: &B, model: &Model<B>, opts: &GenerateOptions) ->
         };
         be.write(&mut ws.vneg, &start)?;
         let counter = (2 * opts.gibbs_k * step) as u32;
-        be.gibbs(w, &ws.bv_t, &ws.bh_t, &mut ws.vneg, 1, nv, nh, opts.gibbs_k, false, &[key], counter)?;
+        be.gibbs(w, &ws.bv_t, &ws.bh_t, &mut ws.vneg, None, 1, nv, nh, opts.gibbs_k, false, &[key], counter)?;
         let mut v = be.download(&ws.vneg)?;
         v.truncate(nv);
         // side-slipping: transpose a short span out of key
@@ -172,7 +172,7 @@ mod tests {
                 let bh_t = be.download(&ws.bh_t).unwrap()[step * nh..t * nh].to_vec();
                 let mut v = vec![0.0; KEYS];
                 let counter = (2 * opts.gibbs_k * step) as u32;
-                be.gibbs(w, &bv_t, &bh_t, &mut v, 1, KEYS, nh, opts.gibbs_k, false, &[key], counter).unwrap();
+                be.gibbs(w, &bv_t, &bh_t, &mut v, None, 1, KEYS, nh, opts.gibbs_k, false, &[key], counter).unwrap();
                 let got: Vec<f64> = piece[step * KEYS..t * KEYS].iter().map(|&x| x as f64).collect();
                 assert_eq!(got, v, "{kind:?}: frame {step}");
                 history.extend(v);

@@ -115,7 +115,7 @@ fn gibbs_matches_naive_except_near_ties() {
     for threads in [1, 2] {
         let be = Cpu::<f32>::new(threads);
         let mut v = v0.clone();
-        be.gibbs(&w, &bv, &bh, &mut v, n, nv, nh, k, false, &[rng], 10).unwrap();
+        be.gibbs(&w, &bv, &bh, &mut v, None, n, nv, nh, k, false, &[rng], 10).unwrap();
         for c in 0..n {
             let mut vn = v0[c * nv..(c + 1) * nv].to_vec();
             let mut tie = f64::INFINITY;
@@ -147,9 +147,42 @@ fn gibbs_result_does_not_depend_on_threads() {
     let v0 = vec![0.0f32; n * nv];
     let mut a = v0.clone();
     let mut b = v0.clone();
-    Cpu::<f32>::new(1).gibbs(&w, &bv, &bh, &mut a, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
-    Cpu::<f32>::new(2).gibbs(&w, &bv, &bh, &mut b, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
+    Cpu::<f32>::new(1).gibbs(&w, &bv, &bh, &mut a, None, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
+    Cpu::<f32>::new(2).gibbs(&w, &bv, &bh, &mut b, None, n, nv, nh, 7, false, &[RngKey::new(1, 1)], 0).unwrap();
     assert_eq!(a, b);
+}
+
+/// A frame mask skips chains: masked chains keep their v (here non-binary, so a draw would
+/// show), and the chains that run draw exactly what they draw without a mask, on any thread
+/// count, binary and Gaussian.
+#[test]
+fn gibbs_mask_skips_chains_and_changes_no_other() {
+    let (nv, nh, n) = (88, 40, 21);
+    let (w, bv, bh) = random_rbm(nv, nh, n, 3, 0.3, -2.0, -1.0);
+    let v0 = vec![0.5f32; n * nv];
+    let mask: Vec<f32> = (0..n).map(|c| if c % 3 == 1 || c >= 17 { 0.0 } else { 1.0 }).collect();
+    for gaussian in [false, true] {
+        for threads in [1, 2] {
+            let be = Cpu::<f32>::new(threads);
+            let key = [RngKey::new(4, 2)];
+            let (mut all, mut masked) = (v0.clone(), v0.clone());
+            be.gibbs(&w, &bv, &bh, &mut all, None, n, nv, nh, 5, gaussian, &key, 0).unwrap();
+            be.gibbs(&w, &bv, &bh, &mut masked, Some(&mask), n, nv, nh, 5, gaussian, &key, 0).unwrap();
+            for c in 0..n {
+                let (a, m) = (&all[c * nv..(c + 1) * nv], &masked[c * nv..(c + 1) * nv]);
+                if mask[c] == 0.0 {
+                    assert!(m.iter().all(|&x| x == 0.5), "masked chain {c} was sampled");
+                    assert!(a.iter().any(|&x| x != 0.5), "chain {c} unmasked must be sampled");
+                } else {
+                    assert_eq!(a, m, "chain {c} (gaussian {gaussian}, {threads} threads)");
+                }
+            }
+        }
+    }
+    let short = vec![1.0f32; n - 1];
+    let be = Cpu::<f32>::new(1);
+    let mut v = v0.clone();
+    assert!(be.gibbs(&w, &bv, &bh, &mut v, Some(&short), n, nv, nh, 1, false, &[RngKey::new(1, 1)], 0).is_err());
 }
 
 #[test]

@@ -298,8 +298,8 @@ fn gibbs_matches_cpu_samples() {
         for k in [1usize, 25] {
             let mut gv = g.upload(&v).unwrap();
             let mut cv = v.clone();
-            g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, k, false, &[key], 11).unwrap();
-            c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, k, false, &[key], 11).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv, None, n, nv, nh, k, false, &[key], 11).unwrap();
+            c.gibbs(&w, &bv, &bh, &mut cv, None, n, nv, nh, k, false, &[key], 11).unwrap();
             let gvh = g.download(&gv).unwrap();
             assert!(gvh.iter().all(|&x| x == 0.0 || x == 1.0), "gibbs output not binary");
             let draws_bad = gvh.iter().zip(&cv).filter(|(a, b)| a != b).count();
@@ -314,14 +314,32 @@ fn gibbs_matches_cpu_samples() {
             }
             // same seed twice: identical
             let mut gv2 = g.upload(&v).unwrap();
-            g.gibbs(&gw, &gbv, &gbh, &mut gv2, n, nv, nh, k, false, &[key], 11).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut gv2, None, n, nv, nh, k, false, &[key], 11).unwrap();
             assert_eq!(g.download(&gv2).unwrap(), gvh, "gibbs not reproducible");
+        }
+        // A frame mask: the chains that run draw exactly what they draw without it, the
+        // others keep their v; the first 40 chains (whole blocks) and every third are padding.
+        let mask: Vec<f32> = (0..n).map(|i| if i < 40 || i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        for gaussian in [false, true] {
+            let gm = g.upload(&mask).unwrap();
+            let (mut all, mut masked) = (g.upload(&v).unwrap(), g.upload(&v).unwrap());
+            g.gibbs(&gw, &gbv, &gbh, &mut all, None, n, nv, nh, 3, gaussian, &[key], 5).unwrap();
+            g.gibbs(&gw, &gbv, &gbh, &mut masked, Some(&gm), n, nv, nh, 3, gaussian, &[key], 5).unwrap();
+            let (all, masked) = (g.download(&all).unwrap(), g.download(&masked).unwrap());
+            for i in 0..n {
+                let want = if mask[i] == 0.0 { &v[i * nv..(i + 1) * nv] } else { &all[i * nv..(i + 1) * nv] };
+                assert_bits(
+                    &format!("masked gibbs N{n} chain {i} gaussian={gaussian}"),
+                    &masked[i * nv..(i + 1) * nv],
+                    want,
+                );
+            }
         }
         // Gaussian visibles, K = 1: v = mean + normal (f32 Box-Muller on the GPU, f64 on the CPU)
         let mut gv = g.upload(&v).unwrap();
         let mut cv = v.clone();
-        g.gibbs(&gw, &gbv, &gbh, &mut gv, n, nv, nh, 1, true, &[key], 3).unwrap();
-        c.gibbs(&w, &bv, &bh, &mut cv, n, nv, nh, 1, true, &[key], 3).unwrap();
+        g.gibbs(&gw, &gbv, &gbh, &mut gv, None, n, nv, nh, 1, true, &[key], 3).unwrap();
+        c.gibbs(&w, &bv, &bh, &mut cv, None, n, nv, nh, 1, true, &[key], 3).unwrap();
         let gvh = g.download(&gv).unwrap();
         let far = gvh.iter().zip(&cv).filter(|(a, b)| (*a - *b).abs() > 1e-4 + 1e-4 * b.abs()).count();
         assert!(far as f64 <= 1e-3 * (n * nv) as f64 + 1.0, "gaussian gibbs: {far} elements differ");
@@ -937,21 +955,35 @@ fn packed_rbm_ops_equal_lone() {
         let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(0xfeed + p as u64, 2 + p as u32)).collect();
         for (k, gaussian) in [(1usize, false), (25, false), (1, true)] {
             let (mut pt, mut lt) = up(&g, &pk, &v);
-            pk.gibbs(&pw, &pbv, &pbh, &mut pt, n, nv, nh, k, gaussian, &keys, 11).unwrap();
+            pk.gibbs(&pw, &pbv, &pbh, &mut pt, None, n, nv, nh, k, gaussian, &keys, 11).unwrap();
             for p in 0..P {
-                g.gibbs(&lw[p], &lbv[p], &lbh[p], &mut lt[p], n, nv, nh, k, gaussian, &keys[p..=p], 11).unwrap();
+                g.gibbs(&lw[p], &lbv[p], &lbh[p], &mut lt[p], None, n, nv, nh, k, gaussian, &keys[p..=p], 11).unwrap();
             }
             same(&what(&format!("gibbs K{k} gaussian={gaussian}")), &g, &pk, &pt, &lt);
         }
-        assert!(pk.gibbs(&pw, &pbv, &pbh, &mut up(&g, &pk, &v).0, n, nv, nh, 1, false, &keys[..1], 11).is_err());
+        assert!(pk.gibbs(&pw, &pbv, &pbh, &mut up(&g, &pk, &v).0, None, n, nv, nh, 1, false, &keys[..1], 11).is_err());
+        // with a frame mask per model (model p pads its last p + 1 frames; model 2 also frame 0)
+        let masks: Vec<Vec<f32>> = (0..P)
+            .map(|p| (0..n).map(|i| if i + p + 1 >= n || (p == 2 && i == 0) { 0.0 } else { 1.0 }).collect())
+            .collect();
+        let (pm, lm) = up(&g, &pk, &masks);
+        for (k, gaussian) in [(2usize, false), (2, true)] {
+            let (mut pt, mut lt) = up(&g, &pk, &v);
+            pk.gibbs(&pw, &pbv, &pbh, &mut pt, Some(&pm), n, nv, nh, k, gaussian, &keys, 11).unwrap();
+            for p in 0..P {
+                let key = &keys[p..=p];
+                g.gibbs(&lw[p], &lbv[p], &lbh[p], &mut lt[p], Some(&lm[p]), n, nv, nh, k, gaussian, key, 11).unwrap();
+            }
+            same(&what(&format!("masked gibbs K{k} gaussian={gaussian}")), &g, &pk, &pt, &lt);
+        }
         // another key for model 0 changes model 0's samples only
         if n > 1 {
             let mut keys2 = keys.clone();
             keys2[0] = RngKey::new(1, 1);
             let (mut pa, _) = up(&g, &pk, &v);
             let (mut pb, _) = up(&g, &pk, &v);
-            pk.gibbs(&pw, &pbv, &pbh, &mut pa, n, nv, nh, 1, false, &keys, 11).unwrap();
-            pk.gibbs(&pw, &pbv, &pbh, &mut pb, n, nv, nh, 1, false, &keys2, 11).unwrap();
+            pk.gibbs(&pw, &pbv, &pbh, &mut pa, None, n, nv, nh, 1, false, &keys, 11).unwrap();
+            pk.gibbs(&pw, &pbv, &pbh, &mut pb, None, n, nv, nh, 1, false, &keys2, 11).unwrap();
             let (a, b) = (pk.download(&pa).unwrap(), pk.download(&pb).unwrap());
             let per = a.len() / P;
             assert_ne!(a[..per], b[..per], "model 0's key must change model 0's samples");

@@ -175,7 +175,7 @@ fn gibbs_sampling_matches_the_exact_distribution() {
     let mut v = vec![0.0; chains * nv];
     let bv_t: Vec<f64> = (0..chains).flat_map(|_| bv.clone()).collect();
     let bh_t: Vec<f64> = (0..chains).flat_map(|_| bh.clone()).collect();
-    be.gibbs(&w, &bv_t, &bh_t, &mut v, chains, nv, nh, 30, false, &[RngKey::new(5, 0)], 0).unwrap();
+    be.gibbs(&w, &bv_t, &bh_t, &mut v, None, chains, nv, nh, 30, false, &[RngKey::new(5, 0)], 0).unwrap();
     let mut counts = vec![0usize; 1 << nv];
     for c in v.chunks(nv) {
         counts[c.iter().enumerate().map(|(i, &x)| (x as usize) << i).sum::<usize>()] += 1;

@@ -582,6 +582,7 @@ impl<F: Float> Backend for Cpu<F> {
         bv_t: &Vec<F>,
         bh_t: &Vec<F>,
         v: &mut Vec<F>,
+        mask: Option<&Vec<F>>,
         n: usize,
         nv: usize,
         nh: usize,
@@ -596,11 +597,17 @@ impl<F: Float> Backend for Cpu<F> {
         check_len("gibbs bv_t", bv_t, n * nv)?;
         check_len("gibbs bh_t", bh_t, n * nh)?;
         check_len("gibbs v", v, n * nv)?;
+        if let Some(m) = mask {
+            check_len("gibbs mask", m, n)?;
+        }
         let wt = transpose(w, nv, nh);
         self.par_items(&mut v[..n * nv], nv, |first, block| {
             let (mut h, mut pv, mut u) = (vec![F::ZERO; nh], vec![F::ZERO; nv], vec![0f32; nv.max(nh)]);
             for (c, vc) in block.chunks_mut(nv).enumerate() {
                 let chain = first + c;
+                if mask.is_some_and(|m| m[chain] == F::ZERO) {
+                    continue; // a padded frame: left as it is
+                }
                 let (bv, bh) = (&bv_t[chain * nv..(chain + 1) * nv], &bh_t[chain * nh..(chain + 1) * nh]);
                 for step in 0..k as u32 {
                     Self::gibbs_step(

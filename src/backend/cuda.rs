@@ -1004,6 +1004,7 @@ impl Backend for Cuda {
         bv_t: &CudaSlice<f32>,
         bh_t: &CudaSlice<f32>,
         v: &mut CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
         n: usize,
         nv: usize,
         nh: usize,
@@ -1017,6 +1018,10 @@ impl Backend for Cuda {
         check("gibbs bv_t", self.slab(bv_t), n * nv)?;
         check("gibbs bh_t", self.slab(bh_t), n * nh)?;
         check("gibbs v", self.slab(v), n * nv)?;
+        if let Some(m) = mask {
+            check("gibbs mask", self.slab(m), n)?;
+        }
+        let mask_ps = mask.map_or(0, |m| self.ps(m));
         if n == 0 || k == 0 {
             return Ok(());
         }
@@ -1038,7 +1043,8 @@ impl Backend for Cuda {
                 lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki);
                 lb.arg(&seed).arg(&stream).arg(&counter).arg(&ldw);
                 arg_opt(&mut lb, keys);
-                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps);
+                arg_opt(&mut lb, mask);
+                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
                 let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK_V2, smem);
                 return launch(&mut lb, cfg, &name);
             }
@@ -1052,7 +1058,8 @@ impl Backend for Cuda {
         lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki).arg(&g);
         lb.arg(&seed).arg(&stream).arg(&counter).arg(&w_sh).arg(&ldw);
         arg_opt(&mut lb, keys);
-        lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps);
+        arg_opt(&mut lb, mask);
+        lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
         let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK, smem);
         launch(&mut lb, cfg, "gibbs_chain")
     }

@@ -230,8 +230,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:
-    /// `v` `[N, V]` holds the start and receives the last visible sample. `rng` holds one key
-    /// per packed model. Step k draws
+    /// `v` `[N, V]` holds the start and receives the last visible sample. With `mask` `[N]`,
+    /// chain n runs only where `mask[n] != 0`; the others (padded frames) keep their v and draw
+    /// nothing, and since every draw is indexed by its chain, the chains that run draw exactly
+    /// what they draw without a mask. `rng` holds one key per packed model. Step k draws
     /// h ~ Bernoulli(sigma(v W + bh_t)) with uniforms of counter `counter + 2k` at index `n*H + j`,
     /// then v ~ Bernoulli(sigma(W h + bv_t)) (or Normal(W h + bv_t, 1) when `gaussian`) with
     /// counter `counter + 2k + 1` at index `n*V + i` (normals at uniform indices 2(n*V+i), +1).
@@ -242,6 +244,7 @@ pub trait Backend: Send + Sync {
         bv_t: &Self::Buf,
         bh_t: &Self::Buf,
         v: &mut Self::Buf,
+        mask: Option<&Self::Buf>,
         n: usize,
         nv: usize,
         nh: usize,

@@ -252,6 +252,7 @@ impl<B: Backend> Backend for Packed<B> {
         bv_t: &Self::Buf,
         bh_t: &Self::Buf,
         v: &mut Self::Buf,
+        mask: Option<&Self::Buf>,
         n: usize,
         nv: usize,
         nh: usize,
@@ -262,7 +263,8 @@ impl<B: Backend> Backend for Packed<B> {
     ) -> Result<()> {
         check_models("gibbs keys", rng.len(), self.models)?;
         self.each(v.iter_mut().collect(), |p, vp| {
-            self.inner.gibbs(&w[p], &bv_t[p], &bh_t[p], vp, n, nv, nh, k, gaussian, &rng[p..=p], counter)
+            let m = mask.map(|m| &m[p]);
+            self.inner.gibbs(&w[p], &bv_t[p], &bh_t[p], vp, m, n, nv, nh, k, gaussian, &rng[p..=p], counter)
         })
     }
 

@@ -299,7 +299,7 @@ pub fn prediction_mse<B: Backend>(
         let mut v = be.upload(&to_f(&v0[start * nv..end * nv]))?;
         let rng = RngKey::new(seed, MSE_STREAM.wrapping_add(batch));
         if gibbs_steps > 0 {
-            be.gibbs(&w, &bv, &bh, &mut v, nb, nv, nh, gibbs_steps, true, &[rng], 0)?;
+            be.gibbs(&w, &bv, &bh, &mut v, None, nb, nv, nh, gibbs_steps, true, &[rng], 0)?;
         }
         let mut ph = be.zeros(nb * nh)?;
         be.hidden_probs(&w, &v, &bh, nb, nv, nh, &mut ph)?;

@@ -499,6 +499,7 @@ impl<B: Backend> Model<B> {
             &ws.bv_t,
             &ws.bh_t,
             &mut ws.vneg,
+            Some(&ws.mask), // padded frames draw nothing; mask_rows zeroes them below
             n,
             d.v,
             d.h,
