@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput};
 use rtrbm::backend::Cpu;
 use rtrbm::bench::{ais_workload, train_workload};
 use rtrbm::config::{CdStep, Config};
-use rtrbm::model::ModelKind;
+use rtrbm::model::{ChunkStore, ModelKind};
 use rtrbm::train::{make_chunks, Trainer};
 use std::time::Duration;
 
@@ -43,12 +43,13 @@ fn criterion_benches(c: &mut Criterion) {
         for kind in KINDS {
             let mut cfg = Config { model: rtrbm::bench::paper_spec(kind), ..Config::default() };
             cfg.train.cd_schedule = vec![CdStep { from: 0, k: 25 }];
+            let store = ChunkStore::new(&be, &chunks, cfg.model.visible).expect("chunk store");
             let mut trainer = Trainer::new(&be, cfg).expect("trainer");
             let mut update = 0u64;
             group.bench_function(kind.name(), |b| {
                 b.iter(|| {
-                    let chunk = &chunks[update as usize % chunks.len()];
-                    trainer.step(&[chunk.as_slice()], update).expect("step");
+                    let id = update as usize % chunks.len();
+                    trainer.step_store(&store, &[Some(id)], &[update]).expect("step");
                     update += 1;
                 })
             });
@@ -66,7 +67,7 @@ fn criterion_benches(c: &mut Criterion) {
         let key = rtrbm::rng::RngKey::new(99, 3);
         group.bench_function("v88_h88_2000x200", |b| {
             b.iter(|| {
-                rtrbm::backend::Backend::ais(&be, &w, &bv, &bh, 1, 88, 88, chains, &schedule, key, 0).expect("ais")
+                rtrbm::backend::Backend::ais(&be, &w, &bv, &bh, 1, 88, 88, chains, &schedule, &[key], 0).expect("ais")
             })
         });
         group.finish();

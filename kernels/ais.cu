@@ -12,7 +12,9 @@
 //
 // Packed models (Backend::models() = P): the model index p is blockIdx.y (P rows of blocks);
 // W, bv_t, bh_t move by p times their slab strides (trailing `*_ps` arguments, in elements) and
-// logw by p N M (logw holds [P, N*M]). Every model uses the same key (Backend::ais).
+// logw by p N M (logw holds [P, N*M]). `keys` is null (lone model: seed, stream as given) or
+// holds, as 2P u64, each model's seed and the offset of its stream from the `stream` argument
+// (added, wrapping), as for gibbs_chain (Backend::ais: one key per model).
 //
 // ais_chains_v2_r{1..8}: the same chains, the same uniforms (same counters and indices), for
 // V, H <= 32 R with W staged in shared memory (the host falls back to ais_chains otherwise, or
@@ -27,14 +29,19 @@
 extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* __restrict__ bv_t,
                                       const float* __restrict__ bh_t, int N, int V, int H, int M,
                                       const float* __restrict__ betas, int nbetas, u64 seed, u32 stream,
-                                      u32 counter, int w_shared, int ldw, double* __restrict__ logw, long long w_ps,
-                                      long long bv_ps, long long bh_ps) {
+                                      u32 counter, int w_shared, int ldw, double* __restrict__ logw,
+                                      const u64* __restrict__ keys, long long w_ps, long long bv_ps,
+                                      long long bh_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     W += model * w_ps;
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     logw += model * N * M;
+    if (keys) {
+        seed = keys[2 * model];
+        stream += (u32)keys[2 * model + 1];
+    }
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;
@@ -78,14 +85,19 @@ template <int R>
 __device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                    const float* __restrict__ bh_t, int N, int V, int H, int M,
                                                    const float* __restrict__ betas, int nbetas, u64 seed, u32 stream,
-                                                   u32 counter, int ldw, double* __restrict__ logw, long long w_ps,
-                                                   long long bv_ps, long long bh_ps) {
+                                                   u32 counter, int ldw, double* __restrict__ logw,
+                                                   const u64* __restrict__ keys, long long w_ps, long long bv_ps,
+                                                   long long bh_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     W += model * w_ps;
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     logw += model * N * M;
+    if (keys) {
+        seed = keys[2 * model];
+        stream += (u32)keys[2 * model + 1];
+    }
     stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;
@@ -173,9 +185,10 @@ __device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, 
     extern "C" __global__ void ais_chains_v2_r##R(                                                              \
         const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t, int N, int V, \
         int H, int M, const float* __restrict__ betas, int nbetas, u64 seed, u32 stream, u32 counter, int ldw,    \
-        double* __restrict__ logw, long long w_ps, long long bv_ps, long long bh_ps) {                           \
-        ais_chains_v2_impl<R>(W, bv_t, bh_t, N, V, H, M, betas, nbetas, seed, stream, counter, ldw, logw, w_ps,  \
-                              bv_ps, bh_ps);                                                                      \
+        double* __restrict__ logw, const u64* __restrict__ keys, long long w_ps, long long bv_ps,                \
+        long long bh_ps) {                                                                                       \
+        ais_chains_v2_impl<R>(W, bv_t, bh_t, N, V, H, M, betas, nbetas, seed, stream, counter, ldw, logw, keys,  \
+                              w_ps, bv_ps, bh_ps);                                                                \
     }
 AIS_V2(1)
 AIS_V2(2)

@@ -226,12 +226,12 @@ pub fn ais_workload<B: Backend>(be: &B, chains: usize, betas: usize) -> Result<B
     let (w, bv, bh) = (be.upload(&w)?, be.upload(&bv)?, be.upload(&bh)?);
     let schedule: Vec<f64> = (0..betas).map(|i| i as f64 / (betas - 1) as f64).collect();
     let key = RngKey::new(99, 3);
-    be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, key, 0)?;
+    be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, &[key], 0)?;
     be.synchronize()?;
     let mut times = vec![];
     for rep in 0..5u32 {
         let t0 = Instant::now();
-        be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, key, 1 + rep * 2 * betas as u32)?;
+        be.ais(&w, &bv, &bh, 1, nv, nh, chains, &schedule, &[key], 1 + rep * 2 * betas as u32)?;
         be.synchronize()?;
         times.push(t0.elapsed().as_secs_f64());
     }

@@ -371,9 +371,57 @@ fn write_model<B: Backend>(be: &B, set: &mut Params<B>, p: usize, values: &[&[f6
 }
 
 /// A cheap validation figure (see [`ValidMetric`]); higher is better for `AisLl`, and the cost is
-/// negated so that higher is better for every metric.
+/// negated so that higher is better for every metric. `model` is a lone model.
 pub fn validate<B: Backend>(be: &B, model: &Model<B>, cfg: &Config, valid: &[Sequence]) -> Result<Option<f64>> {
-    let tc = &cfg.train;
+    Ok(validate_packed(be, model, std::slice::from_ref(cfg), valid)?.swap_remove(0))
+}
+
+/// What the validation of a run depends on besides its parameters and seed: runs of a pack that
+/// agree on it are validated together, in one pass of packed operations.
+fn valid_key(cfg: &Config) -> (ValidMetric, usize, usize, usize) {
+    let t = &cfg.train;
+    (t.valid_metric, t.valid_max_frames, t.valid_ais_betas, t.valid_ais_runs)
+}
+
+/// [`validate`] for every model of a pack at once (model p with `cfgs[p]`'s settings and seed),
+/// each exactly as it is alone: the validation sequences go to every model's slab, and each
+/// model draws with its own keys. Models that differ in validation settings take one packed pass
+/// per setting (each pass computes every slab and keeps its own models' figures).
+pub fn validate_packed<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    cfgs: &[Config],
+    valid: &[Sequence],
+) -> Result<Vec<Option<f64>>> {
+    check_models("configs", cfgs.len(), be.models())?;
+    let mut out = vec![None; cfgs.len()];
+    let mut done = vec![false; cfgs.len()];
+    for p in 0..cfgs.len() {
+        if done[p] {
+            continue;
+        }
+        let key = valid_key(&cfgs[p]);
+        let figures = validate_pass(be, model, cfgs, &cfgs[p], valid)?;
+        for q in p..cfgs.len() {
+            if !done[q] && valid_key(&cfgs[q]) == key {
+                out[q] = figures[q];
+                done[q] = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One packed validation pass with the settings of `settings` and each model's own seed.
+fn validate_pass<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    cfgs: &[Config],
+    settings: &Config,
+    valid: &[Sequence],
+) -> Result<Vec<Option<f64>>> {
+    let tc = &settings.train;
+    let models = cfgs.len();
     let mut seqs = vec![];
     let mut budget = if tc.valid_max_frames == 0 { usize::MAX } else { tc.valid_max_frames };
     for s in valid {
@@ -385,79 +433,81 @@ pub fn validate<B: Backend>(be: &B, model: &Model<B>, cfg: &Config, valid: &[Seq
         seqs.push(Sequence { frames: s.frames[..take].to_vec() });
     }
     if seqs.is_empty() {
-        return Ok(None);
+        return Ok(vec![None; models]);
     }
     match tc.valid_metric {
-        ValidMetric::None => Ok(None),
+        ValidMetric::None => Ok(vec![None; models]),
         ValidMetric::Cost => {
-            let mut total = 0.0;
+            let mut total = vec![0.0; models];
             let mut frames_total = 0;
             for (i, s) in seqs.iter().enumerate() {
                 let dense: Vec<B::F> = s.to_dense().iter().map(|&x| B::F::from_f64(x as f64)).collect();
                 let mut ws = Workspace::new(be, &model.spec, s.len(), 1)?;
-                let (t, frames) = ws.load(be, &[&dense], model.spec.visible)?;
+                let (t, frames) = ws.load(be, &vec![dense.as_slice(); models], model.spec.visible)?;
                 model.forward(be, &mut ws, t, false)?;
-                model.negatives(be, &mut ws, t, tc.max_k(), &[RngKey::new(tc.seed, 0xC057 + i as u32)], 0)?;
-                total += model.cost(be, &mut ws, t)?[0] * frames[0] as f64;
+                let keys: Vec<RngKey> = cfgs.iter().map(|c| RngKey::new(c.train.seed, 0xC057 + i as u32)).collect();
+                model.negatives(be, &mut ws, t, tc.max_k(), &keys, 0)?;
+                for (tot, c) in total.iter_mut().zip(model.cost(be, &mut ws, t)?) {
+                    *tot += c * frames[0] as f64;
+                }
                 frames_total += frames[0];
             }
-            Ok(Some(-total / frames_total as f64))
+            Ok(total.into_iter().map(|t| Some(-t / frames_total as f64)).collect())
         }
         ValidMetric::AisLl => {
             let betas: Vec<f64> = (0..tc.valid_ais_betas).map(|i| i as f64 / (tc.valid_ais_betas - 1) as f64).collect();
-            let ll = ais_ll_quick(be, model, &seqs, &betas, tc.valid_ais_runs, RngKey::new(tc.seed, 0xA15))?;
-            Ok(Some(ll))
+            let keys: Vec<RngKey> = cfgs.iter().map(|c| RngKey::new(c.train.seed, 0xA15)).collect();
+            let ll = ais_ll_quick(be, model, &seqs, &betas, tc.valid_ais_runs, &keys)?;
+            Ok(ll.into_iter().map(Some).collect())
         }
     }
 }
 
 /// Mean log P(v_t | v_<t) per frame by AIS over whole sequences (SPEC 4.1), without standard
-/// errors: the validation proxy used during training. `rtrbm eval` is the full evaluation.
+/// errors: the validation proxy used during training, for every packed model (`rng` holds one
+/// key per model). `rtrbm eval` is the full evaluation.
 pub fn ais_ll_quick<B: Backend>(
     be: &B,
     model: &Model<B>,
     seqs: &[Sequence],
     betas: &[f64],
     runs: usize,
-    rng: RngKey,
-) -> Result<f64> {
+    rng: &[RngKey],
+) -> Result<Vec<f64>> {
     let (nv, nh) = (model.spec.visible, model.spec.hidden);
-    let mut total = 0.0;
+    let models = be.models();
+    check_models("AIS keys", rng.len(), models)?;
+    let mut total = vec![0.0; models];
     let mut frames = 0usize;
     let w = model.params.get("W")?;
     for (si, s) in seqs.iter().enumerate() {
         let dense: Vec<B::F> = s.to_dense().iter().map(|&x| B::F::from_f64(x as f64)).collect();
         let t = s.len();
         let mut ws = Workspace::new(be, &model.spec, t, 1)?;
-        ws.load(be, &[&dense], nv)?;
+        ws.load(be, &vec![dense.as_slice(); models], nv)?;
         model.forward(be, &mut ws, t, false)?;
         be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, t, nv, nh, model.spec.gaussian, &mut ws.fe)?;
         let fe = be.download(&ws.fe)?;
-        let logw = be.ais(
-            w,
-            &ws.bv_t,
-            &ws.bh_t,
-            t,
-            nv,
-            nh,
-            runs,
-            betas,
-            RngKey::new(rng.seed, rng.stream.wrapping_add(si as u32)),
-            0,
-        )?;
+        let keys: Vec<RngKey> = rng.iter().map(|k| RngKey::new(k.seed, k.stream.wrapping_add(si as u32))).collect();
+        let logw = be.ais(w, &ws.bv_t, &ws.bh_t, t, nv, nh, runs, betas, &keys, 0)?;
         let bv = be.download(&ws.bv_t)?;
         let bh = be.download(&ws.bh_t)?;
-        for f in 0..t {
-            let log_z0: f64 = bv[f * nv..(f + 1) * nv].iter().map(|x| x.softplus().to_f64()).sum::<f64>()
-                + bh[f * nh..(f + 1) * nh].iter().map(|x| x.softplus().to_f64()).sum::<f64>();
-            let lw = &logw[f * runs..(f + 1) * runs];
-            let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lme = mx + (lw.iter().map(|x| (x - mx).exp()).sum::<f64>() / runs as f64).ln();
-            total += -fe[f].to_f64() - (log_z0 + lme);
+        // model p's slabs: fe [t], bv_t [t, V], bh_t [t, H], log-weights [t, runs]
+        for (p, tot) in total.iter_mut().enumerate() {
+            let (fe, bv, bh) = (&fe[p * t..], &bv[p * t * nv..], &bh[p * t * nh..]);
+            let logw = &logw[p * t * runs..];
+            for f in 0..t {
+                let log_z0: f64 = bv[f * nv..(f + 1) * nv].iter().map(|x| x.softplus().to_f64()).sum::<f64>()
+                    + bh[f * nh..(f + 1) * nh].iter().map(|x| x.softplus().to_f64()).sum::<f64>();
+                let lw = &logw[f * runs..(f + 1) * runs];
+                let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lme = mx + (lw.iter().map(|x| (x - mx).exp()).sum::<f64>() / runs as f64).ln();
+                *tot += -fe[f].to_f64() - (log_z0 + lme);
+            }
         }
         frames += t;
     }
-    Ok(total / frames.max(1) as f64)
+    Ok(total.into_iter().map(|t| t / frames.max(1) as f64).collect())
 }
 
 fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -502,17 +552,13 @@ pub fn plot_curves(out_dir: &Path) -> Result<()> {
 
 /// Trains `cfg` on the piano rolls of `data` into `opts.out_dir` (SPEC 3), resuming when asked.
 pub fn run<B: Backend>(be: &B, cfg: Config, data: &Dataset, opts: &RunOptions) -> Result<RunSummary> {
-    let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, cfg.train.chunk_frames);
-    let valid_cfg = cfg.clone();
-    let mut valid = |_: usize, m: &Model<B>| validate(be, m, &valid_cfg, &data.valid);
-    run_chunks(be, cfg, chunks, &mut valid, opts)
+    run_packed(be, vec![cfg], data, std::slice::from_ref(opts))?.remove(0)
 }
 
 /// Trains packed runs (`cfgs[p]` into `opts[p].out_dir`, see [`run_pack`]) on the piano rolls of
-/// `data`, validating on the lone backend `lone` of the same device.
-pub fn run_packed<B: Backend, L: Backend<F = B::F>>(
+/// `data`, validating the whole pack at once ([`validate_packed`]).
+pub fn run_packed<B: Backend>(
     be: &B,
-    lone: &L,
     cfgs: Vec<Config>,
     data: &Dataset,
     opts: &[RunOptions],
@@ -520,13 +566,14 @@ pub fn run_packed<B: Backend, L: Backend<F = B::F>>(
     let chunk_frames = cfgs.first().map_or(1, |c| c.train.chunk_frames);
     let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, chunk_frames);
     let valid_cfgs = cfgs.clone();
-    let mut valid = |p: usize, m: &Model<L>| validate(lone, m, &valid_cfgs[p], &data.valid);
-    run_pack(be, lone, cfgs, &chunks, &mut valid, opts)
+    let mut valid = |m: &Model<B>| validate_packed(be, m, &valid_cfgs, &data.valid);
+    run_pack(be, cfgs, &chunks, &mut valid, opts)
 }
 
-/// Validation figure of model p (higher is better), or None. The model is given alone, on the
-/// lone backend of the run.
-pub type ValidFn<'a, B> = dyn FnMut(usize, &Model<B>) -> Result<Option<f64>> + 'a;
+/// Validation figures (higher is better, or None) of every model of a pack, given the packed
+/// model; called once at an epoch end where any run validates, and each run that validates
+/// then takes its own figure.
+pub type ValidFn<'a, B> = dyn FnMut(&Model<B>) -> Result<Vec<Option<f64>>> + 'a;
 
 /// Trains `cfg` on dense chunks (`[T_c, V]` each, binary or real-valued) into `opts.out_dir`,
 /// validating with `valid` every `train.valid_every` epochs.
@@ -537,7 +584,7 @@ pub fn run_chunks<B: Backend>(
     valid_fn: &mut ValidFn<'_, B>,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    run_pack(be, be, vec![cfg], &chunks, valid_fn, std::slice::from_ref(opts))?.remove(0)
+    run_pack(be, vec![cfg], &chunks, valid_fn, std::slice::from_ref(opts))?.remove(0)
 }
 
 /// Where one run of a pack stands.
@@ -566,15 +613,14 @@ impl RunState<'_> {
 /// initialisation, data order, Gibbs keys, optimiser, validation, early stopping and
 /// checkpoints), in lockstep, one update of every model per step. A run that has finished
 /// (epochs, update budget, early stop, divergence) keeps its results while the others go on; its
-/// slab still computes but is ignored. Validation runs model p alone on `lone`, after a host
-/// round trip of its parameters. Returns each run's result; the outer error is one that stops
-/// the whole pack (the device, the data).
-pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
+/// slab still computes but is ignored. Runs in lockstep end their epochs at the same step, so
+/// `valid_fn` validates the whole pack once there and every run due takes its figure. Returns
+/// each run's result; the outer error is one that stops the whole pack (the device, the data).
+pub fn run_pack<B: Backend>(
     be: &B,
-    lone: &L,
     cfgs: Vec<Config>,
     chunks: &[Vec<B::F>],
-    valid_fn: &mut ValidFn<'_, L>,
+    valid_fn: &mut ValidFn<'_, B>,
     opts: &[RunOptions],
 ) -> Result<Vec<Result<RunSummary>>> {
     check_models("run options", opts.len(), cfgs.len())?;
@@ -644,8 +690,11 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
     let save = |trainer: &Trainer<B>, p: usize, st: &RunState, name: &str| -> Result<()> {
         checkpoint::save(&st.opts.out_dir.join(name), &trainer.to_checkpoint(p, &st.prog)?)
     };
+    // The pack's validation figures at a step (the step's number, one figure per model).
+    let mut figures: Option<(u64, Vec<Option<f64>>)> = None;
+    let mut step_no = 0u64;
     // The end of an epoch of run p: validate, early-stop, checkpoint, curves.
-    let mut end_epoch = |trainer: &Trainer<B>, p: usize, st: &mut RunState| -> Result<()> {
+    let mut end_epoch = |trainer: &Trainer<B>, p: usize, st: &mut RunState, step_no: u64| -> Result<()> {
         let tc = &cfgs[p].train;
         st.prog.epoch += 1;
         st.prog.batch_pos = 0;
@@ -654,8 +703,13 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
         }
         let mut valid = None;
         if tc.valid_metric != ValidMetric::None && st.prog.epoch.is_multiple_of(tc.valid_every) {
-            let alone = Model::from_host(lone, cfgs[p].model.clone(), trainer.host_params(p)?)?;
-            valid = valid_fn(p, &alone)?;
+            let current = match figures.take() {
+                Some((n, f)) if n == step_no => f,
+                _ => valid_fn(&trainer.model)?,
+            };
+            check_models("validation figures", current.len(), cfgs.len())?;
+            valid = current[p];
+            figures = Some((step_no, current));
             if let Some(v) = valid {
                 if st.prog.best_valid.is_none_or(|b| v > b) {
                     st.prog.best_valid = Some(v);
@@ -726,7 +780,7 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
                 if st.prog.batch_pos < batches_per_epoch {
                     break;
                 }
-                if let Err(e) = end_epoch(&trainer, p, st) {
+                if let Err(e) = end_epoch(&trainer, p, st, step_no) {
                     st.result = Some(Err(e));
                 }
             }
@@ -757,6 +811,7 @@ pub fn run_pack<B: Backend, L: Backend<F = B::F>>(
         let updates: Vec<u64> =
             runs.iter().map(|st| if st.result.is_none() { st.prog.update } else { runs[lead].prog.update }).collect();
         let (t, _) = trainer.step_store(&store, &ids, &updates)?;
+        step_no += 1;
         let mut costs: Option<Vec<f64>> = None;
         let mut bad: Option<Vec<Option<String>>> = None;
         for (p, st) in runs.iter_mut().enumerate() {
@@ -847,7 +902,7 @@ pub fn run_config<B: Backend>(be: &B, cfg: Config, opts: &RunOptions) -> Result<
             .into_iter()
             .map(|c| c.into_iter().map(B::F::from_f64).collect())
             .collect();
-        let mut none = |_: usize, _: &Model<B>| Ok(None);
+        let mut none = |_: &Model<B>| Ok(vec![None]);
         run_chunks(be, cfg, chunks, &mut none, opts)
     } else {
         let data = crate::data::open(&cfg.data.path)?;

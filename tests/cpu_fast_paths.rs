@@ -195,7 +195,7 @@ fn ais_matches_naive_except_near_ties() {
     let wt: Vec<f32> = (0..nh * nv).map(|e| w[(e % nv) * nh + e / nv]).collect();
     let mut compared = 0;
     for threads in [1, 2] {
-        let logw = Cpu::<f32>::new(threads).ais(&w, &bv, &bh, n, nv, nh, runs, &betas, rng, counter).unwrap();
+        let logw = Cpu::<f32>::new(threads).ais(&w, &bv, &bh, n, nv, nh, runs, &betas, &[rng], counter).unwrap();
         #[allow(clippy::needless_range_loop)] // chain indexes logw and derives the frame
         for chain in 0..n * runs {
             let frame = chain / runs;
@@ -237,10 +237,10 @@ fn ais_f64_is_close_to_f32() {
     let (nv, nh, runs) = (88, 88, 20);
     let (w, bv, bh) = random_rbm(nv, nh, 1, 11, 0.1, -3.0, -1.0);
     let betas: Vec<f64> = (0..50).map(|i| i as f64 / 49.0).collect();
-    let f32r = Cpu::<f32>::new(2).ais(&w, &bv, &bh, 1, nv, nh, runs, &betas, RngKey::new(1, 2), 0).unwrap();
+    let f32r = Cpu::<f32>::new(2).ais(&w, &bv, &bh, 1, nv, nh, runs, &betas, &[RngKey::new(1, 2)], 0).unwrap();
     let up = |x: &[f32]| x.iter().map(|&e| e as f64).collect::<Vec<f64>>();
     let f64r =
-        Cpu::<f64>::new(1).ais(&up(&w), &up(&bv), &up(&bh), 1, nv, nh, runs, &betas, RngKey::new(1, 2), 0).unwrap();
+        Cpu::<f64>::new(1).ais(&up(&w), &up(&bv), &up(&bh), 1, nv, nh, runs, &betas, &[RngKey::new(1, 2)], 0).unwrap();
     let close = f32r.iter().zip(&f64r).filter(|(a, b)| (*a - *b).abs() < 1e-3 * b.abs().max(1.0)).count();
     assert!(close >= runs - 2, "only {close} of {runs} chains agree");
 }
@@ -253,7 +253,7 @@ fn ais_large_arguments_take_the_exact_path() {
     let bv = vec![-1.0f32; nv];
     let bh: Vec<f32> = (0..nh).map(|j| if j % 2 == 0 { 100.0 } else { -100.0 }).collect();
     let betas: Vec<f64> = (0..10).map(|i| i as f64 / 9.0).collect();
-    let logw = Cpu::<f32>::new(1).ais(&w, &bv, &bh, 1, nv, nh, 4, &betas, RngKey::new(3, 3), 0).unwrap();
+    let logw = Cpu::<f32>::new(1).ais(&w, &bv, &bh, 1, nv, nh, 4, &betas, &[RngKey::new(3, 3)], 0).unwrap();
     assert!(logw.iter().all(|x| x.is_finite() && x.abs() < 10.0), "{logw:?}");
 }
 

@@ -522,13 +522,13 @@ fn ais_estimates_exact_log_z() {
     let steps = 1000;
     let betas: Vec<f64> = (0..=steps).map(|k| k as f64 / steps as f64).collect();
     let key = RngKey::new(5, 9);
-    let lw_g = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, key, 1000).unwrap();
-    let lw_c = c.ais(&w, &bv, &bh, n, nv, nh, runs, &betas, key, 1000).unwrap();
+    let lw_g = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
+    let lw_c = c.ais(&w, &bv, &bh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
     assert_eq!(lw_g.len(), n * runs);
     let close = lw_g.iter().zip(&lw_c).filter(|(a, b)| (*a - *b).abs() <= 1e-3).count();
     eprintln!("AIS: {close} of {} GPU log-weights within 1e-3 of the CPU's", n * runs);
     assert!(close as f64 >= 0.9 * (n * runs) as f64, "AIS: only {close} of {} chains agree with the CPU", n * runs);
-    let lw_g2 = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, key, 1000).unwrap();
+    let lw_g2 = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
     assert_eq!(lw_g, lw_g2, "AIS not reproducible");
     let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
     for f in 0..n {
@@ -989,7 +989,7 @@ fn packed_rbm_ops_equal_lone() {
             assert_ne!(a[..per], b[..per], "model 0's key must change model 0's samples");
             assert_eq!(a[per..], b[per..], "model 0's key must not change the other models");
         }
-        // gibbs_marginals and AIS: one key for every model (evaluation)
+        // gibbs_marginals: one key for every model (evaluation); AIS: a key per model (validation)
         {
             let key = RngKey::new(99, 1);
             let o0 = vec![vec![f32::NAN; n * nv + 1]; P];
@@ -1001,12 +1001,12 @@ fn packed_rbm_ops_equal_lone() {
             same(&what("gibbs_marginals"), &g, &pk, &po, &lo);
             let betas: Vec<f64> = (0..=50).map(|k| k as f64 / 50.0).collect();
             let runs = 8;
-            let plw = pk.ais(&pw, &pbv, &pbh, n, nv, nh, runs, &betas, RngKey::new(5, 9), 1000).unwrap();
+            let akeys: Vec<RngKey> = (0..P).map(|p| RngKey::new(5 + p as u64, 9 + 2 * p as u32)).collect();
+            let plw = pk.ais(&pw, &pbv, &pbh, n, nv, nh, runs, &betas, &akeys, 1000).unwrap();
             let llw: Vec<f64> = (0..P)
-                .flat_map(|p| {
-                    g.ais(&lw[p], &lbv[p], &lbh[p], n, nv, nh, runs, &betas, RngKey::new(5, 9), 1000).unwrap()
-                })
+                .flat_map(|p| g.ais(&lw[p], &lbv[p], &lbh[p], n, nv, nh, runs, &betas, &akeys[p..=p], 1000).unwrap())
                 .collect();
+            assert!(pk.ais(&pw, &pbv, &pbh, n, nv, nh, runs, &betas, &akeys[..1], 1000).is_err(), "one key for 3");
             assert_eq!(plw.len(), P * n * runs, "{}", what("ais length"));
             let bad = plw.iter().zip(&llw).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             assert_eq!(bad, 0, "{}: {bad} log-weights differ from the lone ones", what("ais"));

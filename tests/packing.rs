@@ -95,7 +95,7 @@ fn packed_equals_alone(kind: ModelKind, threads: usize) {
     let packed_be = Packed::with_threads(Cpu::<f32>::new(1), cfgs.len(), threads).unwrap();
     assert_eq!(packed_be.models(), 4);
     let popts: Vec<RunOptions> = (0..cfgs.len()).map(|p| opts(&dir.path().join(format!("packed{p}")))).collect();
-    let packed = train::run_packed(&packed_be, packed_be.inner(), cfgs.clone(), &data, &popts).unwrap();
+    let packed = train::run_packed(&packed_be, cfgs.clone(), &data, &popts).unwrap();
     assert_eq!(packed.len(), 4);
 
     let ok: Vec<bool> = alone.iter().map(|r| r.is_ok()).collect();
@@ -197,11 +197,11 @@ fn a_pack_stopped_and_resumed_equals_uninterrupted_lone_runs() {
         })
         .collect();
     let o: Vec<RunOptions> = dirs.iter().map(|d| opts(d)).collect();
-    for r in train::run_packed(&be, &lone, part, &data, &o).unwrap() {
+    for r in train::run_packed(&be, part, &data, &o).unwrap() {
         assert_eq!(r.unwrap().updates, 9);
     }
     let o: Vec<RunOptions> = dirs.iter().map(|d| RunOptions { resume: true, ..opts(d) }).collect();
-    let resumed = train::run_packed(&be, &lone, cfgs.clone(), &data, &o).unwrap();
+    let resumed = train::run_packed(&be, cfgs.clone(), &data, &o).unwrap();
     for (p, c) in cfgs.iter().enumerate() {
         let a = dir.path().join(format!("alone{p}"));
         let whole = train::run(&lone, c.clone(), &data, &opts(&a)).unwrap();
@@ -212,4 +212,26 @@ fn a_pack_stopped_and_resumed_equals_uninterrupted_lone_runs() {
         }
         assert_eq!(metrics(&a), metrics(&dirs[p]), "run {p}: metrics differ");
     }
+}
+
+#[test]
+fn packed_validation_equals_each_model_alone() {
+    // three models, differently initialised, with different validation settings: model 1 uses
+    // the cost, model 2 a shorter AIS validation set, model 3 the same settings as model 0
+    let data = small_data();
+    let mut cfgs = configs(ModelKind::LstmRtrbm);
+    cfgs[2].train.valid_max_frames = 12;
+    cfgs[3].train.lr = 0.01;
+    let be = Packed::with_threads(Cpu::<f32>::new(1), cfgs.len(), 2).unwrap();
+    let pack = Trainer::new_packed(&be, cfgs.clone()).unwrap();
+    let figures = train::validate_packed(&be, &pack.model, &cfgs, &data.valid).unwrap();
+    let lone = Cpu::<f32>::new(1);
+    for (p, c) in cfgs.iter().enumerate() {
+        let alone = rtrbm::model::Model::from_host(&lone, c.model.clone(), pack.host_params(p).unwrap()).unwrap();
+        let want = train::validate(&lone, &alone, c, &data.valid).unwrap();
+        assert!(want.is_some_and(f64::is_finite), "model {p}: {want:?}");
+        assert_eq!(figures[p].map(f64::to_bits), want.map(f64::to_bits), "model {p}");
+    }
+    assert_ne!(figures[0], figures[3], "different seeds, different figures");
+    assert!(train::validate_packed(&be, &pack.model, &cfgs[..2], &data.valid).is_err());
 }

@@ -915,9 +915,11 @@ impl<F: Float> Backend for Cpu<F> {
         nh: usize,
         runs: usize,
         betas: &[f64],
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<Vec<f64>> {
+        check_models("ais keys", rng.len(), 1)?;
+        let rng = rng[0];
         check_len("ais bv_t", bv_t, n * nv)?;
         check_len("ais bh_t", bh_t, n * nh)?;
         if betas.len() < 2 || betas[0] != 0.0 || *betas.last().unwrap_or(&0.0) != 1.0 {

@@ -284,6 +284,9 @@ pub struct Cuda {
 #[derive(Default)]
 struct ArgCache {
     /// Gibbs keys: (seed, stream) of each model, 2P u64.
+    /// AIS keys, the same layout (one slot each, so that validation does not evict the
+    /// training's keys).
+    ais_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
@@ -1364,9 +1367,10 @@ impl Backend for Cuda {
         nh: usize,
         runs: usize,
         betas: &[f64],
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<Vec<f64>> {
+        check_models("ais keys", rng.len(), self.models)?;
         check("ais W", self.slab(w), nv * nh)?;
         check("ais bv_t", self.slab(bv_t), n * nv)?;
         check("ais bh_t", self.slab(bh_t), n * nh)?;
@@ -1383,6 +1387,11 @@ impl Backend for Cuda {
         // log-weights [P, N*M]: model p's at p N M (the kernels' grid y)
         let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains * self.models))?;
         let (w_ps, bv_ps, bh_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t));
+        // keys as for gibbs: a lone model passes scalars, a pack (seed, stream offset) per model
+        let (seed, stream) = (rng[0].seed, rng[0].stream);
+        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect();
+        let mut cache = self.arg_cache()?;
+        let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
         if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
             let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
             i32_of("N*M", chains)?;
@@ -1392,7 +1401,8 @@ impl Backend for Cuda {
                 let f = self.func(&name)?;
                 let mut lb = self.stream.launch_builder(f);
                 lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
-                lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&ldw).arg(&mut logw);
+                lb.arg(&seed).arg(&stream).arg(&counter).arg(&ldw).arg(&mut logw);
+                arg_opt(&mut lb, keys);
                 lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
                 let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem);
                 launch(&mut lb, cfg, &name)?;
@@ -1410,7 +1420,8 @@ impl Backend for Cuda {
             let f = self.func("ais_chains")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
-            lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&w_sh).arg(&ldw).arg(&mut logw);
+            lb.arg(&seed).arg(&stream).arg(&counter).arg(&w_sh).arg(&ldw).arg(&mut logw);
+            arg_opt(&mut lb, keys);
             lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
             let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
             launch(&mut lb, cfg, "ais_chains")?;

@@ -361,8 +361,8 @@ pub trait Backend: Send + Sync {
     /// `[N, M]` in f64 (log Z_t estimate = log Z_0 + logmeanexp over M). Chain (n, m) starts
     /// from the base distribution (W = 0), drawing v with counter `counter` at index
     /// `(n*M + m)*V + i`; transition k >= 1 uses counters `counter + 2k - 1` (hidden, index
-    /// `(n*M+m)*H + j`) and `counter + 2k` (visible). Packed, every model uses the same key
-    /// and the result holds the models' log-weights one after another (`[P, N, M]`).
+    /// `(n*M+m)*H + j`) and `counter + 2k` (visible). `rng` holds one key per packed model,
+    /// and a pack's result holds the models' log-weights one after another (`[P, N, M]`).
     #[allow(clippy::too_many_arguments)]
     fn ais(
         &self,
@@ -374,7 +374,7 @@ pub trait Backend: Send + Sync {
         nh: usize,
         runs: usize,
         betas: &[f64],
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<Vec<f64>>;
 

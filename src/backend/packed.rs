@@ -383,10 +383,11 @@ impl<B: Backend> Backend for Packed<B> {
         nh: usize,
         runs: usize,
         betas: &[f64],
-        rng: RngKey,
+        rng: &[RngKey],
         counter: u32,
     ) -> Result<Vec<f64>> {
-        self.each_out(|p| self.inner.ais(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, runs, betas, rng, counter))
+        check_models("ais keys", rng.len(), self.models)?;
+        self.each_out(|p| self.inner.ais(&w[p], &bv_t[p], &bh_t[p], n, nv, nh, runs, betas, &rng[p..=p], counter))
     }
 
     fn gibbs_marginals(

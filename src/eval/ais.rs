@@ -129,7 +129,7 @@ pub fn ais_frames<B: Backend>(
         let bv = be.upload(&to_f(&fb.bv[start * nv..end * nv]))?;
         let bh = be.upload(&to_f(&fb.bh[start * nh..end * nh]))?;
         let rng = RngKey::new(opts.seed, AIS_STREAM.wrapping_add(batch));
-        let lw = be.ais(&w, &bv, &bh, nb, nv, nh, opts.runs, &opts.schedule.betas, rng, 0)?;
+        let lw = be.ais(&w, &bv, &bh, nb, nv, nh, opts.runs, &opts.schedule.betas, &[rng], 0)?;
         if lw.len() != nb * opts.runs {
             return Err(Error::Shape(format!("ais returned {} log-weights, expected {}", lw.len(), nb * opts.runs)));
         }

@@ -498,7 +498,7 @@ fn train_pack(
         let p = runs.len();
         let results = crate::with_device!(device, |lone| {
             let packed = lone.pack_on(p)?;
-            let results = train::run_packed(&packed, lone, cfgs, &data, &ropts)?;
+            let results = train::run_packed(&packed, cfgs, &data, &ropts)?;
             runs.iter()
                 .zip(results)
                 .map(|(run, r)| finish_run(lone, sweep, run, p, r?, &data, worker, opts))
