@@ -32,6 +32,17 @@ PY
 done
 rm -f "$BUNDLE/.build.json"
 cp scripts/gpu-bench.sh "$BUNDLE/bench.sh"
+# PREV_REV=<git rev>: also bundle the rtrbm binary of that revision as bin/rtrbm-prev, so that
+# session.sh times the previous version on the same card in the same call (A/B).
+if [ -n "${PREV_REV:-}" ]; then
+  prev_dir="$(mktemp -d)/prev"
+  git worktree add --detach "$prev_dir" "$PREV_REV" >/dev/null
+  (cd "$prev_dir" && CARGO_TARGET_DIR="$PWD/../target-prev" cargo build --release --bin rtrbm)
+  cp "$prev_dir/../target-prev/release/rtrbm" "$BUNDLE/bin/rtrbm-prev"
+  git rev-parse --short "$PREV_REV" > "$BUNDLE/bin/rtrbm-prev.rev"
+  git worktree remove --force "$prev_dir"
+  rm -rf "$(dirname "$prev_dir")"
+fi
 strip "$BUNDLE"/bin/* || true
 
 cat > "$BUNDLE/run.sh" <<'RUN'

@@ -3,10 +3,13 @@
 # run inside the bundle made by scripts/gpu-check.sh, on the GPU machine:
 #     bash gpu-bundle/session.sh
 # 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks (AB=1: also the v1
-# kernels; the packed sweep curve for SWEEP_MODELS; a sweep of 32 JSB runs as one pack unless SKIP_SWEEP), 3. full-schedule evaluations of the checkpoints in ckpt/ (models trained elsewhere) and
-# the AIS convergence ladder, 4. the README's main command on the GPU (default training of
-# LSTM-RTRBM on JSB) and the full-schedule evaluation of its best model. Knobs: EVAL_CKPTS,
-# OTHER_BETAS (schedule for the non-JSB datasets), LADDER, SKIP_CONV, SKIP_TRAIN. Everything lands in $OUT/session.tgz plus a summary on stdout.
+# kernels; the packed sweep curve for SWEEP_MODELS; with bin/rtrbm-prev (PREV_REV= for
+# gpu-check.sh), the same curve and phases for the previous version, same card, same call), 3. a
+# sweep of 32 JSB runs as one pack unless SKIP_SWEEP, 4. the README's main command on the GPU
+# (LSTM-RTRBM on JSB, TRAIN_UPDATES updates, default 2000) unless SKIP_TRAIN, 5. only with EVALS=1
+# (minutes): full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder
+# (knobs EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default fits one call (about 5 minutes).
+# Everything lands in $OUT/session.tgz plus a summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
@@ -35,14 +38,34 @@ for n in ${SWEEP_MODELS:-1 8 64 256}; do
   timeout 120 $B bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates 10 --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
 done
 
+if [ -x bin/rtrbm-prev ]; then
+step "A/B: the previous version ($(cat bin/rtrbm-prev.rev 2>/dev/null)) on the same card"
+for n in ${AB_MODELS:-1 64 256}; do
+  echo "prev: $(timeout 120 ./bin/rtrbm-prev bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates 10 --json "$W/logs/prev-bench-sweep-$n.json" 2>&1 | grep "^sweep")"
+done
+timeout 100 ./bin/rtrbm-prev bench phases --device cuda --updates 200 --json "$W/logs/prev-bench-phases-b1.json" > "$W/logs/prev-bench-phases-b1.txt" 2>&1
+echo "prev phases b1 rc=$?"; grep -E "per update|load|negatives" "$W/logs/prev-bench-phases-b1.txt"
+fi
+
 if [ -z "${SKIP_SWEEP:-}" ]; then
 step "sweep of 32 JSB runs as one pack"
+rm -rf runs/sweeps/jsb-32-packed  # a fresh sweep each session (a finished one would be skipped)
 timeout "${SWEEP_TIMEOUT:-240}" $B sweep run sweeps/jsb-32-packed.yaml --devices all --pack 32 > "$W/logs/sweep-run.txt" 2>&1; echo "sweep run rc=$?"; tail -2 "$W/logs/sweep-run.txt"
 $B sweep report sweeps/jsb-32-packed.yaml > "$W/logs/sweep-report.txt" 2>&1; echo "sweep report rc=$?"; head -8 "$W/logs/sweep-report.txt"
 cp runs/sweeps/jsb-32-packed/report.md "$W/logs/sweep-report.md" 2>/dev/null
 grep -ho '"pack_size": [0-9]*' runs/sweeps/jsb-32-packed/runs/*/done.json | sort | uniq -c
 fi
 
+if [ -z "${SKIP_TRAIN:-}" ]; then
+step "train (README main command, on the GPU)"
+timeout "${TRAIN_TIMEOUT:-150}" $B train --device cuda --out "$W/jsb_gpu" --max-updates "${TRAIN_UPDATES:-2000}" --quiet > "$W/logs/train-gpu.txt" 2>&1; echo "train rc=$?"; tail -2 "$W/logs/train-gpu.txt"
+cp "$W/jsb_gpu/metrics.jsonl" "$W/logs/train-gpu-metrics.jsonl" 2>/dev/null
+if [ -e "$W/jsb_gpu/best.safetensors" ]; then
+  timeout 100 $B eval --device cuda --checkpoint "$W/jsb_gpu/best.safetensors" --data jsb --json "$W/evals/jsb_gpu_lstm_rtrbm.eval_full.json" > "$W/logs/eval-jsb_gpu.txt" 2>&1
+  echo "jsb_gpu_lstm_rtrbm rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-jsb_gpu.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
+fi
+fi
+if [ -n "${EVALS:-}" ]; then
 step "full-schedule evaluations"
 for ck in ${EVAL_CKPTS:-ckpt/jsb_*.safetensors ckpt/[mnp]*.safetensors}; do
   [ -e "$ck" ] || continue
@@ -58,14 +81,6 @@ if [ -e ckpt/jsb_lstm_rtrbm.safetensors ] && [ -z "${SKIP_CONV:-}" ]; then
   echo "convergence rc=$?"; grep -A8 '^convergence' "$W/logs/convergence.txt"
 fi
 
-if [ -z "${SKIP_TRAIN:-}" ]; then
-step "train (README main command, on the GPU)"
-timeout "${TRAIN_TIMEOUT:-150}" $B train --device cuda --out "$W/jsb_gpu" --quiet > "$W/logs/train-gpu.txt" 2>&1; echo "train rc=$?"; tail -2 "$W/logs/train-gpu.txt"
-cp "$W/jsb_gpu/metrics.jsonl" "$W/logs/train-gpu-metrics.jsonl" 2>/dev/null
-if [ -e "$W/jsb_gpu/best.safetensors" ]; then
-  timeout 100 $B eval --device cuda --checkpoint "$W/jsb_gpu/best.safetensors" --data jsb --json "$W/evals/jsb_gpu_lstm_rtrbm.eval_full.json" > "$W/logs/eval-jsb_gpu.txt" 2>&1
-  echo "jsb_gpu_lstm_rtrbm rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-jsb_gpu.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
-fi
 fi
 step done
 echo "wrote $OUTDIR/session.tgz"
