@@ -174,12 +174,22 @@ __device__ __forceinline__ void acc_active(const float* Ws, int ks, int os, cons
     }
 }
 
-// Stages W [rows, cols] into smem with row stride ldw (all threads of the block; ends with a barrier).
+// Split-K recurrences (the *_v2 kernels of recurrent.cu and lstm.cu): S consecutive lanes (S a
+// power of two <= 32) share one output; lane q sums the terms k = q, q + S, q + 2S, ... in
+// increasing order, and group_sum adds the S partials by an xor butterfly. Floating-point
+// addition is commutative, so every lane of the group ends with the same total, and the order
+// depends only on S and the sizes: deterministic, and the same for a model alone or packed.
+__device__ __forceinline__ float group_sum(float v, int S) {
+    for (int off = S >> 1; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
 // Whether Gibbs chain `chain` (< N) runs: no mask, or its frame's mask entry is not 0.
 __device__ __forceinline__ bool chain_active(long long chain, int N, const float* mask, long long mask_off) {
     return chain < N && (!mask || mask[mask_off + chain] != 0.0f);
 }
 
+// Stages W [rows, cols] into smem with row stride ldw (all threads of the block; ends with a barrier).
 __device__ __forceinline__ void stage_w_smem(const float* __restrict__ W, int rows, int cols, int ldw, float* smem) {
     int tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
     for (int e = tid; e < rows * cols; e += nt) smem[(e / cols) * ldw + (e % cols)] = W[e];

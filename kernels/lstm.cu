@@ -13,6 +13,13 @@
 //                gradients are summed over s per sequence into dpeep_part [B,3U] and then added
 //                over b into dpeep by lstm_dpeep_reduce (deterministic order).
 //
+// lstm_forward_v2, lstm_backward_v2 (the default; RTRBM_KERNELS=v1 selects the kernels above):
+// the same arithmetic with each recurrent dot product split over S lanes (`S` argument, a power
+// of two <= 32, blockDim.x a multiple of 32; see group_sum in common.cuh): the forward's four
+// gate sums over U terms and the backward's d l = dz Wl^T over 4U terms take ~U/S and ~4U/S
+// steps per frame instead of U and 4U. Sums round differently from the CPU's (within the
+// tests' tolerances), identically for a model alone or packed.
+//
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P) (the
 // reduce: (blocks, P)); the trailing `*_ps` arguments are the slab strides (elements) of the
 // buffer arguments, in order, and each pointer moves by p * stride at the top of the kernel
@@ -160,6 +167,168 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
             float acc = 0.0f;
             for (int q = 0; q < G; ++q) acc += wrow[q] * dz[q];
             dl_rec[j] = acc;
+        }
+        __syncthreads();
+    }
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        dstate0[(long long)b * U + j] = dl[(long long)b * U + j] + dl_rec[j];
+        dstate0[((long long)B + b) * U + j] = dc_next[j];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                                           const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,
+                                           float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw,
+                                           int S, long long wl_ps, long long peep_ps, long long pre_ps,
+                                           long long l_ps, long long c_ps, long long gates_ps) {
+    extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wl += model * wl_ps;
+    peep += model * peep_ps;
+    pre += model * pre_ps;
+    l += model * l_ps;
+    c += model * c_ps;
+    gates += model * gates_ps;
+    const int G = 4 * U;
+    const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
+    float* lc = smem + (w_shared ? U * ldw : 0);  // l[s]
+    float* cc = lc + U;                           // c[s]
+    float* ln = cc + U;                           // l[s+1]
+    float* cn = ln + U;                           // c[s+1]
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        lc[j] = l[(long long)b * U + j];
+        cc[j] = c[(long long)b * U + j];
+    }
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long next = ((long long)(s + 1) * B + b) * U;
+        long long grow = ((long long)s * B + b) * G;
+        for (int j0 = 0; j0 < U; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
+            // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
+            float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
+            if (j < U) {
+                for (int k = q; k < U; k += S) {
+                    float x = lc[k];
+                    const float* wr = Ws + (long long)k * ldw;
+                    ai += x * wr[j];
+                    af += x * wr[U + j];
+                    ao += x * wr[2 * U + j];
+                    ag += x * wr[3 * U + j];
+                }
+            }
+            ai = group_sum(ai, S);
+            af = group_sum(af, S);
+            ao = group_sum(ao, S);
+            ag = group_sum(ag, S);
+            if (j < U && q == 0) {
+                float zi = pre[grow + j] + ai, zf = pre[grow + U + j] + af;
+                float zo = pre[grow + 2 * U + j] + ao, zg = pre[grow + 3 * U + j] + ag;
+                float c_prev = cc[j];
+                if (has_peep) {
+                    zi += peep[j] * c_prev;
+                    zf += peep[U + j] * c_prev;
+                }
+                float gi = sigmoidf_(zi), gf = sigmoidf_(zf), gg = tanhf(zg);
+                float ct = gf * c_prev + gi * gg;
+                if (has_peep) zo += peep[2 * U + j] * ct;
+                float go = sigmoidf_(zo);
+                float lt = go * tanhf(ct);
+                c[next + j] = ct;
+                l[next + j] = lt;
+                gates[grow + j] = gi;
+                gates[grow + U + j] = gf;
+                gates[grow + 2 * U + j] = go;
+                gates[grow + 3 * U + j] = gg;
+                ln[j] = lt;
+                cn[j] = ct;
+            }
+        }
+        __syncthreads();
+        float* t = lc; lc = ln; ln = t;
+        t = cc; cc = cn; cn = t;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                                            const float* __restrict__ c, const float* __restrict__ gates,
+                                            const float* __restrict__ dl, float* __restrict__ dpre,
+                                            float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
+                                            int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps,
+                                            long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
+                                            long long dstate0_ps, long long part_ps) {
+    extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wl += model * wl_ps;
+    peep += model * peep_ps;
+    c += model * c_ps;
+    gates += model * gates_ps;
+    dl += model * dl_ps;
+    dpre += model * dpre_ps;
+    dstate0 += model * dstate0_ps;
+    if (dpeep_part) dpeep_part += model * part_ps;
+    const int G = 4 * U;
+    const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
+    float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
+    float* dc_next = dl_rec + U;                      // gradient into c[s] from frame s
+    float* dz = dc_next + U;                          // dpre of the current frame [4U]
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        dl_rec[j] = 0.0f;
+        dc_next[j] = 0.0f;
+        if (part) {
+            part[j] = 0.0f;
+            part[U + j] = 0.0f;
+            part[2 * U + j] = 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int s = T - 1; s >= 0; --s) {
+        long long prev = ((long long)s * B + b) * U;
+        long long next = ((long long)(s + 1) * B + b) * U;
+        long long grow = ((long long)s * B + b) * G;
+        // the cell, elementwise per unit (as lstm_backward)
+        for (int j = threadIdx.x; j < U; j += blockDim.x) {
+            float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
+            float c_prev = c[prev + j], ct = c[next + j];
+            float tc = tanhf(ct);
+            float dlt = dl[next + j] + dl_rec[j];
+            float dzo = dlt * tc * go * (1.0f - go);
+            float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
+            if (has_peep) dcv += dzo * peep[2 * U + j];
+            float dzi = dcv * gg * gi * (1.0f - gi);
+            float dzf = dcv * c_prev * gf * (1.0f - gf);
+            float dzg = dcv * gi * (1.0f - gg * gg);
+            float dc_prev = dcv * gf;
+            if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
+            if (part) {
+                part[j] += dzi * c_prev;
+                part[U + j] += dzf * c_prev;
+                part[2 * U + j] += dzo * ct;
+            }
+            dc_next[j] = dc_prev;
+            dpre[grow + j] = dzi;
+            dpre[grow + U + j] = dzf;
+            dpre[grow + 2 * U + j] = dzo;
+            dpre[grow + 3 * U + j] = dzg;
+            dz[j] = dzi;
+            dz[U + j] = dzf;
+            dz[2 * U + j] = dzo;
+            dz[3 * U + j] = dzg;
+        }
+        __syncthreads();
+        // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
+        for (int j0 = 0; j0 < U; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
+            float acc = 0.0f;
+            if (j < U) {
+                const float* wrow = Ws + (long long)j * ldw;
+                for (int k = q; k < G; k += S) acc += wrow[k] * dz[k];
+            }
+            acc = group_sum(acc, S);
+            if (j < U && q == 0) dl_rec[j] = acc;
         }
         __syncthreads();
     }

@@ -11,6 +11,13 @@
 // rnn_forward:    u[s+1] = tanh(pre[s] + u[s] Wuu).                             Ref: Cpu::rnn_forward
 // rnn_backward:   dz[s] = (e[s] + dz[s+1] Wuu^T) (1 - u[s+1]^2), dz[T] = 0.     Ref: Cpu::rnn_backward
 //
+// *_v2 (the default; RTRBM_KERNELS=v1 selects the kernels above): the same recurrences with
+// each dot product split over S lanes (`S` argument, a power of two <= 32; blockDim.x a
+// multiple of 32; outputs in passes of blockDim.x / S), lane q summing the terms k = q + S m
+// and group_sum (common.cuh) adding the S partials. The frame's critical path is ~K/S terms
+// instead of K; the sums round differently from the CPU's single sequential sum (within the
+// tests' tolerances), identically for a model alone or packed.
+//
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P); the
 // trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in order,
 // and each pointer moves by p * stride at the top of the kernel (p = 0: the lone kernel).
@@ -137,5 +144,139 @@ extern "C" __global__ void rnn_backward(const float* __restrict__ Wuu, const flo
         }
         __syncthreads();
         float* t = dn; dn = dc; dc = t;
+    }
+}
+
+// ---- split-K (v2) ------------------------------------------------------------------------------
+
+extern "C" __global__ void __launch_bounds__(1024) rtrbm_forward_v2(const float* __restrict__ WR, const float* __restrict__ pre,
+                                            const float* __restrict__ vw, float* __restrict__ r,
+                                            float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw,
+                                            int S, long long wr_ps, long long pre_ps, long long vw_ps,
+                                            long long r_ps, long long bh_ps) {
+    extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    WR += model * wr_ps;
+    pre += model * pre_ps;
+    vw += model * vw_ps;
+    r += model * r_ps;
+    bh_t += model * bh_ps;
+    const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
+    float* cur = smem + (w_shared ? H * ldw : 0);
+    float* nxt = cur + H;
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) cur[j] = r[(long long)b * H + j];
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long row = ((long long)s * B + b) * H;
+        long long out = ((long long)(s + 1) * B + b) * H;
+        for (int j0 = 0; j0 < H; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
+            float acc = 0.0f;
+            if (j < H)
+                for (int k = q; k < H; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
+            acc = group_sum(acc, S);
+            if (j < H && q == 0) {
+                float bh = pre[row + j] + acc;
+                bh_t[row + j] = bh;
+                float rj = sigmoidf_(vw[row + j] + bh);
+                r[out + j] = rj;
+                nxt[j] = rj;
+            }
+        }
+        __syncthreads();
+        float* t = cur; cur = nxt; nxt = t;
+    }
+}
+
+// Shared by rtrbm_backward_v2 (sigmoid states: d = (outside + sum) r (1 - r), the outside term
+// added after) and rnn_backward_v2 (tanh states: d = (outside + sum) (1 - u^2)).
+__device__ __forceinline__ void recurrent_backward_v2(const float* __restrict__ W, const float* __restrict__ st,
+                                                      const float* __restrict__ outside, float* __restrict__ out,
+                                                      int T, int B, int n, int w_shared, int ldw, int S,
+                                                      bool rtrbm) {
+    extern __shared__ float smem[];
+    const float* Ws = stage_w(W, n, n, w_shared, ldw, smem);
+    float* dn = smem + (w_shared ? n * ldw : 0);  // result at s+1
+    float* dc = dn + n;                           // result at s
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    for (int s = T - 1; s >= 0; --s) {
+        long long row = ((long long)s * B + b) * n;
+        const bool more = s + 1 < T;
+        for (int j0 = 0; j0 < n; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
+            float acc = 0.0f;
+            if (j < n && more) {
+                const float* wrow = Ws + (long long)j * ldw;
+                for (int k = q; k < n; k += S) acc += wrow[k] * dn[k];
+            }
+            acc = group_sum(acc, S);
+            if (j < n && q == 0) {
+                float x = st[((long long)(s + 1) * B + b) * n + j];
+                float d;
+                if (rtrbm) {
+                    d = outside[row + j];
+                    if (more) d += acc * x * (1.0f - x);
+                } else {
+                    d = (outside[row + j] + acc) * (1.0f - x * x);
+                }
+                out[row + j] = d;
+                dc[j] = d;
+            }
+        }
+        __syncthreads();
+        float* t = dn; dn = dc; dc = t;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) rtrbm_backward_v2(const float* __restrict__ WR, const float* __restrict__ r,
+                                             const float* __restrict__ dbh, float* __restrict__ g, int T, int B,
+                                             int H, int w_shared, int ldw, int S, long long wr_ps, long long r_ps,
+                                             long long dbh_ps, long long g_ps) {
+    const long long model = blockIdx.y;
+    recurrent_backward_v2(WR + model * wr_ps, r + model * r_ps, dbh + model * dbh_ps, g + model * g_ps, T, B, H,
+                          w_shared, ldw, S, true);
+}
+
+extern "C" __global__ void __launch_bounds__(1024) rnn_backward_v2(const float* __restrict__ Wuu, const float* __restrict__ u,
+                                           const float* __restrict__ e, float* __restrict__ dz, int T, int B, int U,
+                                           int w_shared, int ldw, int S, long long w_ps, long long u_ps,
+                                           long long e_ps, long long dz_ps) {
+    const long long model = blockIdx.y;
+    recurrent_backward_v2(Wuu + model * w_ps, u + model * u_ps, e + model * e_ps, dz + model * dz_ps, T, B, U,
+                          w_shared, ldw, S, false);
+}
+
+extern "C" __global__ void __launch_bounds__(1024) rnn_forward_v2(const float* __restrict__ Wuu, const float* __restrict__ pre,
+                                          float* __restrict__ u, int T, int B, int U, int w_shared, int ldw, int S,
+                                          long long w_ps, long long pre_ps, long long u_ps) {
+    extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    Wuu += model * w_ps;
+    pre += model * pre_ps;
+    u += model * u_ps;
+    const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
+    float* cur = smem + (w_shared ? U * ldw : 0);
+    float* nxt = cur + U;
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    for (int j = threadIdx.x; j < U; j += blockDim.x) cur[j] = u[(long long)b * U + j];
+    __syncthreads();
+    for (int s = 0; s < T; ++s) {
+        long long row = ((long long)s * B + b) * U;
+        long long out = ((long long)(s + 1) * B + b) * U;
+        for (int j0 = 0; j0 < U; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
+            float acc = 0.0f;
+            if (j < U)
+                for (int k = q; k < U; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
+            acc = group_sum(acc, S);
+            if (j < U && q == 0) {
+                float uj = tanhf(pre[row + j] + acc);
+                u[out + j] = uj;
+                nxt[j] = uj;
+            }
+        }
+        __syncthreads();
+        float* t = cur; cur = nxt; nxt = t;
     }
 }

@@ -800,6 +800,9 @@ fn packed_memory_ops_follow_the_slab_rules() {
 fn packed_gemm_equals_lone() {
     let Some(g) = gpu() else { return };
     let pk = g.packed(P).unwrap();
+    // the same pack with grid z limited to 1 block: the blocked gemm launches one model at a
+    // time (the path of packs whose models x split-K slices exceed the device's grid z)
+    let pk1 = g.packed(P).unwrap().with_grid_z_limit(1);
     let mut r = HostRng::new(41, 0);
     // Both kernels on small shapes (blocked: 37x53x88 and 130x7x300 take split-K, few 64x64
     // tiles and k > 64, so the scratch holds P models' slices; 5x300x17 one slice), and under
@@ -831,6 +834,11 @@ fn packed_gemm_equals_lone() {
                     g.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut lc[p], co).unwrap();
                 }
                 same(&format!("packed gemm {path:?} {m}x{n}x{k} ta={at} tb={bt} beta={beta}"), &g, &pk, &pc, &lc);
+                let mut pc1 = pk1.upload(&c0.concat()).unwrap();
+                let ma = Mat { buf: &pa, offset: ao, trans: at };
+                let mb = Mat { buf: &pb, offset: bo, trans: bt };
+                pk1.gemm_with(path, m, n, k, 0.7, ma, mb, beta, &mut pc1, co).unwrap();
+                same(&format!("packed gemm in groups of 1 {path:?} {m}x{n}x{k} ta={at} tb={bt}"), &g, &pk1, &pc1, &lc);
             }
         }
     }

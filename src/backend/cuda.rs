@@ -79,9 +79,22 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
     (
         "recurrent.cu",
         include_str!("../../kernels/recurrent.cu"),
-        &["rtrbm_forward", "rtrbm_backward", "rnn_forward", "rnn_backward"],
+        &[
+            "rtrbm_forward",
+            "rtrbm_backward",
+            "rnn_forward",
+            "rnn_backward",
+            "rtrbm_forward_v2",
+            "rtrbm_backward_v2",
+            "rnn_forward_v2",
+            "rnn_backward_v2",
+        ],
     ),
-    ("lstm.cu", include_str!("../../kernels/lstm.cu"), &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce"]),
+    (
+        "lstm.cu",
+        include_str!("../../kernels/lstm.cu"),
+        &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce", "lstm_forward_v2", "lstm_backward_v2"],
+    ),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum"]),
     (
         "ais.cu",
@@ -111,6 +124,12 @@ const DYN_SMEM_KERNELS: &[&str] = &[
     "rnn_backward",
     "lstm_forward",
     "lstm_backward",
+    "rtrbm_forward_v2",
+    "rtrbm_backward_v2",
+    "rnn_forward_v2",
+    "rnn_backward_v2",
+    "lstm_forward_v2",
+    "lstm_backward_v2",
 ];
 
 /// Chains (warps) per block of the v1 chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
@@ -276,6 +295,9 @@ pub struct Cuda {
     models: usize,
     /// Device copies of the per-model arguments of packed launches (boxed: keeps `Cuda` small).
     args: Box<Mutex<ArgCache>>,
+    /// Most blocks a launch may have in grid z (the device's 65535; lowered by tests to make
+    /// the blocked gemm launch a pack's models in groups).
+    grid_z: usize,
 }
 
 /// The per-model arguments of the last packed launches, as (host values bit for bit, device
@@ -284,10 +306,10 @@ pub struct Cuda {
 #[derive(Default)]
 struct ArgCache {
     /// Gibbs keys: (seed, stream) of each model, 2P u64.
+    keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// AIS keys, the same layout (one slot each, so that validation does not evict the
     /// training's keys).
     ais_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
-    keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
     /// Scale factors, P f32.
@@ -423,6 +445,7 @@ impl Cuda {
             splitk: Mutex::new(None),
             models: 1,
             args: Box::default(),
+            grid_z: MAX_GRID_YZ,
         })
     }
 
@@ -459,7 +482,16 @@ impl Cuda {
             splitk: Mutex::new(None),
             models,
             args: Box::default(),
+            grid_z: self.grid_z,
         }
+    }
+
+    /// This backend with launches of at most `z` blocks in grid z (at least 1): the blocked gemm
+    /// then launches a pack's models in smaller groups. For tests of that path; the default is
+    /// the device limit.
+    pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
+        self.grid_z = z.clamp(1, MAX_GRID_YZ);
+        self
     }
 
     /// Elements of one model's slab of `buf` (its per-model length).
@@ -510,12 +542,15 @@ impl Cuda {
         self.check_smem(name, smem)?;
         let (ti, bi, ni) = (i32_of("T", t)?, i32_of("B", b)?, i32_of(letter, n)?);
         let (w_ps, s_ps, o_ps, out_ps) = (self.ps(w), self.ps(states), self.ps(outside), self.ps(out));
-        let f = self.func(name)?;
+        let (kname, split, cfg) = self.rec_launch(name, b, n, n, smem);
+        let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(states).arg(outside).arg(out).arg(&ti).arg(&bi).arg(&ni).arg(&w_sh).arg(&ldw);
+        if let Some(s) = &split {
+            lb.arg(s);
+        }
         lb.arg(&w_ps).arg(&s_ps).arg(&o_ps).arg(&out_ps);
-        let cfg = self.rec_cfg(b, n, smem);
-        launch(&mut lb, cfg, name)
+        launch(&mut lb, cfg, &kname)
     }
 
     fn per_model<'a, T: DeviceRepr>(
@@ -602,47 +637,56 @@ impl Cuda {
             return launch(&mut lb, cfg, "gemm_f32");
         }
         // The split-K plan depends on the per-model shape only, so a packed model sums in the
-        // order it sums alone. Grid z = model * splits + slice.
+        // order it sums alone. Grid z = model * splits + slice; when a pack's models x splits
+        // exceed the grid's z limit, the models go in groups (launches whose offsets start at
+        // the group's first model), which changes no model's arithmetic.
         let (splits, kc) = self.splitk_plan(m, n, k);
         let kci = i32_of("gemm kc", kc)?;
         let si = splits as i32;
-        let z = splits * self.models;
-        if z > MAX_GRID_YZ {
-            return Err(Error::Cuda(format!(
-                "gemm: {splits} split-K slices x {} models exceed the grid's {MAX_GRID_YZ} z blocks",
-                self.models
-            )));
-        }
-        let grid = (n.div_ceil(GEMM_RB_TILE) as u32, m.div_ceil(GEMM_RB_TILE) as u32, z as u32);
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+        let group = (self.grid_z / splits).clamp(1, self.models);
         let f = self.func("gemm_f32_rb")?;
-        if splits == 1 {
-            let mut lb = self.stream.launch_builder(f);
-            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
-            lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
-            lb.arg(&beta).arg(c).arg(&co).arg(&NULL_PTR);
-            lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
-            return launch(&mut lb, cfg, "gemm_f32_rb");
+        let mut scratch = None;
+        if splits > 1 {
+            // scratch: one group's models x splits slices of m x n
+            let need = group * splits * m * n;
+            let mut guard =
+                self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
+            if guard.as_ref().is_none_or(|p| p.len() < need) {
+                *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
+            }
+            scratch = Some(guard);
         }
-        // scratch: models x splits slices of m x n
-        let need = self.models * splits * m * n;
-        let mut guard = self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
-        if guard.as_ref().is_none_or(|p| p.len() < need) {
-            *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
+        for first in (0..self.models).step_by(group) {
+            let g = group.min(self.models - first);
+            let (ao, bo, co) = (ao + first as i64 * a_ps, bo + first as i64 * b_ps, co + first as i64 * c_ps);
+            let grid = (n.div_ceil(GEMM_RB_TILE) as u32, m.div_ceil(GEMM_RB_TILE) as u32, (g * splits) as u32);
+            let cfg = LaunchConfig { grid_dim: grid, block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+            let Some(guard) = scratch.as_mut() else {
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
+                lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+                lb.arg(&beta).arg(&mut *c).arg(&co).arg(&NULL_PTR);
+                lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
+                launch(&mut lb, cfg, "gemm_f32_rb")?;
+                continue;
+            };
+            let part = guard.as_mut().ok_or_else(|| Error::Cuda("gemm split-K scratch missing".into()))?;
+            {
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
+                lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
+                lb.arg(&beta).arg(&mut *c).arg(&co).arg(&mut *part);
+                lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
+                launch(&mut lb, cfg, "gemm_f32_rb")?;
+            }
+            let fr = self.func("gemm_splitk_reduce")?;
+            let mut lb = self.stream.launch_builder(fr);
+            lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(&mut *c).arg(&co).arg(&c_ps);
+            let mut rcfg = self.grid(m * n);
+            rcfg.grid_dim.1 = g as u32;
+            launch(&mut lb, rcfg, "gemm_splitk_reduce")?;
         }
-        let part = guard.as_mut().ok_or_else(|| Error::Cuda("gemm split-K scratch missing".into()))?;
-        {
-            let mut lb = self.stream.launch_builder(f);
-            lb.arg(&mi).arg(&ni).arg(&ki).arg(&kci).arg(&si).arg(&alpha);
-            lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
-            lb.arg(&beta).arg(&mut *c).arg(&co).arg(&mut *part);
-            lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
-            launch(&mut lb, cfg, "gemm_f32_rb")?;
-        }
-        let f = self.func("gemm_splitk_reduce")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(c).arg(&co).arg(&c_ps);
-        launch(&mut lb, self.grid(m * n), "gemm_splitk_reduce")
+        Ok(())
     }
 
     /// The uniforms of `counter` at indices `first .. first + n`, drawn on the GPU by the same
@@ -705,6 +749,30 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
+    /// The per-sequence recurrent kernel to launch: `{name}_v2` (split-K; see
+    /// `kernels/recurrent.cu`) with its split S for `units` outputs of `k`-term dot products, or
+    /// under RTRBM_KERNELS=v1 the kernel `name` (no S argument). Returns the kernel name, S (to
+    /// push after `ldw`, v2 only) and the launch configuration (B blocks per model).
+    fn rec_launch(
+        &self,
+        name: &str,
+        b: usize,
+        units: usize,
+        k: usize,
+        smem: u32,
+    ) -> (String, Option<i32>, LaunchConfig) {
+        if self.kernels_v1 {
+            return (name.to_string(), None, self.rec_cfg(b, units, smem));
+        }
+        let (split, threads) = rec_split(units, k);
+        let cfg = LaunchConfig {
+            grid_dim: (b as u32, self.models as u32, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: smem,
+        };
+        (format!("{name}_v2"), Some(split as i32), cfg)
+    }
+
     /// One block per sequence (B blocks) of each model (grid y) walking all T frames,
     /// `rec_threads(width)` threads.
     fn rec_cfg(&self, b: usize, width: usize, smem: u32) -> LaunchConfig {
@@ -723,6 +791,18 @@ impl Cuda {
             shared_mem_bytes: smem,
         }
     }
+}
+
+/// The split of a v2 recurrence (`kernels/recurrent.cu`): S lanes per output, a power of two
+/// <= 32, as large as keeps `units * S` within one block of 1024 threads and at least 4 terms of
+/// a `k`-term sum per lane; and the block size, `units * S` rounded up to a warp (at most 1024;
+/// more outputs go in passes). V = H = U = 88: S = 8, 704 threads.
+fn rec_split(units: usize, k: usize) -> (usize, u32) {
+    let mut s = 1;
+    while s < 32 && units * s * 2 <= 1024 && k / (s * 2) >= 4 {
+        s *= 2;
+    }
+    (s, ((units * s).div_ceil(32) * 32).clamp(32, 1024) as u32)
 }
 
 /// Launches and names the kernel in any error.
@@ -1124,12 +1204,15 @@ impl Backend for Cuda {
         self.check_smem("rtrbm_forward", smem)?;
         let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
         let (wr_ps, pre_ps, vw_ps, r_ps, bh_ps) = (self.ps(wr), self.ps(pre), self.ps(vw), self.ps(r), self.ps(bh_t));
-        let f = self.func("rtrbm_forward")?;
+        let (kname, split, cfg) = self.rec_launch("rtrbm_forward", b, h, h, smem);
+        let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
+        if let Some(s) = &split {
+            lb.arg(s);
+        }
         lb.arg(&wr_ps).arg(&pre_ps).arg(&vw_ps).arg(&r_ps).arg(&bh_ps);
-        let cfg = self.rec_cfg(b, h, smem);
-        launch(&mut lb, cfg, "rtrbm_forward")
+        launch(&mut lb, cfg, &kname)
     }
 
     fn rtrbm_backward(
@@ -1156,12 +1239,15 @@ impl Backend for Cuda {
         self.check_smem("rnn_forward", smem)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let (w_ps, pre_ps, u_ps) = (self.ps(wuu), self.ps(pre), self.ps(u));
-        let f = self.func("rnn_forward")?;
+        let (kname, split, cfg) = self.rec_launch("rnn_forward", b, nu, nu, smem);
+        let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+        if let Some(s) = &split {
+            lb.arg(s);
+        }
         lb.arg(&w_ps).arg(&pre_ps).arg(&u_ps);
-        let cfg = self.rec_cfg(b, nu, smem);
-        launch(&mut lb, cfg, "rnn_forward")
+        launch(&mut lb, cfg, &kname)
     }
 
     fn rnn_backward(
@@ -1208,13 +1294,16 @@ impl Backend for Cuda {
         let peep_buf = peep.unwrap_or(wl);
         let peep_ps = peep.map_or(0, |p| self.ps(p));
         let (wl_ps, pre_ps, l_ps, c_ps, g_ps) = (self.ps(wl), self.ps(pre), self.ps(l), self.ps(c), self.ps(gates));
-        let f = self.func("lstm_forward")?;
+        let (kname, split, cfg) = self.rec_launch("lstm_forward", b, nu, nu, smem);
+        let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
         lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+        if let Some(s) = &split {
+            lb.arg(s);
+        }
         lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
-        let cfg = self.rec_cfg(b, nu, smem);
-        launch(&mut lb, cfg, "lstm_forward")
+        launch(&mut lb, cfg, &kname)
     }
 
     fn lstm_backward(
@@ -1261,7 +1350,8 @@ impl Backend for Cuda {
         let (wl_ps, c_ps, gates_ps, dl_ps) = (self.ps(wl), self.ps(c), self.ps(gates), self.ps(dl));
         let (dpre_ps, ds_ps) = (self.ps(dpre), self.ps(dstate0));
         {
-            let f = self.func("lstm_backward")?;
+            let (kname, split, cfg) = self.rec_launch("lstm_backward", b, nu, g4, smem);
+            let f = self.func(&kname)?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(c).arg(gates).arg(dl).arg(dpre).arg(dstate0);
             match part.as_mut() {
@@ -1273,9 +1363,11 @@ impl Backend for Cuda {
                 }
             }
             lb.arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
+            if let Some(s) = &split {
+                lb.arg(s);
+            }
             lb.arg(&wl_ps).arg(&peep_ps).arg(&c_ps).arg(&gates_ps).arg(&dl_ps).arg(&dpre_ps).arg(&ds_ps).arg(&part_ps);
-            let cfg = self.rec_cfg(b, nu, smem);
-            launch(&mut lb, cfg, "lstm_backward")?;
+            launch(&mut lb, cfg, &kname)?;
         }
         if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
             let dp_ps = self.ps(dp);
