@@ -22,8 +22,13 @@ step() { tar czf "$OUTDIR/session.tgz" -C "$W" logs evals 2>/dev/null; echo "== 
 step tests
 OUT="$W/logs" bash run.sh > "$W/logs/tests.txt" 2>&1; rc=$?; echo "tests rc=$rc"; cat "$W/logs/summary.txt"
 if [ $rc -ne 0 ] && [ -z "${RTRBM_KERNELS:-}" ]; then
-  echo "tests failed with the default kernels: re-running them with RTRBM_KERNELS=v1 and using v1 from here on"
-  export RTRBM_KERNELS=v1; mkdir -p "$W/logs/v1"; OUT="$W/logs/v1" bash run.sh > "$W/logs/v1/tests.txt" 2>&1; echo "v1 tests rc=$?"; cat "$W/logs/v1/summary.txt"
+  echo "tests failed with the default kernels: re-running them with RTRBM_KERNELS=rec-v1 (sequential recurrences)"
+  mkdir -p "$W/logs/rec-v1"; RTRBM_KERNELS=rec-v1 OUT="$W/logs/rec-v1" bash run.sh > "$W/logs/rec-v1/tests.txt" 2>&1; rc2=$?
+  echo "rec-v1 tests rc=$rc2"; cat "$W/logs/rec-v1/summary.txt"
+  if [ $rc2 -eq 0 ]; then export RTRBM_KERNELS=rec-v1; else
+    echo "... and with RTRBM_KERNELS=v1 (all first kernels), used from here on if they pass"
+    export RTRBM_KERNELS=v1; mkdir -p "$W/logs/v1"; OUT="$W/logs/v1" bash run.sh > "$W/logs/v1/tests.txt" 2>&1; echo "v1 tests rc=$?"; cat "$W/logs/v1/summary.txt"
+  fi
 fi
 
 step bench
@@ -31,6 +36,12 @@ timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100
 # where the time of one update goes (host issue time vs device time, phase by phase)
 timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1.json" 2>&1 | tee "$W/logs/bench-phases-b1.txt"
 timeout 100 $B bench phases --device cuda --batch 64 --updates 20 --json "$W/logs/bench-phases-b64.json" 2>&1 | tee "$W/logs/bench-phases-b64.txt"
+# A/B of the split-K recurrences: the same phases and paper protocol with the sequential ones
+if [ -z "${RTRBM_KERNELS:-}" ]; then
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1-rec-v1.json" 2>&1 | tee "$W/logs/bench-phases-b1-rec-v1.txt"
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench train --device cuda --updates 200 --json "$W/logs/bench-train-rec-v1.json" 2>&1 | grep "^train"
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json "$W/logs/bench-sweep-64-rec-v1.json" 2>&1 | grep "^sweep"
+fi
 if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
 
 step "sweep curve: N models in one pack (model index in the launch grid)"

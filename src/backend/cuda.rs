@@ -283,9 +283,12 @@ pub struct Cuda {
     name: String,
     /// Most dynamic shared memory a block of the chain/recurrent kernels may use, in bytes.
     smem_limit: usize,
-    /// `RTRBM_KERNELS=v1`: use the first chain kernels (gibbs_chain, gibbs_marginals,
-    /// ais_chains) even where a v2 kernel applies (for A/B timing).
+    /// `RTRBM_KERNELS=v1` or `chain-v1`: use the first chain kernels (gibbs_chain,
+    /// gibbs_marginals, ais_chains) even where a v2 kernel applies (for A/B timing).
     kernels_v1: bool,
+    /// `RTRBM_KERNELS=v1` or `rec-v1`: use the sequential recurrent kernels (rtrbm_forward, ...,
+    /// lstm_backward) instead of the split-K `*_v2` ones (for A/B timing).
+    rec_v1: bool,
     /// Streaming multiprocessors (sizes the split-K of `gemm_f32_rb`).
     sm_count: usize,
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
@@ -432,8 +435,16 @@ impl Cuda {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .unwrap_or(1)
             .max(1) as usize;
-        let kernels_v1 = std::env::var("RTRBM_KERNELS").map(|v| v.trim() == "v1").unwrap_or(false);
-        let tag = if kernels_v1 { ", kernels v1" } else { "" };
+        let choice = std::env::var("RTRBM_KERNELS").unwrap_or_default();
+        let choice: Vec<&str> = choice.split(',').map(str::trim).collect();
+        let kernels_v1 = choice.iter().any(|&c| c == "v1" || c == "chain-v1");
+        let rec_v1 = choice.iter().any(|&c| c == "v1" || c == "rec-v1");
+        let tag = match (kernels_v1, rec_v1) {
+            (true, true) => ", kernels v1",
+            (true, false) => ", chain kernels v1",
+            (false, true) => ", recurrent kernels v1",
+            (false, false) => "",
+        };
         Ok(Cuda {
             ctx,
             stream,
@@ -441,6 +452,7 @@ impl Cuda {
             name: format!("{name} (sm_{major}{minor}, f32{tag})"),
             smem_limit,
             kernels_v1,
+            rec_v1,
             sm_count,
             splitk: Mutex::new(None),
             models: 1,
@@ -478,6 +490,7 @@ impl Cuda {
             name: self.name.clone(),
             smem_limit: self.smem_limit,
             kernels_v1: self.kernels_v1,
+            rec_v1: self.rec_v1,
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
             models,
@@ -751,8 +764,8 @@ impl Cuda {
 
     /// The per-sequence recurrent kernel to launch: `{name}_v2` (split-K; see
     /// `kernels/recurrent.cu`) with its split S for `units` outputs of `k`-term dot products, or
-    /// under RTRBM_KERNELS=v1 the kernel `name` (no S argument). Returns the kernel name, S (to
-    /// push after `ldw`, v2 only) and the launch configuration (B blocks per model).
+    /// under RTRBM_KERNELS=v1 or rec-v1 the kernel `name` (no S argument). Returns the kernel
+    /// name, S (to push after `ldw`, v2 only) and the launch configuration (B blocks per model).
     fn rec_launch(
         &self,
         name: &str,
@@ -761,7 +774,7 @@ impl Cuda {
         k: usize,
         smem: u32,
     ) -> (String, Option<i32>, LaunchConfig) {
-        if self.kernels_v1 {
+        if self.rec_v1 {
             return (name.to_string(), None, self.rec_cfg(b, units, smem));
         }
         let (split, threads) = rec_split(units, k);
