@@ -162,7 +162,7 @@ fn gibbs_mask_skips_chains_and_changes_no_other() {
     let v0 = vec![0.5f32; n * nv];
     let mask: Vec<f32> = (0..n).map(|c| if c % 3 == 1 || c >= 17 { 0.0 } else { 1.0 }).collect();
     for gaussian in [false, true] {
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let be = Cpu::<f32>::new(threads);
             let key = [RngKey::new(4, 2)];
             let (mut all, mut masked) = (v0.clone(), v0.clone());

@@ -53,6 +53,42 @@ impl<F: Float> Cpu<F> {
             }
         });
     }
+
+    /// [`Cpu::par_items`] with blocks of about equal work instead of equal length: item i costs
+    /// `cost(i)` (0: skipped), and the contiguous blocks are cut where the running cost passes
+    /// each thread's share. The split changes no result (items are independent).
+    fn par_items_by_cost<T: Send>(
+        &self,
+        out: &mut [T],
+        item_len: usize,
+        cost: impl Fn(usize) -> usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let items = out.len().checked_div(item_len).unwrap_or(0);
+        let threads = self.threads.min(items).max(1);
+        let total: usize = (0..items).map(&cost).sum();
+        if threads == 1 || total == 0 {
+            f(0, out);
+            return;
+        }
+        let mut cuts = vec![];
+        let mut run = 0;
+        for i in 0..items {
+            run += cost(i);
+            if cuts.len() + 1 < threads && run * threads >= total * (cuts.len() + 1) {
+                cuts.push(i + 1);
+            }
+        }
+        std::thread::scope(|scope| {
+            let (mut rest, mut first) = (out, 0);
+            for cut in cuts.into_iter().chain([items]) {
+                let (block, tail) = rest.split_at_mut((cut - first) * item_len);
+                let f = &f;
+                scope.spawn(move || f(first, block));
+                (rest, first) = (tail, cut);
+            }
+        });
+    }
 }
 
 fn check_len<F>(name: &str, buf: &[F], need: usize) -> Result<()> {
@@ -601,7 +637,9 @@ impl<F: Float> Backend for Cpu<F> {
             check_len("gibbs mask", m, n)?;
         }
         let wt = transpose(w, nv, nh);
-        self.par_items(&mut v[..n * nv], nv, |first, block| {
+        // padded frames cost nothing, so the threads split the chains that run evenly
+        let runs = |chain: usize| mask.is_none_or(|m| m[chain] != F::ZERO) as usize;
+        self.par_items_by_cost(&mut v[..n * nv], nv, runs, |first, block| {
             let (mut h, mut pv, mut u) = (vec![F::ZERO; nh], vec![F::ZERO; nv], vec![0f32; nv.max(nh)]);
             for (c, vc) in block.chunks_mut(nv).enumerate() {
                 let chain = first + c;
