@@ -499,9 +499,9 @@ impl Cuda {
         }
     }
 
-    /// This backend with launches of at most `z` blocks in grid z (at least 1): the blocked gemm
-    /// then launches a pack's models in smaller groups. For tests of that path; the default is
-    /// the device limit.
+    /// This backend with the blocked gemm's launches limited to `z` blocks in grid z (at least 1;
+    /// a launch still holds one model's split-K slices): it then launches a pack's models in
+    /// smaller groups. For tests of that path; the default is the device limit.
     pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
         self.grid_z = z.clamp(1, MAX_GRID_YZ);
         self
@@ -551,11 +551,9 @@ impl Cuda {
         if d.n() * n == 0 {
             return Ok(());
         }
-        let (w_sh, ldw, smem) = self.w_layout(n, n, 2 * n * 4);
-        self.check_smem(name, smem)?;
+        let (kname, split, cfg, w_sh, ldw) = self.rec_launch(name, b, n, n, (n, n, 2 * n), Walk::Rows)?;
         let (ti, bi, ni) = (i32_of("T", t)?, i32_of("B", b)?, i32_of(letter, n)?);
         let (w_ps, s_ps, o_ps, out_ps) = (self.ps(w), self.ps(states), self.ps(outside), self.ps(out));
-        let (kname, split, cfg) = self.rec_launch(name, b, n, n, smem);
         let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(states).arg(outside).arg(out).arg(&ti).arg(&bi).arg(&ni).arg(&w_sh).arg(&ldw);
@@ -762,38 +760,49 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
-    /// The per-sequence recurrent kernel to launch: `{name}_v2` (split-K; see
+    /// How to launch a per-sequence recurrent kernel: `{name}_v2` (split-K; see
     /// `kernels/recurrent.cu`) with its split S for `units` outputs of `k`-term dot products, or
-    /// under RTRBM_KERNELS=v1 or rec-v1 the kernel `name` (no S argument). Returns the kernel
-    /// name, S (to push after `ldw`, v2 only) and the launch configuration (B blocks per model).
+    /// under RTRBM_KERNELS=v1 or rec-v1 the kernel `name` (no S argument). `(rows, cols, extra)`:
+    /// the recurrent matrix staged in shared memory when it fits, and the extra floats of state
+    /// the kernel keeps there. Returns the kernel name, S (to push after `ldw`, v2 only), the
+    /// launch configuration (B blocks per model), `w_shared` and `ldw`.
+    ///
+    /// The staged matrix's row stride avoids shared-memory bank conflicts: odd for v1 (one lane
+    /// per output); for v2, where lane (o, q) of a warp reads term k = q + S m of output o,
+    /// `ldw = 32/S (mod 32)` when the lanes walk a column of W (forward: W[k][o]) and
+    /// `ldw = S (mod 32)` when they walk a row (backward: W[o][k]), so the 32 lanes hit 32 banks.
     fn rec_launch(
         &self,
         name: &str,
         b: usize,
         units: usize,
         k: usize,
-        smem: u32,
-    ) -> (String, Option<i32>, LaunchConfig) {
-        if self.rec_v1 {
-            return (name.to_string(), None, self.rec_cfg(b, units, smem));
+        (rows, cols, extra): (usize, usize, usize),
+        walk: Walk,
+    ) -> Result<(String, Option<i32>, LaunchConfig, i32, i32)> {
+        let (kname, split, threads, mut ldw) = if self.rec_v1 {
+            (name.to_string(), None, Self::rec_threads(units), odd(cols))
+        } else {
+            let (s, threads) = rec_split(units, k);
+            let target = match walk {
+                Walk::Columns => 32 / s,
+                Walk::Rows => s,
+            } % 32;
+            (format!("{name}_v2"), Some(s as i32), threads, cols + (target + 32 - cols % 32) % 32)
+        };
+        let mut w_shared = 1;
+        let mut smem = (rows * ldw + extra) * 4;
+        if smem > self.smem_limit {
+            // W stays in global memory, read with its own stride
+            (w_shared, ldw, smem) = (0, cols, extra * 4);
         }
-        let (split, threads) = rec_split(units, k);
+        self.check_smem(&kname, smem as u32)?;
         let cfg = LaunchConfig {
             grid_dim: (b as u32, self.models as u32, 1),
             block_dim: (threads, 1, 1),
-            shared_mem_bytes: smem,
+            shared_mem_bytes: smem as u32,
         };
-        (format!("{name}_v2"), Some(split as i32), cfg)
-    }
-
-    /// One block per sequence (B blocks) of each model (grid y) walking all T frames,
-    /// `rec_threads(width)` threads.
-    fn rec_cfg(&self, b: usize, width: usize, smem: u32) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (b as u32, self.models as u32, 1),
-            block_dim: (Self::rec_threads(width), 1, 1),
-            shared_mem_bytes: smem,
-        }
+        Ok((kname, split, cfg, w_shared, i32_of("ldw", ldw)?))
     }
 
     /// One warp per chain, `per_block` chains per block, one row of blocks per model.
@@ -804,6 +813,15 @@ impl Cuda {
             shared_mem_bytes: smem,
         }
     }
+}
+
+/// Which way the lanes of a v2 recurrence walk the staged matrix (see [`Cuda::rec_launch`]).
+#[derive(Clone, Copy)]
+enum Walk {
+    /// Output o reads W[k][o] for its terms k (forward: state times W).
+    Columns,
+    /// Output o reads W[o][k] (backward: gradient times W^T).
+    Rows,
 }
 
 /// The split of a v2 recurrence (`kernels/recurrent.cu`): S lanes per output, a power of two
@@ -1213,11 +1231,9 @@ impl Backend for Cuda {
         if d.n() * h == 0 {
             return Ok(());
         }
-        let (w_sh, ldw, smem) = self.w_layout(h, h, 2 * h * 4);
-        self.check_smem("rtrbm_forward", smem)?;
+        let (kname, split, cfg, w_sh, ldw) = self.rec_launch("rtrbm_forward", b, h, h, (h, h, 2 * h), Walk::Columns)?;
         let (ti, bi, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", h)?);
         let (wr_ps, pre_ps, vw_ps, r_ps, bh_ps) = (self.ps(wr), self.ps(pre), self.ps(vw), self.ps(r), self.ps(bh_t));
-        let (kname, split, cfg) = self.rec_launch("rtrbm_forward", b, h, h, smem);
         let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wr).arg(pre).arg(vw).arg(r).arg(bh_t).arg(&ti).arg(&bi).arg(&hi).arg(&w_sh).arg(&ldw);
@@ -1248,11 +1264,10 @@ impl Backend for Cuda {
         if d.n() * nu == 0 {
             return Ok(());
         }
-        let (w_sh, ldw, smem) = self.w_layout(nu, nu, 2 * nu * 4);
-        self.check_smem("rnn_forward", smem)?;
+        let (kname, split, cfg, w_sh, ldw) =
+            self.rec_launch("rnn_forward", b, nu, nu, (nu, nu, 2 * nu), Walk::Columns)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let (w_ps, pre_ps, u_ps) = (self.ps(wuu), self.ps(pre), self.ps(u));
-        let (kname, split, cfg) = self.rec_launch("rnn_forward", b, nu, nu, smem);
         let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wuu).arg(pre).arg(u).arg(&ti).arg(&bi).arg(&ui).arg(&w_sh).arg(&ldw);
@@ -1298,8 +1313,8 @@ impl Backend for Cuda {
         if d.n() * nu == 0 {
             return Ok(());
         }
-        let (w_sh, ldw, smem) = self.w_layout(nu, g4, 4 * nu * 4);
-        self.check_smem("lstm_forward", smem)?;
+        let (kname, split, cfg, w_sh, ldw) =
+            self.rec_launch("lstm_forward", b, nu, nu, (nu, g4, 4 * nu), Walk::Columns)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
         // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer
@@ -1307,7 +1322,6 @@ impl Backend for Cuda {
         let peep_buf = peep.unwrap_or(wl);
         let peep_ps = peep.map_or(0, |p| self.ps(p));
         let (wl_ps, pre_ps, l_ps, c_ps, g_ps) = (self.ps(wl), self.ps(pre), self.ps(l), self.ps(c), self.ps(gates));
-        let (kname, split, cfg) = self.rec_launch("lstm_forward", b, nu, nu, smem);
         let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
@@ -1350,8 +1364,8 @@ impl Backend for Cuda {
         if b * nu == 0 {
             return Ok(());
         }
-        let (w_sh, ldw, smem) = self.w_layout(nu, g4, 6 * nu * 4);
-        self.check_smem("lstm_backward", smem)?;
+        let (kname, split, cfg, w_sh, ldw) =
+            self.rec_launch("lstm_backward", b, nu, g4, (nu, g4, 6 * nu), Walk::Rows)?;
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
         let peep_buf = peep.unwrap_or(wl);
@@ -1363,7 +1377,6 @@ impl Backend for Cuda {
         let (wl_ps, c_ps, gates_ps, dl_ps) = (self.ps(wl), self.ps(c), self.ps(gates), self.ps(dl));
         let (dpre_ps, ds_ps) = (self.ps(dpre), self.ps(dstate0));
         {
-            let (kname, split, cfg) = self.rec_launch("lstm_backward", b, nu, g4, smem);
             let f = self.func(&kname)?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(c).arg(gates).arg(dl).arg(dpre).arg(dstate0);
