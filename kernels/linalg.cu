@@ -21,6 +21,8 @@
 // scale:       x[i] *= alpha.                                         Reference: Cpu::scale
 // sum_squares_partial: per-block partial sums of x^2 in f64 (the host adds the partials in
 //              block order, so the result is deterministic).      Reference: Cpu::sum_squares
+// clip_factors: per-model global-norm clipping factors from the partials of several tensors
+//              (with scale_f32, Cuda::clip_grad_norm).  Reference: Backend::clip_grad_norm's default
 // copy_f32:    dst[dst_off + i] = src[src_off + i], i < n, within each model's slab (packed copies;
 //              a lone copy is one cudaMemcpy).                    Reference: Cpu::copy
 // gather_frames: one training batch from the frame store resident on the device (store [S, V],
@@ -290,12 +292,14 @@ extern "C" __global__ void copy_f32(const float* __restrict__ src, long long src
 
 // blockDim.x must be 256; grid = (blocks, P). partial[p * gridDim.x + blockIdx.x] = sum of x[i]^2
 // over this block's grid-stride share of model p's slab.
+// Partials of model p at partial + out_off + p * gridDim.x (out_off: where this tensor's [P,
+// blocks] partials start in a buffer that holds several tensors', for clip_factors).
 extern "C" __global__ void sum_squares_partial(const float* __restrict__ x, long long n, double* __restrict__ partial,
-                                               long long x_ps) {
+                                               long long x_ps, long long out_off) {
     __shared__ double s[256];
     const long long model = blockIdx.y;
     x += model * x_ps;
-    partial += model * gridDim.x;
+    partial += out_off + model * gridDim.x;
     double acc = 0.0;
     GRID_STRIDE(i, n) {
         double v = (double)x[i];
@@ -337,4 +341,23 @@ extern "C" __global__ void gather_frames(const float* __restrict__ store, const 
             wmask[row] = w * m;
         }
     }
+}
+
+// Global-norm clipping factors, on the device (Backend::clip_grad_norm): partials [tensors][P][blocks]
+// from sum_squares_partial; model p's squared norm adds each tensor's partials in block order and
+// then the tensors in order (the host's order in the trait's default); factors[p] =
+// (float)(clip[p] / norm) when clip[p] > 0 and norm > clip[p], else 1. grid = (1, P), one thread.
+extern "C" __global__ void clip_factors(const double* __restrict__ partials, int tensors, int blocks,
+                                        const double* __restrict__ clip, float* __restrict__ factors) {
+    const long long model = blockIdx.y;
+    if (threadIdx.x != 0) return;
+    double total = 0.0;
+    for (int t = 0; t < tensors; ++t) {
+        const double* p = partials + ((long long)t * gridDim.y + model) * blocks;
+        double s = 0.0;
+        for (int b = 0; b < blocks; ++b) s += p[b];
+        total += s;
+    }
+    const double norm = sqrt(total), c = clip[model];
+    factors[model] = (c > 0.0 && norm > c) ? (float)(c / norm) : 1.0f;
 }

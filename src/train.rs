@@ -224,24 +224,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
         mark("backward")?;
         if self.cfgs.iter().any(|c| c.train.grad_clip > 0.0) {
-            let mut sq = vec![0.0; self.cfgs.len()];
-            for g in &self.grads.bufs {
-                sq.iter_mut().zip(be.sum_squares(g)?).for_each(|(a, b)| *a += b);
-            }
-            let factors: Vec<B::F> = self
-                .cfgs
-                .iter()
-                .zip(&sq)
-                .map(|(c, &sq)| {
-                    let (clip, norm) = (c.train.grad_clip, sq.sqrt());
-                    B::F::from_f64(if clip > 0.0 && norm > clip { clip / norm } else { 1.0 })
-                })
-                .collect();
-            if factors.iter().any(|&f| f != B::F::ONE) {
-                for g in self.grads.bufs.iter_mut() {
-                    be.scale(g, &factors)?;
-                }
-            }
+            let clips: Vec<f64> = self.cfgs.iter().map(|c| c.train.grad_clip).collect();
+            be.clip_grad_norm(&mut self.grads.bufs, &clips)?;
         }
         mark("clip")?;
         for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {

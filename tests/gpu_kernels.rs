@@ -727,6 +727,66 @@ fn gather_frames_matches_cpu() {
     check(&pk, &pc, &spec, &chunks, 2, &[Some(1), Some(short), None, None, Some(last), None]);
 }
 
+/// Gradient clipping on the device (`Cuda::clip_grad_norm`: no host round trip) equals the
+/// trait's host path (`sum_squares` + `scale`) on the same GPU bit for bit, lone and packed
+/// (each model its own threshold: clipped, not clipped, 0 = off), and the CPU within 1 ulp.
+#[test]
+fn clip_grad_norm_on_the_device_equals_the_host_path() {
+    let Some(g) = gpu() else { return };
+    let mut r = HostRng::new(77, 0);
+    let sizes = [88 * 88, 88, 88 * 352 + 5, 1];
+    let host_path = |be: &Cuda, xs: &mut [Buf], clip: &[f64]| {
+        let mut sq = vec![0.0; clip.len()];
+        for x in xs.iter() {
+            sq.iter_mut().zip(be.sum_squares(x).unwrap()).for_each(|(a, b)| *a += b);
+        }
+        let f: Vec<f32> = clip
+            .iter()
+            .zip(&sq)
+            .map(|(&c, &s)| if c > 0.0 && s.sqrt() > c { (c / s.sqrt()) as f32 } else { 1.0 })
+            .collect();
+        xs.iter_mut().for_each(|x| be.scale(x, &f).unwrap());
+    };
+    // lone: the norm is about 0.58 * sqrt(39k) ~ 114
+    for clip in [1.0, 1e6, 0.0] {
+        let host: Vec<Vec<f32>> = sizes.iter().map(|&n| rand_vec(&mut r, n, 1.0)).collect();
+        let mut dev: Vec<Buf> = host.iter().map(|h| g.upload(h).unwrap()).collect();
+        let mut via_host: Vec<Buf> = host.iter().map(|h| g.upload(h).unwrap()).collect();
+        g.clip_grad_norm(&mut dev, &[clip]).unwrap();
+        host_path(&g, &mut via_host, &[clip]);
+        let mut cpu_x = host.clone();
+        cpu().clip_grad_norm(&mut cpu_x, &[clip]).unwrap();
+        for t in 0..sizes.len() {
+            let d = g.download(&dev[t]).unwrap();
+            assert_bits(&format!("clip {clip} tensor {t}"), &d, &g.download(&via_host[t]).unwrap());
+            assert_close(&format!("clip {clip} tensor {t} vs CPU"), &d, &cpu_x[t], 1e-6, 1e-6);
+            if clip == 0.0 || clip == 1e6 {
+                assert_bits(&format!("clip {clip} leaves tensor {t}"), &d, &host[t]);
+            }
+        }
+    }
+    // packed: model 0 clipped, model 1 not, model 2 off; each equals its lone clipping
+    let pk = g.packed(P).unwrap();
+    let clips = [1.0, 1e6, 0.0];
+    let per: Vec<Vec<Vec<f32>>> = sizes.iter().map(|&n| per_model(&mut r, n, 1.0)).collect();
+    let mut pbufs: Vec<Buf> = per.iter().map(|x| pk.upload(&x.concat()).unwrap()).collect();
+    pk.clip_grad_norm(&mut pbufs, &clips).unwrap();
+    assert!(pk.clip_grad_norm(&mut pbufs, &clips[..1]).is_err(), "one threshold for 3 models");
+    for p in 0..P {
+        let mut lone: Vec<Buf> = per.iter().map(|x| g.upload(&x[p]).unwrap()).collect();
+        g.clip_grad_norm(&mut lone, &clips[p..=p]).unwrap();
+        for t in 0..sizes.len() {
+            let all = pk.download(&pbufs[t]).unwrap();
+            let n = all.len() / P;
+            assert_bits(
+                &format!("packed clip model {p} tensor {t}"),
+                &all[p * n..(p + 1) * n],
+                &g.download(&lone[t]).unwrap(),
+            );
+        }
+    }
+}
+
 // ----- packed models: `Cuda::packed(P)` against the lone `Cuda`, bit for bit ----------------------
 
 /// Models per pack in the packed tests.

@@ -47,6 +47,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "copy_f32",
             "sum_squares_partial",
             "gather_frames",
+            "clip_factors",
         ],
     ),
     (
@@ -317,6 +318,12 @@ struct ArgCache {
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
     /// Scale factors, P f32.
     scale: Option<(Vec<u64>, CudaSlice<f32>)>,
+    /// Clipping thresholds, P f64 (also for a lone model: `clip_factors` reads them).
+    clip: Option<(Vec<u64>, CudaSlice<f64>)>,
+    /// `clip_grad_norm` scratch: the partial sums of every gradient tensor and the factors,
+    /// reused while the sizes stay.
+    clip_partials: Option<CudaSlice<f64>>,
+    clip_factors: Option<CudaSlice<f32>>,
     /// The spans of the last `gather_frames`, 2PB u32 (rewritten by every call, reused while
     /// the size stays).
     spans: Option<CudaSlice<u32>>,
@@ -1453,6 +1460,61 @@ impl Backend for Cuda {
         launch(&mut lb, self.grid(n), "scale_f32")
     }
 
+    /// On the device, no synchronisation: `sum_squares_partial` for each tensor into one
+    /// buffer, `clip_factors` (the default's sums in the default's order, and its factors), then
+    /// `scale_f32` of every tensor by its model's factor (a factor of 1 leaves every bit as it
+    /// is). The same result as the trait's default on this backend, bit for bit.
+    fn clip_grad_norm(&self, xs: &mut [CudaSlice<f32>], clip: &[f64]) -> Result<()> {
+        check_models("clipping norms", clip.len(), self.models)?;
+        if xs.is_empty() {
+            return Ok(());
+        }
+        let per = SSQ_BLOCKS * self.models;
+        let mut cache = self.arg_cache()?;
+        if cache.clip_partials.as_ref().is_none_or(|p| p.len() != per * xs.len()) {
+            cache.clip_partials = Some(drv("alloc clip partials", self.stream.alloc_zeros::<f64>(per * xs.len()))?);
+        }
+        if cache.clip_factors.as_ref().is_none_or(|f| f.len() != self.models) {
+            cache.clip_factors = Some(drv("alloc clip factors", self.stream.alloc_zeros::<f32>(self.models))?);
+        }
+        let sig = clip.iter().map(|c| c.to_bits()).collect();
+        cached(&self.stream, &mut cache.clip, sig, clip)?;
+        let ArgCache { clip: Some((_, clip_d)), clip_partials: Some(partial), clip_factors: Some(factors), .. } =
+            &mut *cache
+        else {
+            return Err(Error::Cuda("clip_grad_norm: scratch missing".into()));
+        };
+        let ssq_cfg = LaunchConfig {
+            grid_dim: (SSQ_BLOCKS as u32, self.models as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        for (t, x) in xs.iter().enumerate() {
+            let (n, x_ps, off) = (self.slab(x) as i64, self.ps(x), (t * per) as i64);
+            let f = self.func("sum_squares_partial")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(x).arg(&n).arg(&mut *partial).arg(&x_ps).arg(&off);
+            launch(&mut lb, ssq_cfg, "sum_squares_partial")?;
+        }
+        {
+            let (tensors, blocks) = (i32_of("tensors", xs.len())?, SSQ_BLOCKS as i32);
+            let f = self.func("clip_factors")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&*partial).arg(&tensors).arg(&blocks).arg(&*clip_d).arg(&mut *factors);
+            let cfg = LaunchConfig { grid_dim: (1, self.models as u32, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+            launch(&mut lb, cfg, "clip_factors")?;
+        }
+        for x in xs.iter_mut() {
+            let (n, x_ps, one) = (self.slab(x), self.ps(x), 1.0f32);
+            let ni = n as i64;
+            let f = self.func("scale_f32")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&mut *x).arg(&ni).arg(&one).arg(&*factors).arg(&x_ps);
+            launch(&mut lb, self.grid(n), "scale_f32")?;
+        }
+        Ok(())
+    }
+
     /// Partial sums per block and model (grid (SSQ_BLOCKS, P)), added on the host in block
     /// order for each model.
     fn sum_squares(&self, x: &CudaSlice<f32>) -> Result<Vec<f64>> {
@@ -1462,7 +1524,7 @@ impl Backend for Cuda {
         {
             let f = self.func("sum_squares_partial")?;
             let mut lb = self.stream.launch_builder(f);
-            lb.arg(x).arg(&n).arg(&mut partial).arg(&x_ps);
+            lb.arg(x).arg(&n).arg(&mut partial).arg(&x_ps).arg(&0i64);
             let cfg = LaunchConfig {
                 grid_dim: (SSQ_BLOCKS as u32, self.models as u32, 1),
                 block_dim: (256, 1, 1),

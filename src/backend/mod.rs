@@ -354,6 +354,34 @@ pub trait Backend: Send + Sync {
     /// or infinite).
     fn sum_squares(&self, x: &Self::Buf) -> Result<Vec<f64>>;
 
+    /// Clips each model's gradient by its global norm: with `norm_p` the square root of the sum
+    /// of squares over all of `xs` (tensor by tensor, in f64), every tensor of model p is scaled
+    /// by `f(clip[p] / norm_p)` (rounded from f64) when `clip[p] > 0` and `norm_p > clip[p]`, else
+    /// left as it is. This default does it with [`Backend::sum_squares`] and
+    /// [`Backend::scale`] through the host; a device may keep it on the device (no
+    /// synchronisation), with the same result.
+    fn clip_grad_norm(&self, xs: &mut [Self::Buf], clip: &[f64]) -> Result<()> {
+        check_models("clipping norms", clip.len(), self.models())?;
+        let mut sq = vec![0.0; clip.len()];
+        for x in xs.iter() {
+            sq.iter_mut().zip(self.sum_squares(x)?).for_each(|(a, b)| *a += b);
+        }
+        let factors: Vec<Self::F> = clip
+            .iter()
+            .zip(&sq)
+            .map(|(&c, &sq)| {
+                let norm = sq.sqrt();
+                Self::F::from_f64(if c > 0.0 && norm > c { c / norm } else { 1.0 })
+            })
+            .collect();
+        if factors.iter().any(|&f| f != Self::F::ONE) {
+            for x in xs.iter_mut() {
+                self.scale(x, &factors)?;
+            }
+        }
+        Ok(())
+    }
+
     // ----- evaluation ---------------------------------------------------------------------------
 
     /// Annealed importance sampling (SPEC 4.1) for N conditional RBMs, M runs each, through the
