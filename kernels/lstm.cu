@@ -25,6 +25,75 @@
 // buffer arguments, in order, and each pointer moves by p * stride at the top of the kernel
 // (p = 0: the lone kernel). dpeep_part holds [P][B,3U].
 
+// The cell of frame s, forward (lstm_forward, lstm_forward_v2), for unit j: from the gate
+// pre-activations z (b + v Wx + l Wl, without peepholes) and c[s], writes the gates (i, f, o, g),
+// c[s+1] and l[s+1] (global) and their shared copies cn, ln. Exactly the expressions of
+// Cpu::lstm_forward.
+__device__ __forceinline__ void lstm_cell_forward(int j, int U, float zi, float zf, float zo, float zg, float c_prev,
+                                                  const float* __restrict__ peep, int has_peep, float* __restrict__ c,
+                                                  float* __restrict__ l, float* __restrict__ gates, long long next,
+                                                  long long grow, float* ln, float* cn) {
+    if (has_peep) {
+        zi += peep[j] * c_prev;
+        zf += peep[U + j] * c_prev;
+    }
+    float gi = sigmoidf_(zi), gf = sigmoidf_(zf), gg = tanhf(zg);
+    float ct = gf * c_prev + gi * gg;
+    if (has_peep) zo += peep[2 * U + j] * ct;
+    float go = sigmoidf_(zo);
+    float lt = go * tanhf(ct);
+    c[next + j] = ct;
+    l[next + j] = lt;
+    gates[grow + j] = gi;
+    gates[grow + U + j] = gf;
+    gates[grow + 2 * U + j] = go;
+    gates[grow + 3 * U + j] = gg;
+    ln[j] = lt;
+    cn[j] = ct;
+}
+
+// The cell of frame s, backward (lstm_backward, lstm_backward_v2), one thread per unit j (strided):
+// from the gradient arriving at l[s+1] (dl from outside plus dl_rec through the gates of s+1) and
+// dc_next (into c[s+1]), writes dpre[s] and dz (shared, [4U]), moves dc_next to c[s] and adds the
+// peephole partials. Exactly the expressions of Cpu::lstm_backward.
+__device__ __forceinline__ void lstm_cell_backward(int U, const float* __restrict__ gates, const float* __restrict__ c,
+                                                   const float* __restrict__ dl, const float* __restrict__ peep,
+                                                   int has_peep, float* __restrict__ part, float* __restrict__ dpre,
+                                                   const float* dl_rec, float* dc_next, float* dz, long long prev,
+                                                   long long next, long long grow) {
+    for (int j = threadIdx.x; j < U; j += blockDim.x) {
+        float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
+        float c_prev = c[prev + j], ct = c[next + j];
+        float tc = tanhf(ct);
+        // l_t = o tanh(c_t)
+        float dlt = dl[next + j] + dl_rec[j];
+        float dzo = dlt * tc * go * (1.0f - go);
+        // c_t feeds l_t, c_{t+1} and (peephole) o_t
+        float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
+        if (has_peep) dcv += dzo * peep[2 * U + j];
+        // c_t = f c_{t-1} + i g
+        float dzi = dcv * gg * gi * (1.0f - gi);
+        float dzf = dcv * c_prev * gf * (1.0f - gf);
+        float dzg = dcv * gi * (1.0f - gg * gg);
+        float dc_prev = dcv * gf;
+        if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
+        if (part) {
+            part[j] += dzi * c_prev;
+            part[U + j] += dzf * c_prev;
+            part[2 * U + j] += dzo * ct;
+        }
+        dc_next[j] = dc_prev;
+        dpre[grow + j] = dzi;
+        dpre[grow + U + j] = dzf;
+        dpre[grow + 2 * U + j] = dzo;
+        dpre[grow + 3 * U + j] = dzg;
+        dz[j] = dzi;
+        dz[U + j] = dzf;
+        dz[2 * U + j] = dzo;
+        dz[3 * U + j] = dzg;
+    }
+}
+
 extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
                                         const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,
                                         float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw,
@@ -66,24 +135,7 @@ extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const floa
                     zg += x * wr[3 * U + j];
                 }
             }
-            float c_prev = cc[j];
-            if (has_peep) {
-                zi += peep[j] * c_prev;
-                zf += peep[U + j] * c_prev;
-            }
-            float gi = sigmoidf_(zi), gf = sigmoidf_(zf), gg = tanhf(zg);
-            float ct = gf * c_prev + gi * gg;
-            if (has_peep) zo += peep[2 * U + j] * ct;
-            float go = sigmoidf_(zo);
-            float lt = go * tanhf(ct);
-            c[next + j] = ct;
-            l[next + j] = lt;
-            gates[grow + j] = gi;
-            gates[grow + U + j] = gf;
-            gates[grow + 2 * U + j] = go;
-            gates[grow + 3 * U + j] = gg;
-            ln[j] = lt;
-            cn[j] = ct;
+            lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
         }
         __syncthreads();
         float* t = lc; lc = ln; ln = t;
@@ -129,37 +181,7 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
         long long prev = ((long long)s * B + b) * U;
         long long next = ((long long)(s + 1) * B + b) * U;
         long long grow = ((long long)s * B + b) * G;
-        for (int j = threadIdx.x; j < U; j += blockDim.x) {
-            float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
-            float c_prev = c[prev + j], ct = c[next + j];
-            float tc = tanhf(ct);
-            // l_t = o tanh(c_t)
-            float dlt = dl[next + j] + dl_rec[j];
-            float dzo = dlt * tc * go * (1.0f - go);
-            // c_t feeds l_t, c_{t+1} and (peephole) o_t
-            float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
-            if (has_peep) dcv += dzo * peep[2 * U + j];
-            // c_t = f c_{t-1} + i g
-            float dzi = dcv * gg * gi * (1.0f - gi);
-            float dzf = dcv * c_prev * gf * (1.0f - gf);
-            float dzg = dcv * gi * (1.0f - gg * gg);
-            float dc_prev = dcv * gf;
-            if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
-            if (part) {
-                part[j] += dzi * c_prev;
-                part[U + j] += dzf * c_prev;
-                part[2 * U + j] += dzo * ct;
-            }
-            dc_next[j] = dc_prev;
-            dpre[grow + j] = dzi;
-            dpre[grow + U + j] = dzf;
-            dpre[grow + 2 * U + j] = dzo;
-            dpre[grow + 3 * U + j] = dzg;
-            dz[j] = dzi;
-            dz[U + j] = dzf;
-            dz[2 * U + j] = dzo;
-            dz[3 * U + j] = dzg;
-        }
+        lstm_cell_backward(U, gates, c, dl, peep, has_peep, part, dpre, dl_rec, dc_next, dz, prev, next, grow);
         __syncthreads();
         // d l_{t-1} (through the gates) = dz Wl^T, q in order like the CPU
         for (int j = threadIdx.x; j < U; j += blockDim.x) {
@@ -176,11 +198,11 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
     }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
-                                           const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,
-                                           float* __restrict__ gates, int T, int B, int U, int w_shared, int ldw,
-                                           int S, long long wl_ps, long long peep_ps, long long pre_ps,
-                                           long long l_ps, long long c_ps, long long gates_ps) {
+extern "C" __global__ void __launch_bounds__(1024)
+lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates,
+                int T, int B, int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long pre_ps,
+                long long l_ps, long long c_ps, long long gates_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -225,24 +247,7 @@ extern "C" __global__ void __launch_bounds__(1024) lstm_forward_v2(const float* 
             if (j < U && q == 0) {
                 float zi = pre[grow + j] + ai, zf = pre[grow + U + j] + af;
                 float zo = pre[grow + 2 * U + j] + ao, zg = pre[grow + 3 * U + j] + ag;
-                float c_prev = cc[j];
-                if (has_peep) {
-                    zi += peep[j] * c_prev;
-                    zf += peep[U + j] * c_prev;
-                }
-                float gi = sigmoidf_(zi), gf = sigmoidf_(zf), gg = tanhf(zg);
-                float ct = gf * c_prev + gi * gg;
-                if (has_peep) zo += peep[2 * U + j] * ct;
-                float go = sigmoidf_(zo);
-                float lt = go * tanhf(ct);
-                c[next + j] = ct;
-                l[next + j] = lt;
-                gates[grow + j] = gi;
-                gates[grow + U + j] = gf;
-                gates[grow + 2 * U + j] = go;
-                gates[grow + 3 * U + j] = gg;
-                ln[j] = lt;
-                cn[j] = ct;
+                lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
             }
         }
         __syncthreads();
@@ -251,13 +256,12 @@ extern "C" __global__ void __launch_bounds__(1024) lstm_forward_v2(const float* 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
-                                            const float* __restrict__ c, const float* __restrict__ gates,
-                                            const float* __restrict__ dl, float* __restrict__ dpre,
-                                            float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
-                                            int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps,
-                                            long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
-                                            long long dstate0_ps, long long part_ps) {
+extern "C" __global__ void __launch_bounds__(1024)
+lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                 const float* __restrict__ c, const float* __restrict__ gates, const float* __restrict__ dl,
+                 float* __restrict__ dpre, float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
+                 int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long c_ps,
+                 long long gates_ps, long long dl_ps, long long dpre_ps, long long dstate0_ps, long long part_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -289,35 +293,7 @@ extern "C" __global__ void __launch_bounds__(1024) lstm_backward_v2(const float*
         long long prev = ((long long)s * B + b) * U;
         long long next = ((long long)(s + 1) * B + b) * U;
         long long grow = ((long long)s * B + b) * G;
-        // the cell, elementwise per unit (as lstm_backward)
-        for (int j = threadIdx.x; j < U; j += blockDim.x) {
-            float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
-            float c_prev = c[prev + j], ct = c[next + j];
-            float tc = tanhf(ct);
-            float dlt = dl[next + j] + dl_rec[j];
-            float dzo = dlt * tc * go * (1.0f - go);
-            float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
-            if (has_peep) dcv += dzo * peep[2 * U + j];
-            float dzi = dcv * gg * gi * (1.0f - gi);
-            float dzf = dcv * c_prev * gf * (1.0f - gf);
-            float dzg = dcv * gi * (1.0f - gg * gg);
-            float dc_prev = dcv * gf;
-            if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
-            if (part) {
-                part[j] += dzi * c_prev;
-                part[U + j] += dzf * c_prev;
-                part[2 * U + j] += dzo * ct;
-            }
-            dc_next[j] = dc_prev;
-            dpre[grow + j] = dzi;
-            dpre[grow + U + j] = dzf;
-            dpre[grow + 2 * U + j] = dzo;
-            dpre[grow + 3 * U + j] = dzg;
-            dz[j] = dzi;
-            dz[U + j] = dzf;
-            dz[2 * U + j] = dzo;
-            dz[3 * U + j] = dzg;
-        }
+        lstm_cell_backward(U, gates, c, dl, peep, has_peep, part, dpre, dl_rec, dc_next, dz, prev, next, grow);
         __syncthreads();
         // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
         for (int j0 = 0; j0 < U; j0 += per_pass) {

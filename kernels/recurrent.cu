@@ -149,44 +149,53 @@ extern "C" __global__ void rnn_backward(const float* __restrict__ Wuu, const flo
 
 // ---- split-K (v2) ------------------------------------------------------------------------------
 
-extern "C" __global__ void __launch_bounds__(1024) rtrbm_forward_v2(const float* __restrict__ WR, const float* __restrict__ pre,
-                                            const float* __restrict__ vw, float* __restrict__ r,
-                                            float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw,
-                                            int S, long long wr_ps, long long pre_ps, long long vw_ps,
-                                            long long r_ps, long long bh_ps) {
+// Shared by rtrbm_forward_v2 (bh_t[s] = pre[s] + sum, st[s+1] = sigma(vw[s] + bh_t[s])) and
+// rnn_forward_v2 (st[s+1] = tanh(pre[s] + sum); vw and bh_t null), sum = st[s] W over S lanes.
+__device__ __forceinline__ void recurrent_forward_v2(const float* __restrict__ W, const float* __restrict__ pre,
+                                                     const float* __restrict__ vw, float* __restrict__ st,
+                                                     float* __restrict__ bh_t, int T, int B, int n, int w_shared,
+                                                     int ldw, int S) {
     extern __shared__ float smem[];
-    const long long model = blockIdx.y;
-    WR += model * wr_ps;
-    pre += model * pre_ps;
-    vw += model * vw_ps;
-    r += model * r_ps;
-    bh_t += model * bh_ps;
-    const float* Ws = stage_w(WR, H, H, w_shared, ldw, smem);
-    float* cur = smem + (w_shared ? H * ldw : 0);
-    float* nxt = cur + H;
+    const float* Ws = stage_w(W, n, n, w_shared, ldw, smem);
+    float* cur = smem + (w_shared ? n * ldw : 0);
+    float* nxt = cur + n;
     const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
-    for (int j = threadIdx.x; j < H; j += blockDim.x) cur[j] = r[(long long)b * H + j];
+    for (int j = threadIdx.x; j < n; j += blockDim.x) cur[j] = st[(long long)b * n + j];
     __syncthreads();
     for (int s = 0; s < T; ++s) {
-        long long row = ((long long)s * B + b) * H;
-        long long out = ((long long)(s + 1) * B + b) * H;
-        for (int j0 = 0; j0 < H; j0 += per_pass) {
+        long long row = ((long long)s * B + b) * n;
+        long long out = ((long long)(s + 1) * B + b) * n;
+        for (int j0 = 0; j0 < n; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
             float acc = 0.0f;
-            if (j < H)
-                for (int k = q; k < H; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
+            if (j < n)
+                for (int k = q; k < n; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
             acc = group_sum(acc, S);
-            if (j < H && q == 0) {
-                float bh = pre[row + j] + acc;
-                bh_t[row + j] = bh;
-                float rj = sigmoidf_(vw[row + j] + bh);
-                r[out + j] = rj;
-                nxt[j] = rj;
+            if (j < n && q == 0) {
+                float x;
+                if (bh_t) {
+                    float bh = pre[row + j] + acc;
+                    bh_t[row + j] = bh;
+                    x = sigmoidf_(vw[row + j] + bh);
+                } else {
+                    x = tanhf(pre[row + j] + acc);
+                }
+                st[out + j] = x;
+                nxt[j] = x;
             }
         }
         __syncthreads();
         float* t = cur; cur = nxt; nxt = t;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(1024)
+rtrbm_forward_v2(const float* __restrict__ WR, const float* __restrict__ pre, const float* __restrict__ vw,
+                 float* __restrict__ r, float* __restrict__ bh_t, int T, int B, int H, int w_shared, int ldw, int S,
+                 long long wr_ps, long long pre_ps, long long vw_ps, long long r_ps, long long bh_ps) {
+    const long long model = blockIdx.y;
+    recurrent_forward_v2(WR + model * wr_ps, pre + model * pre_ps, vw + model * vw_ps, r + model * r_ps,
+                         bh_t + model * bh_ps, T, B, H, w_shared, ldw, S);
 }
 
 // Shared by rtrbm_backward_v2 (sigmoid states: d = (outside + sum) r (1 - r), the outside term
@@ -229,54 +238,28 @@ __device__ __forceinline__ void recurrent_backward_v2(const float* __restrict__ 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) rtrbm_backward_v2(const float* __restrict__ WR, const float* __restrict__ r,
-                                             const float* __restrict__ dbh, float* __restrict__ g, int T, int B,
-                                             int H, int w_shared, int ldw, int S, long long wr_ps, long long r_ps,
-                                             long long dbh_ps, long long g_ps) {
+extern "C" __global__ void __launch_bounds__(1024)
+rtrbm_backward_v2(const float* __restrict__ WR, const float* __restrict__ r, const float* __restrict__ dbh,
+                  float* __restrict__ g, int T, int B, int H, int w_shared, int ldw, int S, long long wr_ps,
+                  long long r_ps, long long dbh_ps, long long g_ps) {
     const long long model = blockIdx.y;
     recurrent_backward_v2(WR + model * wr_ps, r + model * r_ps, dbh + model * dbh_ps, g + model * g_ps, T, B, H,
                           w_shared, ldw, S, true);
 }
 
-extern "C" __global__ void __launch_bounds__(1024) rnn_backward_v2(const float* __restrict__ Wuu, const float* __restrict__ u,
-                                           const float* __restrict__ e, float* __restrict__ dz, int T, int B, int U,
-                                           int w_shared, int ldw, int S, long long w_ps, long long u_ps,
-                                           long long e_ps, long long dz_ps) {
+extern "C" __global__ void __launch_bounds__(1024)
+rnn_backward_v2(const float* __restrict__ Wuu, const float* __restrict__ u, const float* __restrict__ e,
+                float* __restrict__ dz, int T, int B, int U, int w_shared, int ldw, int S, long long w_ps,
+                long long u_ps, long long e_ps, long long dz_ps) {
     const long long model = blockIdx.y;
     recurrent_backward_v2(Wuu + model * w_ps, u + model * u_ps, e + model * e_ps, dz + model * dz_ps, T, B, U,
                           w_shared, ldw, S, false);
 }
 
-extern "C" __global__ void __launch_bounds__(1024) rnn_forward_v2(const float* __restrict__ Wuu, const float* __restrict__ pre,
-                                          float* __restrict__ u, int T, int B, int U, int w_shared, int ldw, int S,
-                                          long long w_ps, long long pre_ps, long long u_ps) {
-    extern __shared__ float smem[];
+extern "C" __global__ void __launch_bounds__(1024)
+rnn_forward_v2(const float* __restrict__ Wuu, const float* __restrict__ pre, float* __restrict__ u, int T, int B, int U,
+               int w_shared, int ldw, int S, long long w_ps, long long pre_ps, long long u_ps) {
     const long long model = blockIdx.y;
-    Wuu += model * w_ps;
-    pre += model * pre_ps;
-    u += model * u_ps;
-    const float* Ws = stage_w(Wuu, U, U, w_shared, ldw, smem);
-    float* cur = smem + (w_shared ? U * ldw : 0);
-    float* nxt = cur + U;
-    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
-    for (int j = threadIdx.x; j < U; j += blockDim.x) cur[j] = u[(long long)b * U + j];
-    __syncthreads();
-    for (int s = 0; s < T; ++s) {
-        long long row = ((long long)s * B + b) * U;
-        long long out = ((long long)(s + 1) * B + b) * U;
-        for (int j0 = 0; j0 < U; j0 += per_pass) {
-            const int j = j0 + threadIdx.x / S;
-            float acc = 0.0f;
-            if (j < U)
-                for (int k = q; k < U; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
-            acc = group_sum(acc, S);
-            if (j < U && q == 0) {
-                float uj = tanhf(pre[row + j] + acc);
-                u[out + j] = uj;
-                nxt[j] = uj;
-            }
-        }
-        __syncthreads();
-        float* t = cur; cur = nxt; nxt = t;
-    }
+    recurrent_forward_v2(Wuu + model * w_ps, pre + model * pre_ps, (const float*)0, u + model * u_ps, (float*)0, T, B,
+                         U, w_shared, ldw, S);
 }
