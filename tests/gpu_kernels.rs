@@ -765,10 +765,12 @@ fn clip_grad_norm_on_the_device_equals_the_host_path() {
             }
         }
     }
-    // packed: model 0 clipped, model 1 not, model 2 off; each equals its lone clipping
+    // packed: models 0 and 1 clipped (different norms: data scaled by 1 and 3), model 2 off;
+    // each equals its lone clipping, so each factor comes from that model's own norm
     let pk = g.packed(P).unwrap();
-    let clips = [1.0, 1e6, 0.0];
-    let per: Vec<Vec<Vec<f32>>> = sizes.iter().map(|&n| per_model(&mut r, n, 1.0)).collect();
+    let clips = [1.0, 2.0, 0.0];
+    let per: Vec<Vec<Vec<f32>>> =
+        sizes.iter().map(|&n| (0..P).map(|p| rand_vec(&mut r, n, [1.0, 3.0, 1.0][p])).collect()).collect();
     let mut pbufs: Vec<Buf> = per.iter().map(|x| pk.upload(&x.concat()).unwrap()).collect();
     pk.clip_grad_norm(&mut pbufs, &clips).unwrap();
     assert!(pk.clip_grad_norm(&mut pbufs, &clips[..1]).is_err(), "one threshold for 3 models");

@@ -799,6 +799,11 @@ impl Cuda {
         };
         let mut w_shared = 1;
         let mut smem = (rows * ldw + extra) * 4;
+        if smem > self.smem_limit && (rows * odd(cols) + extra) * 4 <= self.smem_limit {
+            // the padded stride does not fit, the odd one does: bank conflicts beat global reads
+            ldw = odd(cols);
+            smem = (rows * ldw + extra) * 4;
+        }
         if smem > self.smem_limit {
             // W stays in global memory, read with its own stride
             (w_shared, ldw, smem) = (0, cols, extra * 4);
