@@ -1,8 +1,9 @@
 //! `Packed<B>`: P models of the same shapes on any backend, one lone operation per model.
 //!
 //! A buffer is one inner buffer per model, and each operation runs the inner backend's lone
-//! operation on model p's buffers, for every p, spread over `threads` host threads (scoped
-//! threads per operation; 1 = in order on the calling thread). This is how the CPU packs a
+//! operation on model p's buffers, for every p, spread over `threads` host threads (a rayon pool
+//! of its own, kept for the backend's life: a pack hands out ~45 operations per update, too many
+//! to spawn threads for each; 1 = in order on the calling thread). This is how the CPU packs a
 //! sweep's models, and it is the reference that the CUDA backend's packed launches (model index in
 //! the launch grid) must equal: a model trained in a pack computes exactly what it computes alone,
 //! whatever the thread count.
@@ -16,6 +17,8 @@ pub struct Packed<B: Backend> {
     inner: B,
     models: usize,
     threads: usize,
+    /// The worker threads (None for one thread).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl<B: Backend> Packed<B> {
@@ -34,7 +37,18 @@ impl<B: Backend> Packed<B> {
                 inner.models()
             )));
         }
-        Ok(Self { inner, models, threads: threads.max(1) })
+        let threads = threads.max(1);
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("rtrbm-pack-{i}"))
+                .build()
+                .map_err(|e| Error::msg(format!("cannot start {threads} threads for a pack: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(Self { inner, models, threads, pool })
     }
 
     /// The lone backend underneath.
@@ -43,37 +57,17 @@ impl<B: Backend> Packed<B> {
     }
 
     /// Runs `f(p, item)` for the item of each model p (`items[p]`), spread over the threads;
-    /// returns the first error.
+    /// returns the error of the lowest-numbered model that failed.
     fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(usize, T) -> Result<()> + Sync) -> Result<()> {
-        let threads = self.threads.min(items.len());
-        if threads <= 1 {
-            return items.into_iter().enumerate().try_for_each(|(p, t)| f(p, t));
-        }
-        let per = items.len().div_ceil(threads);
-        let mut groups: Vec<(usize, Vec<T>)> = vec![];
-        let mut rest = items.into_iter();
-        loop {
-            let g: Vec<T> = rest.by_ref().take(per).collect();
-            if g.is_empty() {
-                break;
+        use rayon::prelude::*;
+        match &self.pool {
+            Some(pool) if items.len() > 1 => {
+                let results: Vec<Result<()>> =
+                    pool.install(|| items.into_par_iter().enumerate().map(|(p, t)| f(p, t)).collect());
+                results.into_iter().collect()
             }
-            groups.push((groups.len() * per, g));
+            _ => items.into_iter().enumerate().try_for_each(|(p, t)| f(p, t)),
         }
-        let f = &f;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .into_iter()
-                .map(|(first, g)| scope.spawn(move || g.into_iter().enumerate().try_for_each(|(i, t)| f(first + i, t))))
-                .collect();
-            let mut out = Ok(());
-            for h in handles {
-                let r = h.join().unwrap_or_else(|_| Err(Error::msg("a packed model's thread panicked")));
-                if out.is_ok() {
-                    out = r;
-                }
-            }
-            out
-        })
     }
 
     /// [`Packed::each`] collecting one vector per model, concatenated in model order.
@@ -97,7 +91,8 @@ impl<B: Backend> Backend for Packed<B> {
     type Store = B::Store;
 
     fn name(&self) -> String {
-        format!("{} models packed on {}", self.models, self.inner.name())
+        let threads = if self.threads > 1 { format!(" over {} threads", self.threads) } else { String::new() };
+        format!("{} models packed on {}{threads}", self.models, self.inner.name())
     }
 
     fn models(&self) -> usize {
