@@ -143,13 +143,16 @@ extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const floa
     }
 }
 
-extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
-                                         const float* __restrict__ c, const float* __restrict__ gates,
-                                         const float* __restrict__ dl, float* __restrict__ dpre,
-                                         float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
-                                         int U, int w_shared, int ldw, long long wl_ps, long long peep_ps,
-                                         long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
-                                         long long dstate0_ps, long long part_ps) {
+// lstm_backward (S = 1: d l = dz Wl^T summed in the CPU's order, as before the split-K kernels)
+// and lstm_backward_v2 (S lanes per unit).
+__device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
+                                                   int has_peep, const float* __restrict__ c,
+                                                   const float* __restrict__ gates, const float* __restrict__ dl,
+                                                   float* __restrict__ dpre, float* __restrict__ dstate0,
+                                                   float* __restrict__ dpeep_part, int T, int B, int U, int w_shared,
+                                                   int ldw, int S, long long wl_ps, long long peep_ps, long long c_ps,
+                                                   long long gates_ps, long long dl_ps, long long dpre_ps,
+                                                   long long dstate0_ps, long long part_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -165,7 +168,7 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
     float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
     float* dc_next = dl_rec + U;                      // gradient into c[s] from frame s
     float* dz = dc_next + U;                          // dpre of the current frame [4U]
-    int b = blockIdx.x;
+    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
     float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
     for (int j = threadIdx.x; j < U; j += blockDim.x) {
         dl_rec[j] = 0.0f;
@@ -183,12 +186,16 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
         long long grow = ((long long)s * B + b) * G;
         lstm_cell_backward(U, gates, c, dl, peep, has_peep, part, dpre, dl_rec, dc_next, dz, prev, next, grow);
         __syncthreads();
-        // d l_{t-1} (through the gates) = dz Wl^T, q in order like the CPU
-        for (int j = threadIdx.x; j < U; j += blockDim.x) {
-            const float* wrow = Ws + (long long)j * ldw;
+        // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
+        for (int j0 = 0; j0 < U; j0 += per_pass) {
+            const int j = j0 + threadIdx.x / S;
             float acc = 0.0f;
-            for (int q = 0; q < G; ++q) acc += wrow[q] * dz[q];
-            dl_rec[j] = acc;
+            if (j < U) {
+                const float* wrow = Ws + (long long)j * ldw;
+                for (int k = q; k < G; k += S) acc += wrow[k] * dz[k];
+            }
+            acc = group_sum(acc, S);
+            if (j < U && q == 0) dl_rec[j] = acc;
         }
         __syncthreads();
     }
@@ -196,6 +203,17 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
         dstate0[(long long)b * U + j] = dl[(long long)b * U + j] + dl_rec[j];
         dstate0[((long long)B + b) * U + j] = dc_next[j];
     }
+}
+
+extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                                         const float* __restrict__ c, const float* __restrict__ gates,
+                                         const float* __restrict__ dl, float* __restrict__ dpre,
+                                         float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
+                                         int U, int w_shared, int ldw, long long wl_ps, long long peep_ps,
+                                         long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
+                                         long long dstate0_ps, long long part_ps) {
+    lstm_backward_body(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, 1, wl_ps,
+                       peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
 }
 
 extern "C" __global__ void __launch_bounds__(1024)
@@ -262,56 +280,8 @@ lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, i
                  float* __restrict__ dpre, float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
                  int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long c_ps,
                  long long gates_ps, long long dl_ps, long long dpre_ps, long long dstate0_ps, long long part_ps) {
-    extern __shared__ float smem[];
-    const long long model = blockIdx.y;
-    Wl += model * wl_ps;
-    peep += model * peep_ps;
-    c += model * c_ps;
-    gates += model * gates_ps;
-    dl += model * dl_ps;
-    dpre += model * dpre_ps;
-    dstate0 += model * dstate0_ps;
-    if (dpeep_part) dpeep_part += model * part_ps;
-    const int G = 4 * U;
-    const float* Ws = stage_w(Wl, U, G, w_shared, ldw, smem);
-    float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
-    float* dc_next = dl_rec + U;                      // gradient into c[s] from frame s
-    float* dz = dc_next + U;                          // dpre of the current frame [4U]
-    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
-    float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
-    for (int j = threadIdx.x; j < U; j += blockDim.x) {
-        dl_rec[j] = 0.0f;
-        dc_next[j] = 0.0f;
-        if (part) {
-            part[j] = 0.0f;
-            part[U + j] = 0.0f;
-            part[2 * U + j] = 0.0f;
-        }
-    }
-    __syncthreads();
-    for (int s = T - 1; s >= 0; --s) {
-        long long prev = ((long long)s * B + b) * U;
-        long long next = ((long long)(s + 1) * B + b) * U;
-        long long grow = ((long long)s * B + b) * G;
-        lstm_cell_backward(U, gates, c, dl, peep, has_peep, part, dpre, dl_rec, dc_next, dz, prev, next, grow);
-        __syncthreads();
-        // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
-        for (int j0 = 0; j0 < U; j0 += per_pass) {
-            const int j = j0 + threadIdx.x / S;
-            float acc = 0.0f;
-            if (j < U) {
-                const float* wrow = Ws + (long long)j * ldw;
-                for (int k = q; k < G; k += S) acc += wrow[k] * dz[k];
-            }
-            acc = group_sum(acc, S);
-            if (j < U && q == 0) dl_rec[j] = acc;
-        }
-        __syncthreads();
-    }
-    for (int j = threadIdx.x; j < U; j += blockDim.x) {
-        dstate0[(long long)b * U + j] = dl[(long long)b * U + j] + dl_rec[j];
-        dstate0[((long long)B + b) * U + j] = dc_next[j];
-    }
+    lstm_backward_body(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, S, wl_ps,
+                       peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
 }
 
 // dpeep[q] += sum_b part[b, q], q < 3U; grid = (blocks, P).
