@@ -310,3 +310,28 @@ fn float_helpers_f64_stay_exact() {
         assert_eq!(*a, 1.0 / (1.0 + (-x).exp()));
     }
 }
+
+/// Large products split their rows over the threads; every row is computed the same way, so
+/// the result does not depend on the thread count (all four storage orders, alpha and beta).
+#[test]
+fn large_gemm_does_not_depend_on_threads() {
+    use rtrbm::backend::Mat;
+    let (m, n, k) = (301, 203, 97); // ~5.9M multiply-adds: above the parallel threshold
+    let mut r = HostRng::new(12, 0);
+    let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| r.next_f64() as f32 - 0.5).collect() };
+    let (a, b, c0) = (rand(m * k), rand(k * n), rand(m * n + 3));
+    for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut outs = vec![];
+        for threads in [1, 2, 3] {
+            let be = Cpu::<f32>::new(threads);
+            let mut c = c0.clone();
+            let ma = Mat { buf: &a, offset: 0, trans: at };
+            let mb = Mat { buf: &b, offset: 0, trans: bt };
+            be.gemm(m, n, k, 0.7, ma, mb, 0.3, &mut c, 3).unwrap();
+            outs.push(c);
+        }
+        assert_eq!(outs[0], outs[1], "ta={at} tb={bt}: 2 threads");
+        assert_eq!(outs[0], outs[2], "ta={at} tb={bt}: 3 threads");
+        assert_eq!(outs[0][..3], c0[..3], "elements before c_off untouched");
+    }
+}
