@@ -424,9 +424,11 @@ fn validate_pass<B: Backend>(
         ValidMetric::Cost => {
             let mut total = vec![0.0; models];
             let mut frames_total = 0;
+            // one workspace for the longest sequence, reused (a pack's is P slabs)
+            let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+            let mut ws = Workspace::new(be, &model.spec, longest, 1)?;
             for (i, s) in seqs.iter().enumerate() {
                 let dense: Vec<B::F> = s.to_dense().iter().map(|&x| B::F::from_f64(x as f64)).collect();
-                let mut ws = Workspace::new(be, &model.spec, s.len(), 1)?;
                 let (t, frames) = ws.load(be, &vec![dense.as_slice(); models], model.spec.visible)?;
                 model.forward(be, &mut ws, t, false)?;
                 let keys: Vec<RngKey> = cfgs.iter().map(|c| RngKey::new(c.train.seed, 0xC057 + i as u32)).collect();
@@ -464,10 +466,12 @@ pub fn ais_ll_quick<B: Backend>(
     let mut total = vec![0.0; models];
     let mut frames = 0usize;
     let w = model.params.get("W")?;
+    // one workspace for the longest sequence, reused: model p's slabs start at p * t_max rows
+    let t_max = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+    let mut ws = Workspace::new(be, &model.spec, t_max, 1)?;
     for (si, s) in seqs.iter().enumerate() {
         let dense: Vec<B::F> = s.to_dense().iter().map(|&x| B::F::from_f64(x as f64)).collect();
         let t = s.len();
-        let mut ws = Workspace::new(be, &model.spec, t, 1)?;
         ws.load(be, &vec![dense.as_slice(); models], nv)?;
         model.forward(be, &mut ws, t, false)?;
         be.free_energy(w, &ws.bv_t, &ws.bh_t, &ws.v, t, nv, nh, model.spec.gaussian, &mut ws.fe)?;
@@ -476,9 +480,10 @@ pub fn ais_ll_quick<B: Backend>(
         let logw = be.ais(w, &ws.bv_t, &ws.bh_t, t, nv, nh, runs, betas, &keys, 0)?;
         let bv = be.download(&ws.bv_t)?;
         let bh = be.download(&ws.bh_t)?;
-        // model p's slabs: fe [t], bv_t [t, V], bh_t [t, H], log-weights [t, runs]
+        // model p's slabs: fe [t_max], bv_t [t_max, V], bh_t [t_max, H] (first t rows used),
+        // log-weights [t, runs]
         for (p, tot) in total.iter_mut().enumerate() {
-            let (fe, bv, bh) = (&fe[p * t..], &bv[p * t * nv..], &bh[p * t * nh..]);
+            let (fe, bv, bh) = (&fe[p * t_max..], &bv[p * t_max * nv..], &bh[p * t_max * nh..]);
             let logw = &logw[p * t * runs..];
             for f in 0..t {
                 let log_z0: f64 = bv[f * nv..(f + 1) * nv].iter().map(|x| x.softplus().to_f64()).sum::<f64>()
