@@ -38,10 +38,7 @@ extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* 
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     logw += model * N * M;
-    if (keys) {
-        seed = keys[2 * model];
-        stream += (u32)keys[2 * model + 1];
-    }
+    model_key(keys, model, seed, stream);
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;
@@ -94,10 +91,7 @@ __device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, 
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     logw += model * N * M;
-    if (keys) {
-        seed = keys[2 * model];
-        stream += (u32)keys[2 * model + 1];
-    }
+    model_key(keys, model, seed, stream);
     stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;

@@ -184,6 +184,16 @@ __device__ __forceinline__ float group_sum(float v, int S) {
     return v;
 }
 
+// The Philox key of packed model `model`: `keys` is null (a lone model: seed and stream as
+// passed) or holds, as 2P u64, each model's seed and the offset of its stream from the `stream`
+// argument, added wrapping (Cuda::gibbs and Cuda::ais upload it; a pack in lockstep keeps it).
+__device__ __forceinline__ void model_key(const u64* __restrict__ keys, long long model, u64& seed, u32& stream) {
+    if (keys) {
+        seed = keys[2 * model];
+        stream += (u32)keys[2 * model + 1];
+    }
+}
+
 // Whether Gibbs chain `chain` (< N) runs: no mask, or its frame's mask entry is not 0.
 __device__ __forceinline__ bool chain_active(long long chain, int N, const float* mask, long long mask_off) {
     return chain < N && (!mask || mask[mask_off + chain] != 0.0f);

@@ -88,10 +88,7 @@ extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float*
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     v += model * v_ps;
-    if (keys) {
-        seed = keys[2 * model];
-        stream += (u32)keys[2 * model + 1];
-    }
+    model_key(keys, model, seed, stream);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = chain_active(chain, N, mask, model * mask_ps);
     if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging
@@ -230,10 +227,7 @@ __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W,
     bv_t += model * bv_ps;
     bh_t += model * bh_ps;
     v += model * v_ps;
-    if (keys) {
-        seed = keys[2 * model];
-        stream += (u32)keys[2 * model + 1];
-    }
+    model_key(keys, model, seed, stream);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = chain_active(chain, N, mask, model * mask_ps);
     if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging

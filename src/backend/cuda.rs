@@ -344,6 +344,16 @@ fn cached<'a, T: DeviceRepr>(
     slot.as_ref().map(|(_, d)| d).ok_or_else(|| Error::Cuda("per-model argument cache is empty".into()))
 }
 
+/// The Philox keys of a launch (`gibbs_chain*`, `ais_chains*`): model 0's seed and stream as the
+/// scalar arguments, and for the `keys` array every model's seed and the offset of its stream from
+/// model 0's (`model_key` in `common.cuh` adds it, wrapping). A lone model passes the scalars
+/// only; the models of a pack in lockstep differ only in their seeds, so the array stays the same
+/// from update to update and is uploaded once.
+fn key_args(rng: &[RngKey]) -> (u64, u32, Vec<u64>) {
+    let (seed, stream) = (rng[0].seed, rng[0].stream);
+    (seed, stream, rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect())
+}
+
 /// Pushes `buf`, or a null pointer when it is absent.
 fn arg_opt<'a, T>(lb: &mut cudarc::driver::LaunchArgs<'a>, buf: Option<&'a CudaSlice<T>>) {
     match buf {
@@ -1151,12 +1161,7 @@ impl Backend for Cuda {
         if n == 0 || k == 0 {
             return Ok(());
         }
-        // A lone model passes its key as scalars. A pack passes every model's seed and the
-        // offset of its stream from model 0's in `keys`, and model 0's stream as the scalar: the
-        // models of a pack in lockstep differ only in their seeds, so `keys` stays the same from
-        // update to update and is uploaded once (the kernel adds the offset, wrapping).
-        let (seed, stream) = (rng[0].seed, rng[0].stream);
-        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect();
+        let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.keys, key_vals.clone(), &key_vals)?;
         let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
@@ -1572,9 +1577,7 @@ impl Backend for Cuda {
         // log-weights [P, N*M]: model p's at p N M (the kernels' grid y)
         let mut logw = drv("alloc AIS log-weights", self.stream.alloc_zeros::<f64>(chains * self.models))?;
         let (w_ps, bv_ps, bh_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t));
-        // keys as for gibbs: a lone model passes scalars, a pack (seed, stream offset) per model
-        let (seed, stream) = (rng[0].seed, rng[0].stream);
-        let key_vals: Vec<u64> = rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect();
+        let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
         if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
