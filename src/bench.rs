@@ -96,6 +96,12 @@ fn paper_setup<F: Float>(
     Ok((cfg, chunks))
 }
 
+/// The chunks of update `u` of the training benchmarks: `batch` consecutive chunks of the
+/// `chunks` in order, wrapping.
+fn batch_ids(u: usize, batch: usize, chunks: usize) -> Vec<Option<usize>> {
+    (0..batch).map(|i| Some((u * batch + i) % chunks)).collect()
+}
+
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
 /// `max(updates / 5, 2)` updates. Throughput is updates per second.
@@ -109,13 +115,10 @@ pub fn train_workload<B: Backend>(
     let (cfg, chunks) = paper_setup::<B::F>("train_workload", kind, batch, k, updates)?;
     let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
     let mut trainer = Trainer::new(be, cfg)?;
-    let mut next = 0usize;
     let mut update = 0u64;
     let mut run = |trainer: &mut Trainer<'_, B>, n: usize| -> Result<()> {
         for _ in 0..n {
-            let ids: Vec<Option<usize>> = (0..batch).map(|i| Some((next + i) % chunks.len())).collect();
-            next = (next + batch) % chunks.len();
-            trainer.step_store(&store, &ids, &[update])?;
+            trainer.step_store(&store, &batch_ids(update as usize, batch, chunks.len()), &[update])?;
             update += 1;
         }
         Ok(())
@@ -150,8 +153,7 @@ pub fn phase_workload<B: Backend>(
     let (cfg, chunks) = paper_setup::<B::F>("phase_workload", kind, batch, k, updates)?;
     let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
     let mut trainer = Trainer::new(be, cfg)?;
-    let batch_at =
-        |u: usize| -> Vec<Option<usize>> { (0..batch).map(|i| Some((u * batch + i) % chunks.len())).collect() };
+    let batch_at = |u: usize| batch_ids(u, batch, chunks.len());
     for u in 0..(updates / 5).max(2) {
         trainer.step_store(&store, &batch_at(u), &[u as u64])?;
     }

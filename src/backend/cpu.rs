@@ -47,19 +47,7 @@ impl<F: Float> Cpu<F> {
     /// between them, where a pool's idle workers spinning on a 2-core machine took its time
     /// (tried: paper protocol 600 -> 500 updates/s).
     fn par_items<T: Send>(&self, out: &mut [T], item_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-        let items = out.len().checked_div(item_len).unwrap_or(0);
-        let threads = self.threads.min(items).max(1);
-        if threads == 1 {
-            f(0, out);
-            return;
-        }
-        let per = items.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for (i, block) in out.chunks_mut(per * item_len).enumerate() {
-                let f = &f;
-                scope.spawn(move || f(i * per, block));
-            }
-        });
+        self.par_items_by_cost(out, item_len, |_| 1, f)
     }
 
     /// [`Cpu::par_items`] with blocks of about equal work instead of equal length: item i costs
