@@ -51,6 +51,8 @@ cat > "$BUNDLE/run.sh" <<'RUN'
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 export REQUIRE_CUDA=1 REQUIRE_NVRTC=1 RUST_BACKTRACE=1
+# the toolkit's ptxas assembles every kernel's PTX for sm_90 (tests/nvrtc_compile.rs)
+[ -x /usr/local/cuda/bin/ptxas ] && export PTXAS=/usr/local/cuda/bin/ptxas REQUIRE_PTXAS=1
 LOG="${OUT:-.}"
 mkdir -p "$LOG"
 nvidia-smi > "$LOG/nvidia-smi.txt" 2>&1 || true

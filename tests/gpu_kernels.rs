@@ -16,6 +16,10 @@
 //! - Bernoulli samples: equal unless a uniform lies within rounding of its probability (~1e-7
 //!   per draw); counted, bounded by 1e-4 of draws (K = 1) and 2 % of chains (K = 25).
 //! - training update: 100 BPTT frames with gemm in another order: atol 1e-4, rtol 1e-3.
+//! - AIS log-weights (sums of thousands of increments): 1e-3 per chain, for at least 90 % of
+//!   chains (a chain whose draw flips on a near-tie takes another path); estimates of log Z
+//!   within 3 standard errors + 0.01 of the enumerated value. The tensor-core kernel
+//!   (`ais_chains_tc_n*`) is held to the same bounds against ais_chains_v2 and the CPU.
 //!
 //! Packed models (`Cuda::packed(P)`, P = 3, distinct random data per model; the `packed_*`
 //! tests): slab p of every packed result must equal the lone `Cuda` op on model p's data BIT FOR
@@ -27,6 +31,7 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+use rtrbm::backend::cuda::AisKernel;
 use rtrbm::backend::{Backend, Cpu, Cuda, Dims, GemmPath, Mat, Packed, SgdHyper};
 use rtrbm::model::{init_params, Model, ModelKind, ModelSpec, Params, Workspace};
 use rtrbm::rng::{HostRng, RngKey};
@@ -550,6 +555,114 @@ fn ais_estimates_exact_log_z() {
         eprintln!("AIS frame {f}: estimate {est:.5} exact {exact:.5} se {se:.5}");
         assert!((est - exact).abs() <= 3.0 * se + 0.01, "AIS frame {f}: estimate {est} vs exact {exact} (se {se})");
     }
+}
+
+/// log (mean of e^lw) over each frame's `runs` log-weights plus log Z_0 (the AIS estimate of
+/// log Z), with its standard error (delta method), per frame.
+fn ais_estimates(lw: &[f64], bv: &[f32], bh: &[f32], nv: usize, nh: usize, runs: usize) -> Vec<(f64, f64)> {
+    let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+    (0..lw.len() / runs)
+        .map(|f| {
+            let (bvf, bhf) = (&bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh]);
+            let log_z0: f64 =
+                bvf.iter().map(|&x| sp(x as f64)).sum::<f64>() + bhf.iter().map(|&x| sp(x as f64)).sum::<f64>();
+            let l = &lw[f * runs..(f + 1) * runs];
+            let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let ws: Vec<f64> = l.iter().map(|x| (x - m).exp()).collect();
+            let mean = ws.iter().sum::<f64>() / runs as f64;
+            let var = ws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs - 1) as f64;
+            (log_z0 + m + mean.ln(), (var.sqrt() / mean) / (runs as f64).sqrt())
+        })
+        .collect()
+}
+
+/// How many of `a` are within `tol` of `b` (same chains).
+fn close_count(a: &[f64], b: &[f64], tol: f64) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| (*x - *y).abs() <= tol).count()
+}
+
+/// The tensor-core AIS kernel (kernels/ais_tc.cu): the same chains and uniforms as
+/// ais_chains_v2, products on tensor cores (f16 hi + lo split of W, f32 accumulation).
+#[test]
+fn ais_tensor_cores_agree_with_v2_cpu_and_exact_log_z() {
+    let (Some(tc), Some(v2)) = (gpu(), gpu()) else { return };
+    let (tc, v2) = (tc.with_ais_kernel(AisKernel::TensorCore), v2.with_ais_kernel(AisKernel::V2));
+    let c = cpu();
+    // (frames, V, H, runs, betas, weight scale): enumerable; the 88-key piano roll with an odd
+    // number of 8-unit tiles (11) and a partial last warp (4 x 37 chains); H % 8 == 4.
+    for (case, &(n, nv, nh, runs, steps, ws)) in
+        [(3, 12, 16, 256, 1000, 0.5f32), (4, 88, 88, 37, 500, 0.1), (2, 20, 12, 50, 300, 0.5)].iter().enumerate()
+    {
+        let name = tc.ais_kernel_name(nv, nh);
+        assert!(name.starts_with("ais_chains_tc_n"), "case {case}: the tensor-core kernel must apply, got {name}");
+        assert!(v2.ais_kernel_name(nv, nh).starts_with("ais_chains_v2_r"));
+        let (w, bv, bh, _) = rbm_inputs(17 + case as u64, n, nv, nh);
+        let w: Vec<f32> = w.iter().map(|x| x * ws / 0.5).collect();
+        let betas: Vec<f64> = (0..=steps).map(|k| k as f64 / steps as f64).collect();
+        let key = RngKey::new(5, 9);
+        let run = |g: &Cuda| {
+            let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+            g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[key], 1000).unwrap()
+        };
+        let (lt, l2) = (run(&tc), run(&v2));
+        assert_eq!(run(&tc), lt, "case {case}: {name} not reproducible");
+        let lc = c.ais(&w, &bv, &bh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
+        let chains = n * runs;
+        assert!(lt.iter().all(|x| x.is_finite()), "case {case}: non-finite log-weights");
+        let (near_v2, near_cpu) = (close_count(&lt, &l2, 1e-3), close_count(&lt, &lc, 1e-3));
+        eprintln!("case {case} ({name}): {near_v2}/{chains} within 1e-3 of v2, {near_cpu}/{chains} of the CPU");
+        assert!(near_v2 as f64 >= 0.9 * chains as f64, "case {case}: {name} vs v2: {near_v2}/{chains}");
+        assert!(near_cpu as f64 >= 0.9 * chains as f64, "case {case}: {name} vs CPU: {near_cpu}/{chains}");
+        let (et, e2) = (ais_estimates(&lt, &bv, &bh, nv, nh, runs), ais_estimates(&l2, &bv, &bh, nv, nh, runs));
+        for f in 0..n {
+            let ((a, se), (b, _)) = (et[f], e2[f]);
+            assert!((a - b).abs() <= se + 0.01, "case {case} frame {f}: log Z {a} (tc) vs {b} (v2), se {se}");
+            if nv <= 16 {
+                let exact = exact_log_z(&w, &bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh], nv, nh);
+                eprintln!("case {case} frame {f}: tc {a:.5} exact {exact:.5} se {se:.5}");
+                assert!((a - exact).abs() <= 3.0 * se + 0.01, "case {case} frame {f}: {a} vs exact {exact} (se {se})");
+            }
+        }
+    }
+    // V or H not a multiple of 4: the tensor-core backend runs v2, bit for bit
+    let (n, nv, nh, runs) = (2, 10, 12, 20);
+    assert!(tc.ais_kernel_name(nv, nh).starts_with("ais_chains_v2_r"));
+    let (w, bv, bh, _) = rbm_inputs(3, n, nv, nh);
+    let betas: Vec<f64> = (0..=100).map(|k| k as f64 / 100.0).collect();
+    let run = |g: &Cuda| {
+        let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+        g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[RngKey::new(1, 2)], 7).unwrap()
+    };
+    assert_eq!(run(&tc), run(&v2), "fallback to v2 must be exact");
+}
+
+/// A pack of 3 on the tensor-core AIS kernel equals each model alone, bit for bit (each block
+/// computes its own model's scale).
+#[test]
+fn packed_ais_tensor_cores_equal_lone() {
+    let Some(g) = gpu() else { return };
+    let g = g.with_ais_kernel(AisKernel::TensorCore);
+    let pk = g.packed(P).unwrap().with_ais_kernel(AisKernel::TensorCore);
+    let (n, nv, nh, runs) = (3, 88, 88, 21);
+    assert!(pk.ais_kernel_name(nv, nh).starts_with("ais_chains_tc_n"));
+    let mut r = HostRng::new(12, 0);
+    // different weight scales per model: different per-block scales
+    let ws: Vec<Vec<f32>> = (0..P).map(|p| rand_vec(&mut r, nv * nh, 0.05 * (1 + 3 * p) as f32)).collect();
+    let bvs: Vec<Vec<f32>> = (0..P).map(|_| rand_vec(&mut r, n * nv, 1.5)).collect();
+    let bhs: Vec<Vec<f32>> = (0..P).map(|_| rand_vec(&mut r, n * nh, 1.5)).collect();
+    let (pw, lw) = up(&g, &pk, &ws);
+    let (pbv, lbv) = up(&g, &pk, &bvs);
+    let (pbh, lbh) = up(&g, &pk, &bhs);
+    let betas: Vec<f64> = (0..=200).map(|k| k as f64 / 200.0).collect();
+    let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(5 + p as u64, 9 + 2 * p as u32)).collect();
+    let plw = pk.ais(&pw, &pbv, &pbh, n, nv, nh, runs, &betas, &keys, 1000).unwrap();
+    let llw: Vec<f64> = (0..P)
+        .flat_map(|p| g.ais(&lw[p], &lbv[p], &lbh[p], n, nv, nh, runs, &betas, &keys[p..=p], 1000).unwrap())
+        .collect();
+    assert_eq!(plw.len(), llw.len());
+    let bad = plw.iter().zip(&llw).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(bad, 0, "{bad} packed tensor-core log-weights differ from the lone ones");
 }
 
 fn host_params(spec: &ModelSpec, seed: u64) -> Vec<(String, Vec<usize>, Vec<f64>)> {

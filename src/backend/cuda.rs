@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The common header, prepended to every kernel file.
 const COMMON: &str = include_str!("../../kernels/common.cuh");
@@ -112,7 +112,27 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "ais_chains_v2_r8",
         ],
     ),
+    (
+        "ais_tc.cu",
+        include_str!("../../kernels/ais_tc.cu"),
+        &[
+            "ais_chains_tc_n2",
+            "ais_chains_tc_n4",
+            "ais_chains_tc_n6",
+            "ais_chains_tc_n8",
+            "ais_chains_tc_n10",
+            "ais_chains_tc_n11",
+            "ais_chains_tc_n12",
+            "ais_chains_tc_n14",
+            "ais_chains_tc_n16",
+        ],
+    ),
 ];
+
+/// Kernel files compiled on first use rather than when the backend opens: the tensor-core AIS
+/// kernels are large unrolled code (seconds of NVRTC and driver JIT) that only `RTRBM_KERNELS=ais-tc`
+/// or [`Cuda::with_ais_kernel`] needs.
+const LAZY_FILES: &[&str] = &["ais_tc.cu"];
 
 /// Kernels that use dynamic shared memory (their limit is raised to the device's opt-in maximum).
 const DYN_SMEM_KERNELS: &[&str] = &[
@@ -139,6 +159,11 @@ const CHAINS_PER_BLOCK: usize = 4;
 const CHAINS_PER_BLOCK_V2: usize = 8;
 /// The largest R (units per lane: V, H <= 32 R) with a v2 chain kernel.
 const V2_MAX_R: usize = 8;
+/// Warps per block of `ais_chains_tc_n{NT}` (16 chains each; the kernels' launch bounds say 128
+/// threads).
+const TC_WARPS: usize = 4;
+/// The tile counts (8 units each) with an `ais_chains_tc_n{NT}` kernel.
+const TC_TILES: &[usize] = &[2, 4, 6, 8, 10, 11, 12, 14, 16];
 /// Threads of the elementwise kernels, and the most blocks of a grid-stride launch.
 const THREADS: u32 = 256;
 const MAX_BLOCKS: usize = 4096;
@@ -153,6 +178,20 @@ const GEMM_RB_BK: usize = 16;
 const MAX_GRID_YZ: usize = 65535;
 /// A null device pointer, pushed for an absent optional buffer argument.
 static NULL_PTR: u64 = 0;
+
+/// Which AIS kernel [`Backend::ais`] runs on CUDA (`RTRBM_KERNELS`; [`Cuda::with_ais_kernel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AisKernel {
+    /// `ais_chains`: one warp per chain, plain dot products (`RTRBM_KERNELS=v1` or `chain-v1`).
+    V1,
+    /// `ais_chains_v2_r{R}`: one warp per chain, ballot words, sums over the ON units only (the
+    /// default).
+    V2,
+    /// `ais_chains_tc_n{NT}` (kernels/ais_tc.cu): 16 chains per warp, both products on tensor
+    /// cores (`RTRBM_KERNELS=ais-tc`). Needs compute capability 8.0, V and H multiples of 4 and
+    /// at most 128; otherwise V2 runs. Opt-in until the GPU tests have passed on a device.
+    TensorCore,
+}
 
 /// Which gemm kernel [`Cuda::gemm_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +254,13 @@ fn compile_file(file: &str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx>
 /// (a misspelt or missing kernel fails here, not first on a GPU): returns (file, PTX bytes).
 /// Used by the `nvrtc_compile` test.
 pub fn compile_all_ptx(arch: &str) -> Result<Vec<(String, usize)>> {
+    Ok(all_ptx(arch)?.into_iter().map(|(file, ptx)| (file, ptx.len())).collect())
+}
+
+/// The PTX text of every kernel file for `arch`, checked as [`compile_all_ptx`] does: (file,
+/// PTX). The `nvrtc_compile` test hands it to `ptxas` (where one is installed), which assembles
+/// the inline PTX (`mma.sync`) that NVRTC passes through unchecked.
+pub fn all_ptx(arch: &str) -> Result<Vec<(String, String)>> {
     if !nvrtc_present() {
         return Err(Error::Cuda("libnvrtc not found (install the CUDA toolkit or `pip install nvidia-cuda-nvrtc`, and put its lib folder on LD_LIBRARY_PATH)".into()));
     }
@@ -225,7 +271,7 @@ pub fn compile_all_ptx(arch: &str) -> Result<Vec<(String, usize)>> {
         if !missing.is_empty() {
             return Err(Error::Cuda(format!("kernels/{file}: no entry point {missing:?} in its PTX")));
         }
-        out.push((file.to_string(), ptx.len()));
+        out.push((file.to_string(), ptx));
     }
     Ok(out)
 }
@@ -280,7 +326,11 @@ pub fn device_info() -> Result<String> {
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    funcs: HashMap<&'static str, CudaFunction>,
+    /// The loaded kernels by name (shared by forks and packings).
+    funcs: Arc<HashMap<&'static str, CudaFunction>>,
+    /// The kernels of LAZY_FILES, compiled by the first launch that needs one (shared by forks
+    /// and packings); the error of a failed compile is kept and returned to every caller.
+    lazy: Arc<OnceLock<std::result::Result<HashMap<&'static str, CudaFunction>, String>>>,
     name: String,
     /// Most dynamic shared memory a block of the chain/recurrent kernels may use, in bytes.
     smem_limit: usize,
@@ -290,6 +340,10 @@ pub struct Cuda {
     /// `RTRBM_KERNELS=v1` or `rec-v1`: use the sequential recurrent kernels (rtrbm_forward, ...,
     /// lstm_backward) instead of the split-K `*_v2` ones (for A/B timing).
     rec_v1: bool,
+    /// The AIS kernel (`RTRBM_KERNELS=ais-tc` picks the tensor-core one).
+    ais_kernel: AisKernel,
+    /// Compute capability (major, minor).
+    cc: (i32, i32),
     /// Streaming multiprocessors (sizes the split-K of `gemm_f32_rb`).
     sm_count: usize,
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
@@ -424,7 +478,7 @@ impl Cuda {
             .unwrap_or(48 * 1024)
             .max(48 * 1024) as usize;
         let mut funcs = HashMap::new();
-        for (file, src, names) in KERNEL_FILES {
+        for (file, src, names) in KERNEL_FILES.iter().filter(|(f, _, _)| !LAZY_FILES.contains(f)) {
             let ptx = compile_file(file, src, &arch)?;
             let module = drv(&format!("loading module {file} ({arch})"), ctx.load_module(ptx))?;
             for &n in names.iter() {
@@ -456,26 +510,42 @@ impl Cuda {
         let choice: Vec<&str> = choice.split(',').map(str::trim).collect();
         let kernels_v1 = choice.iter().any(|&c| c == "v1" || c == "chain-v1");
         let rec_v1 = choice.iter().any(|&c| c == "v1" || c == "rec-v1");
+        let ais_kernel = if kernels_v1 {
+            AisKernel::V1
+        } else if choice.contains(&"ais-tc") {
+            AisKernel::TensorCore
+        } else {
+            AisKernel::V2
+        };
         let tag = match (kernels_v1, rec_v1) {
             (true, true) => ", kernels v1",
             (true, false) => ", chain kernels v1",
             (false, true) => ", recurrent kernels v1",
             (false, false) => "",
         };
-        Ok(Cuda {
+        let tag = format!("{tag}{}", if ais_kernel == AisKernel::TensorCore { ", AIS on tensor cores" } else { "" });
+        let cuda = Cuda {
             ctx,
             stream,
-            funcs,
+            funcs: Arc::new(funcs),
+            lazy: Arc::default(),
             name: format!("{name} (sm_{major}{minor}, f32{tag})"),
             smem_limit,
             kernels_v1,
             rec_v1,
+            ais_kernel,
+            cc: (major, minor),
             sm_count,
             splitk: Mutex::new(None),
             models: 1,
             args: Box::default(),
             grid_z: MAX_GRID_YZ,
-        })
+        };
+        if ais_kernel == AisKernel::TensorCore && cuda.cc.0 >= 8 {
+            // chosen for this process: compile now, so that no timed AIS pays for it
+            cuda.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0]))?;
+        }
+        Ok(cuda)
     }
 
     /// A second backend on the same device, context and compiled kernels, with its own
@@ -504,10 +574,13 @@ impl Cuda {
             ctx: self.ctx.clone(),
             stream,
             funcs: self.funcs.clone(),
+            lazy: self.lazy.clone(),
             name: self.name.clone(),
             smem_limit: self.smem_limit,
             kernels_v1: self.kernels_v1,
             rec_v1: self.rec_v1,
+            ais_kernel: self.ais_kernel,
+            cc: self.cc,
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
             models,
@@ -522,6 +595,44 @@ impl Cuda {
     pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
         self.grid_z = z.clamp(1, MAX_GRID_YZ);
         self
+    }
+
+    /// This backend with AIS run by `kernel` (tests and A/B timing; `RTRBM_KERNELS` sets the
+    /// default). A kernel that does not apply to a launch's shapes or device falls back as
+    /// [`AisKernel`] says.
+    pub fn with_ais_kernel(mut self, kernel: AisKernel) -> Cuda {
+        self.ais_kernel = kernel;
+        self
+    }
+
+    /// The kernel [`Backend::ais`] launches for V = nv, H = nh on this backend (for tests and
+    /// the benchmark table).
+    pub fn ais_kernel_name(&self, nv: usize, nh: usize) -> String {
+        if let Some((nt, _)) = self.tc_layout(nv, nh) {
+            format!("ais_chains_tc_n{nt}")
+        } else if let Some((r, _, _)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
+            format!("ais_chains_v2_r{r}")
+        } else {
+            "ais_chains".into()
+        }
+    }
+
+    /// The tensor-core AIS kernel for V = nv, H = nh, if it applies: (NT, shared-memory bytes).
+    fn tc_layout(&self, nv: usize, nh: usize) -> Option<(usize, u32)> {
+        if self.ais_kernel != AisKernel::TensorCore
+            || self.cc.0 < 8
+            || !nv.is_multiple_of(4)
+            || !nh.is_multiple_of(4)
+            || nv == 0
+            || nh == 0
+        {
+            return None;
+        }
+        let need = nv.max(nh).div_ceil(8);
+        let nt = *TC_TILES.iter().find(|&&t| t >= need)?;
+        // both B operands, hi and lo: KT x NT tiles of 32 lanes x 16 bytes each
+        let bytes = 2 * nt.div_ceil(2) * nt * 32 * 16;
+        (bytes <= self.smem_limit).then_some((nt, bytes as u32))
     }
 
     /// Elements of one model's slab of `buf` (its per-model length).
@@ -599,6 +710,38 @@ impl Cuda {
 
     fn func(&self, name: &str) -> Result<&CudaFunction> {
         self.funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded")))
+    }
+
+    /// A kernel of LAZY_FILES: compiles and loads those files on the first call (with the
+    /// dynamic shared-memory limit of the staging kernels raised to `smem_limit`).
+    fn lazy_func(&self, name: &str) -> Result<&CudaFunction> {
+        let loaded = self.lazy.get_or_init(|| {
+            let load = || -> Result<HashMap<&'static str, CudaFunction>> {
+                let arch = format!("compute_{}{}", self.cc.0, self.cc.1);
+                let mut funcs = HashMap::new();
+                for (file, src, names) in KERNEL_FILES.iter().filter(|(f, _, _)| LAZY_FILES.contains(f)) {
+                    let ptx = compile_file(file, src, &arch)?;
+                    let module = drv(&format!("loading module {file} ({arch})"), self.ctx.load_module(ptx))?;
+                    for &n in names.iter() {
+                        let f = drv(&format!("loading kernel {n} from {file}"), module.load_function(n))?;
+                        drv(
+                            &format!("raising the shared-memory limit of {n}"),
+                            f.set_attribute(
+                                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                self.smem_limit as i32,
+                            ),
+                        )?;
+                        funcs.insert(n, f);
+                    }
+                }
+                Ok(funcs)
+            };
+            load().map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(funcs) => funcs.get(name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not loaded"))),
+            Err(e) => Err(Error::Cuda(e.clone())),
+        }
     }
 
     /// Split-K of `gemm_f32_rb` for an m x n x k product: (splits, kc = k per split, a
@@ -1580,6 +1723,31 @@ impl Backend for Cuda {
         let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
+        if let Some((nt, smem)) = self.tc_layout(nv, nh) {
+            let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
+            i32_of("N*M", chains)?;
+            let nb = i32_of("betas", betas.len())?;
+            let name = format!("ais_chains_tc_n{nt}");
+            {
+                let f = self.lazy_func(&name)?;
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
+                lb.arg(&seed).arg(&stream).arg(&counter).arg(&mut logw);
+                arg_opt(&mut lb, keys);
+                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
+                let cfg = LaunchConfig {
+                    grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
+                    block_dim: (32, TC_WARPS as u32, 1),
+                    shared_mem_bytes: smem,
+                };
+                // arguments in the kernel's order; W, bv_t, bh_t checked above, logw holds P N M
+                // doubles, smem covers both staged operands
+                launch(&mut lb, cfg, &name)?;
+            }
+            let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
+            drv("synchronize", self.stream.synchronize())?;
+            return Ok(out);
+        }
         if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
             let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
             i32_of("N*M", chains)?;
