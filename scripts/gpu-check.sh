@@ -43,7 +43,7 @@ if [ -n "${PREV_REV:-}" ]; then
   git worktree remove --force "$prev_dir"
   rm -rf "$(dirname "$prev_dir")"
 fi
-strip "$BUNDLE"/bin/* || true
+for f in "$BUNDLE"/bin/*; do [ -x "$f" ] && strip "$f"; done
 
 cat > "$BUNDLE/run.sh" <<'RUN'
 #!/usr/bin/env bash
