@@ -258,20 +258,48 @@ fn slurm_script_runs_one_worker_per_task_on_the_shared_folder() {
         time: Some("01:00:00".into()),
         array_parallel: Some(2),
         binary: Some(PathBuf::from("/opt/rtrbm")),
-        pack: Some(8),
+        pack: Some(2),
         ..Default::default()
     };
     let s = report::slurm_script(&sweep, &opts).unwrap();
     assert!(s.starts_with("#!/bin/bash\n"));
     for want in [
-        "#SBATCH --array=0-4%2",
+        "#SBATCH --array=0-2%2", // 5 runs in packs of 2: one task per pack
         "#SBATCH --partition=gpu",
         "#SBATCH --gpus-per-task=1",
         "#SBATCH --time=01:00:00",
-        "--worker --devices all --pack 8",
+        "--worker --devices all --pack 2",
     ] {
         assert!(s.contains(want), "missing `{want}` in\n{s}");
     }
     assert!(s.contains(&format!("exec /opt/rtrbm sweep run {} --worker", sweep.file.display())), "{s}");
     assert!(sweep.file.is_absolute() && sweep.out.is_absolute());
+    // no --pack: a GPU task packs automatically (all 5 fit one pack), a CPU task trains alone
+    let gpu = report::slurm_script(&sweep, &SlurmOptions { pack: None, array_parallel: None, ..opts.clone() }).unwrap();
+    assert!(gpu.contains("#SBATCH --array=0-0\n") && !gpu.contains("--pack"), "{gpu}");
+    let cpu = SlurmOptions { gpus_per_task: None, pack: None, array_parallel: None, ..opts.clone() };
+    let cpu = report::slurm_script(&sweep, &cpu).unwrap();
+    assert!(cpu.contains("#SBATCH --array=0-4\n") && !cpu.contains("--pack"), "{cpu}");
+}
+
+#[test]
+fn automatic_pack_sizes() {
+    use rtrbm::cli::device::DeviceChoice;
+    use rtrbm::sweep::queue::{packs_needed, resolve_pack, GPU_AUTO_PACK};
+    // an explicit pack wins everywhere
+    assert_eq!(resolve_pack(5, DeviceChoice::Cpu, 100, 0), 5);
+    assert_eq!(resolve_pack(5, DeviceChoice::Cuda(0), 100, 2), 5);
+    // automatic: CPU workers train alone; GPU workers share the pending runs, 1..=GPU_AUTO_PACK
+    assert_eq!(resolve_pack(0, DeviceChoice::Cpu, 100, 0), 1);
+    assert_eq!(resolve_pack(0, DeviceChoice::Cuda(0), 32, 1), 32);
+    assert_eq!(resolve_pack(0, DeviceChoice::Cuda(1), 32, 8), 4);
+    assert_eq!(resolve_pack(0, DeviceChoice::Cuda(0), 33, 2), 17);
+    assert_eq!(resolve_pack(0, DeviceChoice::Cuda(0), 1000, 1), GPU_AUTO_PACK);
+    assert_eq!(resolve_pack(0, DeviceChoice::Cuda(0), 1, 4), 1);
+    // packs needed: runs with different shapes never share a pack
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = sweep_in(dir.path(), "grid:\n  model.hidden: [8, 12]\n  train.lr: [0.01, 0.02, 0.03]\n");
+    assert_eq!(packs_needed(&sweep.runs, 64), 2);
+    assert_eq!(packs_needed(&sweep.runs, 2), 4);
+    assert_eq!(packs_needed(&sweep.runs, 1), 6);
 }

@@ -45,9 +45,10 @@ pub struct RunArgs {
     pub threads: Option<usize>,
     /// Train up to N fresh runs that share model, data, chunking, batch and CD schedule as one
     /// pack of models: on a GPU in the same kernel launches (the model index is a grid
-    /// dimension), on the CPU one model after another within a worker. 1 = each run alone.
-    #[arg(long, default_value_t = 1)]
-    pub pack: usize,
+    /// dimension), on the CPU together on the worker's threads. 1 = each run alone. Default: on
+    /// a GPU the pending runs shared among the GPU workers, at most 64 per pack; on the CPU 1.
+    #[arg(long)]
+    pub pack: Option<usize>,
     /// A claim whose heartbeat is older than this many seconds is taken over.
     #[arg(long, default_value_t = 120)]
     pub stale_after: u64,
@@ -83,7 +84,8 @@ pub struct SlurmArgs {
     /// Extra #SBATCH option, e.g. --sbatch=--account=abc (repeatable).
     #[arg(long = "sbatch")]
     pub extra: Vec<String>,
-    /// Runs per pack in each task (passed on as `sweep run --pack`).
+    /// Runs per pack in each task (passed on as `sweep run --pack`; default: the worker's
+    /// automatic choice, up to 64 on a GPU, 1 on the CPU). The array has one task per pack.
     #[arg(long)]
     pub pack: Option<usize>,
     /// Where to write the script (default: <sweep folder>/sweep.sbatch).
@@ -105,7 +107,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
                 devices: a.devices,
                 workers: a.workers,
                 threads: a.threads,
-                pack: a.pack.max(1),
+                pack: a.pack.map_or(0, |p| p.max(1)),
                 single_worker: a.worker,
                 stale_after: Duration::from_secs(a.stale_after.max(2)),
                 heartbeat_every: Duration::from_secs(beat),

@@ -106,7 +106,9 @@ pub struct QueueOptions {
     pub threads: Option<usize>,
     /// Up to this many fresh runs that can share a pack ([`crate::train::pack_key`]) are claimed
     /// together and trained as one pack of models (on a GPU: the model index is in every launch
-    /// grid). 1 = every run alone. Runs resumed from a checkpoint always train alone.
+    /// grid). 1 = every run alone; 0 = automatic ([`resolve_pack`]: GPU workers split the
+    /// pending runs among them, at most [`GPU_AUTO_PACK`] per pack; CPU workers train alone).
+    /// Runs resumed from a checkpoint always train alone.
     pub pack: usize,
     /// Run exactly one worker loop (what each Slurm array task does).
     pub single_worker: bool,
@@ -126,7 +128,7 @@ impl Default for QueueOptions {
             devices: Devices::All,
             workers: None,
             threads: None,
-            pack: 1,
+            pack: 0,
             single_worker: false,
             stale_after: Duration::from_secs(120),
             heartbeat_every: Duration::from_secs(10),
@@ -134,6 +136,34 @@ impl Default for QueueOptions {
             verbose: true,
         }
     }
+}
+
+/// The largest pack that `pack: 0` (automatic) makes on a GPU: where one LSTM-RTRBM 88/88 no
+/// longer fills an H100 many times over (docs/PERFORMANCE.md, Step 3), and small enough that a
+/// pack's validation and checkpoints stay quick.
+pub const GPU_AUTO_PACK: usize = 64;
+
+/// The pack size a worker on `choice` uses: `pack` when it is set (> 0); automatic (0): on a GPU
+/// the pending runs shared among the GPU workers, between 1 and [`GPU_AUTO_PACK`] (one pack per
+/// GPU when they fit); on the CPU 1, since CPU workers already use every core and a CPU pack is
+/// no faster than its runs on threads of their own (docs/PERFORMANCE.md).
+pub fn resolve_pack(pack: usize, choice: DeviceChoice, pending: usize, gpu_workers: usize) -> usize {
+    match (pack, choice) {
+        (p, _) if p > 0 => p,
+        (_, DeviceChoice::Cuda(_)) => pending.div_ceil(gpu_workers.max(1)).clamp(1, GPU_AUTO_PACK),
+        _ => 1,
+    }
+}
+
+/// How many packs of at most `pack` runs the runs `runs` make, grouped by
+/// [`crate::train::pack_key`] (runs with different keys never share a pack): what `sweep slurm`
+/// sizes its array by.
+pub fn packs_needed<'a>(runs: impl IntoIterator<Item = &'a super::RunSpec>, pack: usize) -> usize {
+    let mut groups: HashMap<String, usize> = HashMap::new();
+    for r in runs {
+        *groups.entry(train::pack_key(&r.config)).or_default() += 1;
+    }
+    groups.values().map(|n| n.div_ceil(pack.max(1))).sum()
 }
 
 /// What [`run_sweep`] did.
@@ -655,8 +685,10 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
         let workers = plan_workers(opts, pending);
         if opts.verbose {
             let (d, t) = workers[0];
+            let gpu_workers = workers.iter().filter(|(c, _)| matches!(c, DeviceChoice::Cuda(_))).count();
+            let pack = resolve_pack(opts.pack, d, pending, gpu_workers);
             eprintln!(
-                "sweep {}: {pending} of {} runs to train, {} worker{} ({}, {t} thread{} per run) -> {}",
+                "sweep {}: {pending} of {} runs to train, {} worker{} ({}, {t} thread{} per run, packs of up to {pack}) -> {}",
                 sweep.name,
                 sweep.runs.len(),
                 workers.len(),
@@ -675,13 +707,16 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
         let pid = std::process::id();
         let errors: Mutex<Vec<String>> = Mutex::new(vec![]);
         let gpus = GpuBases::open(&workers);
+        let gpu_workers = workers.iter().filter(|(c, _)| matches!(c, DeviceChoice::Cuda(_))).count();
         std::thread::scope(|s| {
             for (i, (choice, threads)) in workers.iter().enumerate() {
                 let (cache, summary, errors, host, gpus) = (&cache, &summary, &errors, &host, &gpus);
+                let wopts =
+                    QueueOptions { pack: resolve_pack(opts.pack, *choice, pending, gpu_workers), ..opts.clone() };
                 s.spawn(move || {
                     let worker = format!("{host}:{pid}:w{i}");
                     match gpus.device(*choice, *threads) {
-                        Ok(dev) => worker_loop(sweep, &dev, &worker, opts, cache, summary),
+                        Ok(dev) => worker_loop(sweep, &dev, &worker, &wopts, cache, summary),
                         Err(e) => errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{worker}: {e}")),
                     }
                 });

@@ -202,13 +202,14 @@ pub struct SlurmOptions {
     pub time: Option<String>,
     /// At most this many tasks at once (`%K` of `--array`).
     pub array_parallel: Option<usize>,
-    /// Array tasks (default: one per run not yet done).
+    /// Array tasks (default: one per pack of the runs not yet done, see `pack`).
     pub tasks: Option<usize>,
     /// The `rtrbm` binary (default: this executable).
     pub binary: Option<PathBuf>,
     /// Extra `#SBATCH` lines (without the prefix), e.g. `--account=abc`.
     pub extra: Vec<String>,
-    /// Runs per pack in each task (`sweep run --pack`; none: 1).
+    /// Runs per pack in each task (`sweep run --pack`; none: the worker's automatic choice, which
+    /// packs up to [`super::queue::GPU_AUTO_PACK`] runs on a GPU task and none on a CPU task).
     pub pack: Option<usize>,
 }
 
@@ -222,8 +223,13 @@ fn sh_quote(s: &str) -> String {
 
 /// The sbatch array script: each task runs `rtrbm sweep run FILE --worker` on the shared folder.
 pub fn slurm_script(sweep: &Sweep, opts: &SlurmOptions) -> Result<String> {
-    let pending = sweep.runs.iter().filter(|r| !sweep.run_dir(r).join("done.json").exists()).count();
-    let tasks = opts.tasks.unwrap_or(pending).max(1);
+    let pending: Vec<&super::RunSpec> =
+        sweep.runs.iter().filter(|r| !sweep.run_dir(r).join("done.json").exists()).collect();
+    let gpus = opts.gpus_per_task.unwrap_or(0);
+    // one task per pack: a task's worker claims a pack at a time and loops until none is left
+    let per_pack = opts.pack.unwrap_or(if gpus > 0 { super::queue::GPU_AUTO_PACK } else { 1 }).max(1);
+    let tasks = opts.tasks.unwrap_or_else(|| super::queue::packs_needed(pending.iter().copied(), per_pack)).max(1);
+    let pending = pending.len();
     let binary = match &opts.binary {
         Some(b) => super::absolute(b)?,
         None => std::env::current_exe().map_err(|e| Error::msg(format!("cannot find the rtrbm binary: {e}")))?,
@@ -246,7 +252,6 @@ pub fn slurm_script(sweep: &Sweep, opts: &SlurmOptions) -> Result<String> {
     if let Some(p) = &opts.partition {
         s += &format!("#SBATCH --partition={p}\n");
     }
-    let gpus = opts.gpus_per_task.unwrap_or(0);
     if gpus > 0 {
         s += &format!("#SBATCH --gpus-per-task={gpus}\n");
     }
