@@ -9,7 +9,7 @@
 // against (tests/gpu_kernels.rs).
 //
 // ais_chains_tc_n{NT} (NT = 8-unit tiles, max(V, H) <= 8 NT <= 128; V and H multiples of 4;
-// sm_80 or newer; blocks of 4 warps; Cuda::ais launches it under RTRBM_KERNELS=ais-tc):
+// sm_80 or newer; blocks of 8 warps; Cuda::ais launches it under RTRBM_KERNELS=ais-tc):
 // * One warp runs 16 chains, the 16 rows of mma.sync.m16n8k16 (f16 inputs, f32 accumulation).
 //   Lane l (group g = l / 4, t = l % 4) owns chains base + g and base + g + 8 and, in every
 //   8-unit tile nt of a layer, units 8 nt + 2t and 8 nt + 2t + 1: the accumulator layout of the
@@ -18,14 +18,16 @@
 // * Samples are 0 or 1, exact in f16. W is not: each block scales W by a power of two s (so that
 //   max |W| s lies in [2^14, 2^15)) and splits W s = hi + lo into two f16 matrices; x = (v hi +
 //   v lo) / s. The error of each weight is at most |W| 2^-22 + max|W| 2^-39 (lo's rounding and
-//   the f16 subnormal floor); the products are summed by the tensor cores in f32. So x and W h
-//   agree with the f32 kernels to f32 rounding, not bit for bit: a Bernoulli draw can differ
-//   where |p - u| is at the 1e-7 level, and then that chain's path differs.
+//   the f16 subnormal floor); the products are summed by the tensor cores in f32, whose
+//   accumulation truncates (a few ulps per mma, toward zero). So x and W h agree with the f32
+//   kernels to a few ulps, not bit for bit: a Bernoulli draw can differ where |p - u| is at the
+//   1e-6 level, and then that chain's path differs. A non-finite weight makes every chain of its
+//   block NaN (0 * inf in the mma), where the f32 kernels spoil only chains with its unit on.
 // * Shared memory holds both products' B operands in fragment order, hi and lo of one lane's
 //   fragment in one 16-byte word (one conflict-free 128-bit load per tile): tiles (kt, nt) of
 //   B = W (x = v W: k = visible, n = hidden), then of B = W^T (W h: k = hidden, n = visible),
 //   both layers padded to NT tiles with zero weights: 2 KT NT 512 bytes, KT = ceil(NT / 2)
-//   (67,584 at V = H = 88: 3 blocks per SM).
+//   (67,584 at V = H = 88: 2 blocks, 16 warps per SM).
 // * Uniforms: one Philox block per 4 units, as warp_uniforms: in tile nt, lane t computes the
 //   block of units 8 nt + 4 (t / 2) .. + 3 of chain (t odd ? base + g + 8 : base + g), and one
 //   pair of shuffles with lane t ^ 1 hands each lane the two words of its units for both of its
@@ -36,7 +38,7 @@
 //   per chain and lane per step replaces ais_chains_v2's logf of rounded ratios, and the
 //   increment keeps the relative accuracy of its small terms; units with |b| >= 10 or |a - b| >=
 //   1/8 take the exact softplus difference. Summed over the 4 lanes of a chain in f32,
-//   accumulated in f64. Sampling probabilities use rcp.approx (1 ulp).
+//   accumulated in f64. Probabilities (sampling, and sigma(b) in y) use rcp.approx (1 ulp).
 //
 // The index arithmetic (fragments, staging, Philox words and shuffles) is emulated lane by lane
 // by scripts/emulate_ais_tc.py against a plain chain; tests/gpu_kernels.rs checks the kernel on a
@@ -97,8 +99,8 @@ __device__ __forceinline__ uint4 tc_b_fragment(const float* __restrict__ W, int 
     return make_uint4(hi[0] | (hi[1] << 16), hi[2] | (hi[3] << 16), lo[0] | (lo[1] << 16), lo[2] | (lo[3] << 16));
 }
 
-// The block's scale: s = 2^sh with max |W| s in [2^14, 2^15) (sh clamped to +-100; s = 1 when
-// W is all zeros or not finite). Every thread of the block must call it (two barriers).
+// The block's scale: s = 2^sh with max |W| s in [2^14, 2^15) (sh at most 100, for tiny W; s = 1
+// when W is all zeros or holds an inf). Every thread of the block must call it (one barrier).
 __device__ __forceinline__ float tc_scale(const float* __restrict__ W, int n, float* red) {
     int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
     float m = 0.0f;
@@ -109,11 +111,11 @@ __device__ __forceinline__ float tc_scale(const float* __restrict__ W, int n, fl
     __syncthreads();
     m = 0.0f;
     for (int w = 0; w < (int)blockDim.y; ++w) m = fmaxf(m, red[w]);
-    __syncthreads();  // red is reused
-    if (!(m > 0.0f) || m > 3.4e38f) return 1.0f;
-    int e = (int)((__float_as_uint(m) >> 23) & 0xffu) - 127;  // m in [2^e, 2^(e+1)) (subnormal: e = -127)
-    int sh = 14 - e;
-    sh = sh < -100 ? -100 : (sh > 100 ? 100 : sh);
+    u32 bits = __float_as_uint(m);
+    if (!(m > 0.0f) || (bits >> 23) == 255u) return 1.0f;  // zero, or inf (fmaxf drops NaN)
+    int e = (int)(bits >> 23) - 127;  // m in [2^e, 2^(e+1)) (subnormal: e = -127)
+    int sh = 14 - e;                  // >= -113: s stays a normal float
+    sh = sh > 100 ? 100 : sh;         // and 1/s too (beta / s must keep its precision)
     return __uint_as_float((u32)(127 + sh) << 23);
 }
 
@@ -160,11 +162,14 @@ __device__ __forceinline__ float tc_sigmoid(float z) {
     return tc_rcp(1.0f + expf(-z));
 }
 
-// The rare branch of the increment (|b| >= 10 or |z| >= 1/8): adds softplus(a) - softplus(b)
-// to d, returns sigma(a). Out of line: inlined 88 times it would double the kernel's code.
-__device__ __noinline__ float tc_rare(float a, float b, float& d) {
-    d += softplusf_(a) - softplusf_(b);
-    return sigmoidf_(a);
+// The rare branch of the increment (|b| >= 10 or |z| >= 1/8), z = a - b: returns (softplus(a)
+// - softplus(b), sigma(a)). For a, b > 0 as z + log1p(e^-a) - log1p(e^-b), which keeps the
+// relative accuracy of a small z (the plain difference of two values near 10..80 would not).
+// Out of line (and by value, so that the caller's sums stay in registers): inlined 88 times it
+// would double the kernel's code.
+__device__ __noinline__ float2 tc_rare(float a, float b, float z) {
+    float d = (a > 0.0f && b > 0.0f) ? z + (log1pf(expf(-a)) - log1pf(expf(-b))) : softplusf_(a) - softplusf_(b);
+    return make_float2(d, sigmoidf_(a));
 }
 
 // One hidden unit of an AIS step: x = (v W)_j s (the scaled accumulator), bh its bias, bps =
@@ -176,8 +181,9 @@ __device__ __noinline__ float tc_rare(float a, float b, float& d) {
 // 1 + y, so the increment log1p(Y) keeps the relative accuracy of the small y (the ratio form of
 // ais_chains_v2 rounds each 1 + y to f32 before its log). e^z - 1 is a degree-6 Taylor
 // polynomial, relative error < 1e-9 for |z| < 1/8, and every factor then lies in
-// (e^-1/8, e^1/8), so a chain's 22 (up to 64) factors stay far inside the float range. Returns
-// sigma(a) = e^a / (1 + e^a), e^a = e^b (1 + (e^z - 1)). Outside |b| < 10, |z| < 1/8: tc_rare.
+// (e^-1/8, e^1/8), so the 2 NT <= 32 factors of a chain and lane stay far inside the float
+// range. sigma(b) and the returned sigma(a) = e^a / (1 + e^a), e^a = e^b (1 + (e^z - 1)), use
+// rcp.approx (1 ulp: harmless in y, whose terms are small). Outside |b| < 10, |z| < 1/8: tc_rare.
 __device__ __forceinline__ float tc_unit(float x, float bh, float bps, float dls, float bks, float& Y, float& d) {
     float b = fmaf(bps, x, bh), z = dls * x;
     if (fabsf(b) < 10.0f && fabsf(z) < 0.125f) {
@@ -194,7 +200,9 @@ __device__ __forceinline__ float tc_unit(float x, float bh, float bps, float dls
         float ea = fmaf(eb, em, eb);
         return ea * tc_rcp(1.0f + ea);
     }
-    return tc_rare(fmaf(bks, x, bh), b, d);
+    float2 r = tc_rare(fmaf(bks, x, bh), b, z);
+    d += r.x;
+    return r.y;
 }
 
 // The sample word of tile nt (zero past the NT tiles: the upper half of an odd NT's last k-tile).
@@ -274,32 +282,29 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
     for (int k = 1; k < nbetas; ++k) {
         // beta / s (exact: s is a power of two); dls = (beta_k - beta_{k-1}) / s
         const float bk = betas[k], bks = bk * inv_s, bps = bp_ * inv_s, dls = (bk - bp_) * inv_s;
-        // x = v W (scaled), all tiles
-        float x[NT][4];
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            x[nt][0] = x[nt][1] = x[nt][2] = x[nt][3] = 0.0f;
-#pragma unroll
-            for (int kt = 0; kt < KT; ++kt) {
-                uint4 b = bx[(kt * NT + nt) * 32 + lane];
-                tc_mma(x[nt], vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.x, b.y);
-                tc_mma(x[nt], vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.z, b.w);
-            }
-        }
-        // the increment, and the hidden probabilities at beta_k (see tc_unit)
+        // tile by tile: x = v W (scaled; the tile's 4 accumulators only, which keeps NT up to 12
+        // free of spills at 168 registers), the increment and the hidden probabilities at beta_k
+        // (see tc_unit), and h
         float d0 = 0.0f, d1 = 0.0f, y0 = 0.0f, y1 = 0.0f;
         const bool sample = k + 1 < nbetas;  // the last transition would not change the weight
         const u32 hctr = counter + 2u * (u32)k - 1u;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
             if (nt < nth) {
+                float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int kt = 0; kt < KT; ++kt) {
+                    uint4 b = bx[(kt * NT + nt) * 32 + lane];
+                    tc_mma(x, vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.x, b.y);
+                    tc_mma(x, vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.z, b.w);
+                }
                 float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (8 * nt + 2 * t < H) {
                     float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
-                    ph[0] = tc_unit(x[nt][0], b0.x, bps, dls, bks, y0, d0);
-                    ph[1] = tc_unit(x[nt][1], b0.y, bps, dls, bks, y0, d0);
-                    ph[2] = tc_unit(x[nt][2], b1.x, bps, dls, bks, y1, d1);
-                    ph[3] = tc_unit(x[nt][3], b1.y, bps, dls, bks, y1, d1);
+                    ph[0] = tc_unit(x[0], b0.x, bps, dls, bks, y0, d0);
+                    ph[1] = tc_unit(x[1], b0.y, bps, dls, bks, y0, d0);
+                    ph[2] = tc_unit(x[2], b1.x, bps, dls, bks, y1, d1);
+                    ph[3] = tc_unit(x[3], b1.y, bps, dls, bks, y1, d1);
                 }
                 if (sample) tc_sample(seed, stream, hctr, hblk0, hblk1, nt, t, ph, hs[nt][0], hs[nt][1]);
             }
@@ -344,7 +349,7 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
 }
 
 #define AIS_TC(NT, MINB)                                                                                           \
-    extern "C" __global__ void __launch_bounds__(128, MINB) ais_chains_tc_n##NT(                                     \
+    extern "C" __global__ void __launch_bounds__(256, MINB) ais_chains_tc_n##NT(                                     \
         const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t, int N, int V,   \
         int H, int M, const float* __restrict__ betas, int nbetas, u64 seed, u32 stream, u32 counter,               \
         double* __restrict__ logw, const u64* __restrict__ keys, long long w_ps, long long bv_ps, long long bh_ps) { \
@@ -352,14 +357,15 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
                                bv_ps, bh_ps);                                                                       \
     }
 // NT = tiles of 8 units; the host takes the smallest NT >= max(V, H) / 8 (11: the 88-key
-// piano roll of every benchmark). MINB = blocks per SM that the shared memory allows on an
-// H100 (227 KB: 3 up to NT = 12, 2 at 14, 1 at 16), which caps the registers at 168 / 255 / 255.
-AIS_TC(2, 3)
-AIS_TC(4, 3)
-AIS_TC(6, 3)
-AIS_TC(8, 3)
-AIS_TC(10, 3)
-AIS_TC(11, 3)
-AIS_TC(12, 3)
+// piano roll of every benchmark) and launches blocks of 8 warps. MINB = blocks per SM that the
+// shared memory allows on an H100 (227 KB: 2 up to NT = 14, 1 at 16), which caps the registers
+// at 128 (no spills up to NT = 12, ptxas 13.0) or 255: 16 warps per SM up to NT = 12.
+AIS_TC(2, 2)
+AIS_TC(4, 2)
+AIS_TC(6, 2)
+AIS_TC(8, 2)
+AIS_TC(10, 2)
+AIS_TC(11, 2)
+AIS_TC(12, 2)
 AIS_TC(14, 2)
 AIS_TC(16, 1)

@@ -159,11 +159,13 @@ const CHAINS_PER_BLOCK: usize = 4;
 const CHAINS_PER_BLOCK_V2: usize = 8;
 /// The largest R (units per lane: V, H <= 32 R) with a v2 chain kernel.
 const V2_MAX_R: usize = 8;
-/// Warps per block of `ais_chains_tc_n{NT}` (16 chains each; the kernels' launch bounds say 128
+/// Warps per block of `ais_chains_tc_n{NT}` (16 chains each; the kernels' launch bounds say 256
 /// threads).
-const TC_WARPS: usize = 4;
+const TC_WARPS: usize = 8;
 /// The tile counts (8 units each) with an `ais_chains_tc_n{NT}` kernel.
 const TC_TILES: &[usize] = &[2, 4, 6, 8, 10, 11, 12, 14, 16];
+/// What the device name says when AIS runs on tensor cores.
+const TC_TAG: &str = ", AIS on tensor cores";
 /// Threads of the elementwise kernels, and the most blocks of a grid-stride launch.
 const THREADS: u32 = 256;
 const MAX_BLOCKS: usize = 4096;
@@ -189,7 +191,9 @@ pub enum AisKernel {
     V2,
     /// `ais_chains_tc_n{NT}` (kernels/ais_tc.cu): 16 chains per warp, both products on tensor
     /// cores (`RTRBM_KERNELS=ais-tc`). Needs compute capability 8.0, V and H multiples of 4 and
-    /// at most 128; otherwise V2 runs. Opt-in until the GPU tests have passed on a device.
+    /// at most 128, and bias slabs of even length (packed buffers); otherwise V2 runs, as it does
+    /// for the whole process when the kernels fail to compile. Opt-in until the GPU tests have
+    /// passed on a device.
     TensorCore,
 }
 
@@ -523,8 +527,8 @@ impl Cuda {
             (false, true) => ", recurrent kernels v1",
             (false, false) => "",
         };
-        let tag = format!("{tag}{}", if ais_kernel == AisKernel::TensorCore { ", AIS on tensor cores" } else { "" });
-        let cuda = Cuda {
+        let tag = format!("{tag}{}", if ais_kernel == AisKernel::TensorCore { TC_TAG } else { "" });
+        let mut cuda = Cuda {
             ctx,
             stream,
             funcs: Arc::new(funcs),
@@ -542,8 +546,12 @@ impl Cuda {
             grid_z: MAX_GRID_YZ,
         };
         if ais_kernel == AisKernel::TensorCore && cuda.cc.0 >= 8 {
-            // chosen for this process: compile now, so that no timed AIS pays for it
-            cuda.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0]))?;
+            // chosen for this process: compile now, so that no timed AIS pays for it; if that
+            // fails, say so and run AIS with v2 rather than lose the whole backend
+            if let Err(e) = cuda.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0])) {
+                eprintln!("warning: RTRBM_KERNELS=ais-tc: the tensor-core AIS kernels are unavailable ({e}); AIS runs ais_chains_v2");
+                cuda = cuda.with_ais_kernel(AisKernel::V2);
+            }
         }
         Ok(cuda)
     }
@@ -602,6 +610,12 @@ impl Cuda {
     /// [`AisKernel`] says.
     pub fn with_ais_kernel(mut self, kernel: AisKernel) -> Cuda {
         self.ais_kernel = kernel;
+        self.name = self.name.replace(TC_TAG, "");
+        if kernel == AisKernel::TensorCore {
+            if let Some(i) = self.name.rfind(')') {
+                self.name.insert_str(i, TC_TAG);
+            }
+        }
         self
     }
 
@@ -610,11 +624,19 @@ impl Cuda {
     pub fn ais_kernel_name(&self, nv: usize, nh: usize) -> String {
         if let Some((nt, _)) = self.tc_layout(nv, nh) {
             format!("ais_chains_tc_n{nt}")
-        } else if let Some((r, _, _)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
+        } else if let Some((r, _, _)) = self.ais_v2_layout(nv, nh) {
             format!("ais_chains_v2_r{r}")
         } else {
             "ais_chains".into()
         }
+    }
+
+    /// The v2 AIS kernel for V = nv, H = nh, unless AIS runs the v1 kernel: (R, ldw, bytes).
+    fn ais_v2_layout(&self, nv: usize, nh: usize) -> Option<(usize, i32, u32)> {
+        if self.ais_kernel == AisKernel::V1 {
+            return None;
+        }
+        self.v2_shape(nv, nh, nv.max(nh) + 8)
     }
 
     /// The tensor-core AIS kernel for V = nv, H = nh, if it applies: (NT, shared-memory bytes).
@@ -892,7 +914,15 @@ impl Cuda {
     /// block of CHAINS_PER_BLOCK_V2 warps, with `per_warp` floats per warp besides the staged W).
     /// None under RTRBM_KERNELS=v1, when max(V, H) > 32 V2_MAX_R, or when W does not fit.
     fn v2_layout(&self, nv: usize, nh: usize, per_warp: usize) -> Option<(usize, i32, u32)> {
-        if self.kernels_v1 || nv == 0 || nh == 0 {
+        if self.kernels_v1 {
+            return None;
+        }
+        self.v2_shape(nv, nh, per_warp)
+    }
+
+    /// [`Cuda::v2_layout`] whatever RTRBM_KERNELS says (AIS follows `ais_kernel` instead).
+    fn v2_shape(&self, nv: usize, nh: usize, per_warp: usize) -> Option<(usize, i32, u32)> {
+        if nv == 0 || nh == 0 {
             return None;
         }
         let r = nv.max(nh).div_ceil(32);
@@ -1723,7 +1753,9 @@ impl Backend for Cuda {
         let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
-        if let Some((nt, smem)) = self.tc_layout(nv, nh) {
+        // the kernel reads bias pairs as float2: every model's slab must start 8-byte aligned
+        let tc = self.tc_layout(nv, nh).filter(|_| bv_ps % 2 == 0 && bh_ps % 2 == 0);
+        if let Some((nt, smem)) = tc {
             let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
             i32_of("N*M", chains)?;
             let nb = i32_of("betas", betas.len())?;
@@ -1748,7 +1780,7 @@ impl Backend for Cuda {
             drv("synchronize", self.stream.synchronize())?;
             return Ok(out);
         }
-        if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8) {
+        if let Some((r, ldw, smem)) = self.ais_v2_layout(nv, nh) {
             let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
             i32_of("N*M", chains)?;
             let nb = i32_of("betas", betas.len())?;
