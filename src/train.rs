@@ -488,9 +488,7 @@ pub fn ais_ll_quick<B: Backend>(
             for f in 0..t {
                 let log_z0: f64 = bv[f * nv..(f + 1) * nv].iter().map(|x| x.softplus().to_f64()).sum::<f64>()
                     + bh[f * nh..(f + 1) * nh].iter().map(|x| x.softplus().to_f64()).sum::<f64>();
-                let lw = &logw[f * runs..(f + 1) * runs];
-                let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let lme = mx + (lw.iter().map(|x| (x - mx).exp()).sum::<f64>() / runs as f64).ln();
+                let (lme, _) = crate::eval::ais::log_mean_exp_se(&logw[f * runs..(f + 1) * runs]);
                 *tot += -fe[f].to_f64() - (log_z0 + lme);
             }
         }
