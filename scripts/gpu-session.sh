@@ -44,6 +44,9 @@ timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100
 # where the time of one update goes (host issue time vs device time, phase by phase)
 timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1.json" 2>&1 | tee "$W/logs/bench-phases-b1.txt"
 timeout 100 $B bench phases --device cuda --batch 64 --updates 20 --json "$W/logs/bench-phases-b64.json" 2>&1 | tee "$W/logs/bench-phases-b64.txt"
+# the device time of every kernel (CUDA events around each launch; not for throughput figures)
+RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --updates 100 > "$W/logs/profile-b1.txt" 2>&1; echo "profile b1 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b1.txt"
+RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --batch 64 --updates 10 > "$W/logs/profile-b64.txt" 2>&1; echo "profile b64 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b64.txt"
 # A/B of the split-K recurrences: the same phases and paper protocol with the sequential ones
 if [ -z "${RTRBM_KERNELS:-}" ]; then
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1-rec-v1.json" 2>&1 | tee "$W/logs/bench-phases-b1-rec-v1.txt"

@@ -665,6 +665,27 @@ fn packed_ais_tensor_cores_equal_lone() {
     assert_eq!(bad, 0, "{bad} packed tensor-core log-weights differ from the lone ones");
 }
 
+/// `with_kernel_profile`: every launch is timed under its kernel's name; reset forgets.
+#[test]
+fn kernel_profile_times_every_launch() {
+    let Some(g) = gpu() else { return };
+    let g = g.with_kernel_profile();
+    let (rows, cols) = (300, 88);
+    let mut x = g.upload(&vec![1.0f32; rows * cols]).unwrap();
+    let bias = g.upload(&vec![0.5f32; cols]).unwrap();
+    for _ in 0..3 {
+        g.add_bias(&mut x, &bias, rows, cols).unwrap();
+    }
+    let prof = g.kernel_profile().unwrap().expect("profiling is on");
+    let t = prof.iter().find(|t| t.kernel == "add_bias").unwrap_or_else(|| panic!("no add_bias in {prof:?}"));
+    assert_eq!(t.launches, 3, "{prof:?}");
+    assert!(t.total_ms > 0.0 && t.total_ms < 1e3, "{prof:?}");
+    assert_eq!(prof.iter().map(|t| t.launches).sum::<usize>(), 3, "only the 3 launches: {prof:?}");
+    assert!(g.download(&x).unwrap().iter().all(|&v| v == 2.5), "profiled launches still compute");
+    g.reset_kernel_profile().unwrap();
+    assert!(g.kernel_profile().unwrap().unwrap().is_empty());
+}
+
 fn host_params(spec: &ModelSpec, seed: u64) -> Vec<(String, Vec<usize>, Vec<f64>)> {
     // default init plus small random biases/initial states so every path carries signal
     let mut r = HostRng::new(seed, 77);

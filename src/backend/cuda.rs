@@ -21,7 +21,9 @@
 use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -197,6 +199,38 @@ pub enum AisKernel {
     TensorCore,
 }
 
+/// The device time of one kernel over the launches a [`Cuda::with_kernel_profile`] backend made.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub launches: usize,
+    /// Sum over the launches of the time between an event recorded just before the launch and
+    /// one just after it, on the launch's stream: the kernel's run time, plus the launch latency
+    /// when the GPU sat idle waiting for the host to issue it.
+    pub total_ms: f64,
+}
+
+/// Event pairs of profiled launches (folded into totals in batches, since reading an event
+/// waits for it) and the totals by kernel.
+#[derive(Default)]
+struct KernelProfile {
+    pending: Vec<(String, CudaEvent, CudaEvent)>,
+    totals: HashMap<String, (usize, f64)>,
+}
+
+impl KernelProfile {
+    /// Reads and folds the pending event pairs (waits for them).
+    fn fold(&mut self) -> Result<()> {
+        for (name, start, end) in self.pending.drain(..) {
+            let ms = drv("reading a profiling event", start.elapsed_ms(&end))?;
+            let t = self.totals.entry(name).or_default();
+            t.0 += 1;
+            t.1 += ms as f64;
+        }
+        Ok(())
+    }
+}
+
 /// Which gemm kernel [`Cuda::gemm_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
@@ -348,6 +382,9 @@ pub struct Cuda {
     ais_kernel: AisKernel,
     /// Compute capability (major, minor).
     cc: (i32, i32),
+    /// Per-kernel timing (`RTRBM_PROFILE=1`, [`Cuda::with_kernel_profile`]), shared by forks and
+    /// packings; None: launches record no events.
+    profile: Option<Arc<Mutex<KernelProfile>>>,
     /// Streaming multiprocessors (sizes the split-K of `gemm_f32_rb`).
     sm_count: usize,
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
@@ -539,6 +576,7 @@ impl Cuda {
             rec_v1,
             ais_kernel,
             cc: (major, minor),
+            profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
             splitk: Mutex::new(None),
             models: 1,
@@ -589,6 +627,7 @@ impl Cuda {
             rec_v1: self.rec_v1,
             ais_kernel: self.ais_kernel,
             cc: self.cc,
+            profile: self.profile.clone(),
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
             models,
@@ -603,6 +642,55 @@ impl Cuda {
     pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
         self.grid_z = z.clamp(1, MAX_GRID_YZ);
         self
+    }
+
+    /// This backend (and its forks and packings) with every launch timed by a pair of CUDA
+    /// events, per kernel name ([`Cuda::kernel_profile`]); `RTRBM_PROFILE=1` turns it on for a
+    /// whole process. The events cost a few microseconds per launch: for finding where the time
+    /// goes, not for benchmark figures.
+    pub fn with_kernel_profile(mut self) -> Cuda {
+        self.profile = Some(Arc::default());
+        self
+    }
+
+    /// The per-kernel device times so far, the longest first (waits for the recorded launches);
+    /// None when profiling is off.
+    pub fn kernel_profile(&self) -> Result<Option<Vec<KernelTime>>> {
+        let Some(prof) = &self.profile else { return Ok(None) };
+        let mut p = prof.lock().unwrap_or_else(|e| e.into_inner());
+        p.fold()?;
+        let mut out: Vec<KernelTime> = p
+            .totals
+            .iter()
+            .map(|(k, &(launches, total_ms))| KernelTime { kernel: k.clone(), launches, total_ms })
+            .collect();
+        out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then(a.kernel.cmp(&b.kernel)));
+        Ok(Some(out))
+    }
+
+    /// Forgets the profile so far (after warm-up, say); waits for the recorded launches.
+    pub fn reset_kernel_profile(&self) -> Result<()> {
+        if let Some(prof) = &self.profile {
+            let mut p = prof.lock().unwrap_or_else(|e| e.into_inner());
+            p.fold()?;
+            p.totals.clear();
+        }
+        Ok(())
+    }
+
+    /// [`launch`], between two timing events when profiling is on.
+    fn launch(&self, lb: &mut cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig, name: &str) -> Result<()> {
+        let Some(prof) = &self.profile else { return launch(lb, cfg, name) };
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = drv("recording a profiling event", self.stream.record_event(timing))?;
+        launch(lb, cfg, name)?;
+        let end = drv("recording a profiling event", self.stream.record_event(timing))?;
+        let mut p = prof.lock().unwrap_or_else(|e| e.into_inner());
+        p.pending.push((name.to_string(), start, end));
+        if p.pending.len() >= 4096 {
+            p.fold()?;
+        }
+        Ok(())
     }
 
     /// This backend with AIS run by `kernel` (tests and A/B timing; `RTRBM_KERNELS` sets the
@@ -711,7 +799,7 @@ impl Cuda {
             lb.arg(s);
         }
         lb.arg(&w_ps).arg(&s_ps).arg(&o_ps).arg(&out_ps);
-        launch(&mut lb, cfg, &kname)
+        self.launch(&mut lb, cfg, &kname)
     }
 
     fn per_model<'a, T: DeviceRepr>(
@@ -827,7 +915,7 @@ impl Cuda {
                 block_dim: (16, 16, 1),
                 shared_mem_bytes: 0,
             };
-            return launch(&mut lb, cfg, "gemm_f32");
+            return self.launch(&mut lb, cfg, "gemm_f32");
         }
         // The split-K plan depends on the per-model shape only, so a packed model sums in the
         // order it sums alone. Grid z = model * splits + slice; when a pack's models x splits
@@ -860,7 +948,7 @@ impl Cuda {
                 lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
                 lb.arg(&beta).arg(&mut *c).arg(&co).arg(&NULL_PTR);
                 lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
-                launch(&mut lb, cfg, "gemm_f32_rb")?;
+                self.launch(&mut lb, cfg, "gemm_f32_rb")?;
                 continue;
             };
             let part = guard.as_mut().ok_or_else(|| Error::Cuda("gemm split-K scratch missing".into()))?;
@@ -870,14 +958,14 @@ impl Cuda {
                 lb.arg(a.buf).arg(&ao).arg(&at).arg(b.buf).arg(&bo).arg(&bt);
                 lb.arg(&beta).arg(&mut *c).arg(&co).arg(&mut *part);
                 lb.arg(&a_ps).arg(&b_ps).arg(&c_ps);
-                launch(&mut lb, cfg, "gemm_f32_rb")?;
+                self.launch(&mut lb, cfg, "gemm_f32_rb")?;
             }
             let fr = self.func("gemm_splitk_reduce")?;
             let mut lb = self.stream.launch_builder(fr);
             lb.arg(&mi).arg(&ni).arg(&si).arg(&*part).arg(&alpha).arg(&beta).arg(&mut *c).arg(&co).arg(&c_ps);
             let mut rcfg = self.grid(m * n);
             rcfg.grid_dim.1 = g as u32;
-            launch(&mut lb, rcfg, "gemm_splitk_reduce")?;
+            self.launch(&mut lb, rcfg, "gemm_splitk_reduce")?;
         }
         Ok(())
     }
@@ -891,7 +979,7 @@ impl Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&first).arg(&n_i).arg(&mut out);
         // SAFETY: argument types match the kernel signature; `out` holds n elements.
-        launch(&mut lb, grid_for(n), "test_uniforms")?;
+        self.launch(&mut lb, grid_for(n), "test_uniforms")?;
         let mut v = drv("download uniforms", self.stream.clone_dtoh(&out))?;
         drv("synchronize", self.stream.synchronize())?;
         v.truncate(n);
@@ -1113,7 +1201,7 @@ impl Backend for Cuda {
         let f = self.func("copy_f32")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(src).arg(&so).arg(dst).arg(&dof).arg(&ni).arg(&s_ps).arg(&d_ps);
-        launch(&mut lb, self.grid(n), "copy_f32")
+        self.launch(&mut lb, self.grid(n), "copy_f32")
     }
 
     /// Fills the whole physical buffer (every slab) in one launch.
@@ -1122,7 +1210,7 @@ impl Backend for Cuda {
         let f = self.func("fill_f32")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(&n).arg(&value);
-        launch(&mut lb, grid_for(n as usize), "fill_f32")
+        self.launch(&mut lb, grid_for(n as usize), "fill_f32")
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -1171,7 +1259,7 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(store).arg(&*dev).arg(&ti).arg(&bi).arg(&vi).arg(v).arg(mask).arg(wmask);
         lb.arg(&v_ps).arg(&m_ps).arg(&w_ps);
-        launch(&mut lb, self.grid(t_max * b * nv), "gather_frames")
+        self.launch(&mut lb, self.grid(t_max * b * nv), "gather_frames")
     }
 
     fn gemm(
@@ -1200,7 +1288,7 @@ impl Backend for Cuda {
         let f = self.func("add_bias")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
-        launch(&mut lb, self.grid(rows * cols), "add_bias")
+        self.launch(&mut lb, self.grid(rows * cols), "add_bias")
     }
 
     fn sum_rows(
@@ -1227,7 +1315,7 @@ impl Backend for Cuda {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch(&mut lb, cfg, "sum_rows")
+        self.launch(&mut lb, cfg, "sum_rows")
     }
 
     fn axpy(&self, alpha: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
@@ -1238,7 +1326,7 @@ impl Backend for Cuda {
         let f = self.func("axpy")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(&n).arg(&alpha).arg(x).arg(y).arg(&x_ps).arg(&y_ps);
-        launch(&mut lb, self.grid(nx), "axpy")
+        self.launch(&mut lb, self.grid(nx), "axpy")
     }
 
     fn masked_diff(
@@ -1264,7 +1352,7 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(a).arg(b).arg(mask).arg(&scale).arg(&r).arg(&c).arg(out);
         lb.arg(&a_ps).arg(&b_ps).arg(&m_ps).arg(&o_ps);
-        launch(&mut lb, self.grid(rows * cols), "masked_diff")
+        self.launch(&mut lb, self.grid(rows * cols), "masked_diff")
     }
 
     fn mask_rows(&self, x: &mut CudaSlice<f32>, mask: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
@@ -1278,7 +1366,7 @@ impl Backend for Cuda {
         let f = self.func("mask_rows")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(mask).arg(&r).arg(&c).arg(&x_ps).arg(&m_ps);
-        launch(&mut lb, self.grid(rows * cols), "mask_rows")
+        self.launch(&mut lb, self.grid(rows * cols), "mask_rows")
     }
 
     fn hidden_probs(
@@ -1304,7 +1392,7 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
         lb.arg(&w_ps).arg(&v_ps).arg(&bh_ps).arg(&o_ps);
-        launch(&mut lb, self.grid(n * nh), "hidden_probs")
+        self.launch(&mut lb, self.grid(n * nh), "hidden_probs")
     }
 
     fn gibbs(
@@ -1350,7 +1438,7 @@ impl Backend for Cuda {
                 arg_opt(&mut lb, mask);
                 lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
                 let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK_V2, smem);
-                return launch(&mut lb, cfg, &name);
+                return self.launch(&mut lb, cfg, &name);
             }
         }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + nh) * 4);
@@ -1365,7 +1453,7 @@ impl Backend for Cuda {
         arg_opt(&mut lb, mask);
         lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
         let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK, smem);
-        launch(&mut lb, cfg, "gibbs_chain")
+        self.launch(&mut lb, cfg, "gibbs_chain")
     }
 
     fn free_energy(
@@ -1400,7 +1488,7 @@ impl Backend for Cuda {
             block_dim: (32, 4, 1),
             shared_mem_bytes: 0,
         };
-        launch(&mut lb, cfg, "free_energy")
+        self.launch(&mut lb, cfg, "free_energy")
     }
 
     fn rtrbm_forward(
@@ -1431,7 +1519,7 @@ impl Backend for Cuda {
             lb.arg(s);
         }
         lb.arg(&wr_ps).arg(&pre_ps).arg(&vw_ps).arg(&r_ps).arg(&bh_ps);
-        launch(&mut lb, cfg, &kname)
+        self.launch(&mut lb, cfg, &kname)
     }
 
     fn rtrbm_backward(
@@ -1465,7 +1553,7 @@ impl Backend for Cuda {
             lb.arg(s);
         }
         lb.arg(&w_ps).arg(&pre_ps).arg(&u_ps);
-        launch(&mut lb, cfg, &kname)
+        self.launch(&mut lb, cfg, &kname)
     }
 
     fn rnn_backward(
@@ -1520,7 +1608,7 @@ impl Backend for Cuda {
             lb.arg(s);
         }
         lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
-        launch(&mut lb, cfg, &kname)
+        self.launch(&mut lb, cfg, &kname)
     }
 
     fn lstm_backward(
@@ -1583,7 +1671,7 @@ impl Backend for Cuda {
                 lb.arg(s);
             }
             lb.arg(&wl_ps).arg(&peep_ps).arg(&c_ps).arg(&gates_ps).arg(&dl_ps).arg(&dpre_ps).arg(&ds_ps).arg(&part_ps);
-            launch(&mut lb, cfg, &kname)?;
+            self.launch(&mut lb, cfg, &kname)?;
         }
         if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
             let dp_ps = self.ps(dp);
@@ -1595,7 +1683,7 @@ impl Backend for Cuda {
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
-            launch(&mut lb, cfg, "lstm_dpeep_reduce")?;
+            self.launch(&mut lb, cfg, "lstm_dpeep_reduce")?;
         }
         Ok(())
     }
@@ -1624,7 +1712,7 @@ impl Backend for Cuda {
         lb.arg(param).arg(grad).arg(vel).arg(&ni).arg(&lr).arg(&momentum).arg(&weight_decay);
         arg_opt(&mut lb, hyper_dev);
         lb.arg(&p_ps).arg(&g_ps).arg(&v_ps);
-        launch(&mut lb, self.grid(n), "sgd_momentum")
+        self.launch(&mut lb, self.grid(n), "sgd_momentum")
     }
 
     fn scale(&self, x: &mut CudaSlice<f32>, alpha: &[f32]) -> Result<()> {
@@ -1640,7 +1728,7 @@ impl Backend for Cuda {
         lb.arg(x).arg(&ni).arg(&a0);
         arg_opt(&mut lb, alphas);
         lb.arg(&x_ps);
-        launch(&mut lb, self.grid(n), "scale_f32")
+        self.launch(&mut lb, self.grid(n), "scale_f32")
     }
 
     /// On the device, no synchronisation: `sum_squares_partial` for each tensor into one
@@ -1677,7 +1765,7 @@ impl Backend for Cuda {
             let f = self.func("sum_squares_partial")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(x).arg(&n).arg(&mut *partial).arg(&x_ps).arg(&off);
-            launch(&mut lb, ssq_cfg, "sum_squares_partial")?;
+            self.launch(&mut lb, ssq_cfg, "sum_squares_partial")?;
         }
         {
             let (tensors, blocks) = (i32_of("tensors", xs.len())?, SSQ_BLOCKS as i32);
@@ -1685,7 +1773,7 @@ impl Backend for Cuda {
             let mut lb = self.stream.launch_builder(f);
             lb.arg(&*partial).arg(&tensors).arg(&blocks).arg(&*clip_d).arg(&mut *factors);
             let cfg = LaunchConfig { grid_dim: (1, self.models as u32, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
-            launch(&mut lb, cfg, "clip_factors")?;
+            self.launch(&mut lb, cfg, "clip_factors")?;
         }
         for x in xs.iter_mut() {
             let (n, x_ps, one) = (self.slab(x), self.ps(x), 1.0f32);
@@ -1693,7 +1781,7 @@ impl Backend for Cuda {
             let f = self.func("scale_f32")?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(&mut *x).arg(&ni).arg(&one).arg(&*factors).arg(&x_ps);
-            launch(&mut lb, self.grid(n), "scale_f32")?;
+            self.launch(&mut lb, self.grid(n), "scale_f32")?;
         }
         Ok(())
     }
@@ -1713,7 +1801,7 @@ impl Backend for Cuda {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            launch(&mut lb, cfg, "sum_squares_partial")?;
+            self.launch(&mut lb, cfg, "sum_squares_partial")?;
         }
         let host = drv("download partial sums", self.stream.clone_dtoh(&partial))?;
         drv("synchronize", self.stream.synchronize())?;
@@ -1774,7 +1862,7 @@ impl Backend for Cuda {
                 };
                 // arguments in the kernel's order; W, bv_t, bh_t checked above, logw holds P N M
                 // doubles, smem covers both staged operands
-                launch(&mut lb, cfg, &name)?;
+                self.launch(&mut lb, cfg, &name)?;
             }
             let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
             drv("synchronize", self.stream.synchronize())?;
@@ -1793,7 +1881,7 @@ impl Backend for Cuda {
                 arg_opt(&mut lb, keys);
                 lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
                 let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem);
-                launch(&mut lb, cfg, &name)?;
+                self.launch(&mut lb, cfg, &name)?;
             }
             let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
             drv("synchronize", self.stream.synchronize())?;
@@ -1812,7 +1900,7 @@ impl Backend for Cuda {
             arg_opt(&mut lb, keys);
             lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
             let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
-            launch(&mut lb, cfg, "ais_chains")?;
+            self.launch(&mut lb, cfg, "ais_chains")?;
         }
         let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
         drv("synchronize", self.stream.synchronize())?;
@@ -1857,7 +1945,7 @@ impl Backend for Cuda {
             lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&ldw).arg(out);
             lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&o_ps);
             let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK_V2, smem);
-            return launch(&mut lb, cfg, &name);
+            return self.launch(&mut lb, cfg, &name);
         }
         let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (3 * nv + nh) * 4);
         self.check_smem("gibbs_marginals", smem)?;
@@ -1870,7 +1958,7 @@ impl Backend for Cuda {
         lb.arg(&rng.seed).arg(&rng.stream).arg(&counter).arg(&norm).arg(&w_sh).arg(&ldw).arg(out);
         lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&o_ps);
         let cfg = self.chain_cfg(n, CHAINS_PER_BLOCK, smem);
-        launch(&mut lb, cfg, "gibbs_marginals")
+        self.launch(&mut lb, cfg, "gibbs_marginals")
     }
 }
 

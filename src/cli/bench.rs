@@ -15,6 +15,8 @@ use crate::model::ModelKind;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Environment: RTRBM_KERNELS selects kernel versions for A/B timing (v1, chain-v1, rec-v1; \
+ais-tc: AIS on tensor cores); RTRBM_PROFILE=1 adds the device time of every CUDA kernel (events around each launch).")]
 pub struct BenchArgs {
     /// train | ais | sweep | phases | all (all = paper protocol, batch 64 and AIS; phases = where
     /// the time of one training update goes).
@@ -176,6 +178,32 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     Ok(vec![row(&name, &dev, r, flops, Some(JSB_MEAN_CHUNK))])
 }
 
+/// With `RTRBM_PROFILE=1` on a GPU: the device time of each kernel over everything the command
+/// launched (warm-up included), the longest first.
+fn print_kernel_profile(device: &Device) -> anyhow::Result<()> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(c) = device {
+        if let Some(times) = c.kernel_profile()? {
+            let total: f64 = times.iter().map(|t| t.total_ms).sum();
+            println!("\nkernel profile (RTRBM_PROFILE=1): device time per kernel, every launch of this command");
+            println!("{:<34} {:>9} {:>12} {:>10} {:>7}", "kernel", "launches", "total ms", "mean us", "share");
+            for t in &times {
+                println!(
+                    "{:<34} {:>9} {:>12.3} {:>10.2} {:>6.1}%",
+                    t.kernel,
+                    t.launches,
+                    t.total_ms,
+                    1e3 * t.total_ms / t.launches.max(1) as f64,
+                    100.0 * t.total_ms / total.max(1e-12)
+                );
+            }
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device;
+    Ok(())
+}
+
 /// `bench phases`: the time of one update, unsynchronised and phase by phase.
 fn run_phases(args: &BenchArgs) -> anyhow::Result<()> {
     let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
@@ -191,6 +219,7 @@ fn run_phases(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{:<44} {:>10.1} {:>5.1}%", format!("phase {name} (synchronised)"), 1e6 * s, 100.0 * s / total);
     }
     println!("{:<44} {:>10.1}", "sum of the phases", 1e6 * total);
+    print_kernel_profile(&device)?;
     if let Some(path) = &args.json {
         crate::error::write_atomic(path, serde_json::to_string_pretty(&p)?.as_bytes())?;
         eprintln!("wrote {}", path.display());
@@ -202,11 +231,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.workload == "phases" {
         return run_phases(&args);
     }
+    let mut device = None;
     let rows = if args.workload == "sweep" {
         run_sweep(&args)?
     } else {
-        let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
-        crate::with_device!(device, |be| run_on(be, &args))?
+        let dev = device.insert(Device::open(args.device, args.threads.unwrap_or_else(default_threads))?);
+        crate::with_device!(dev, |be| run_on(be, &args))?
     };
     println!(
         "{:<34} {:<30} {:>10} {:>8} {:>14} {:>14} {:>11} {:>7}",
@@ -225,6 +255,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             r.fraction_of_fp32_peak.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or_else(|| "-".into()),
         );
         println!("{:<34} ({} per second)", "", r.result.unit);
+    }
+    if let Some(d) = &device {
+        print_kernel_profile(d)?;
     }
     if let Some(p) = &args.json {
         crate::error::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
