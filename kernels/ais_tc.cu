@@ -211,6 +211,20 @@ __device__ __forceinline__ u32 tc_hi(const u32 (&s)[NT][2], int nt, int r) {
     return nt < NT ? s[nt][r] : 0u;
 }
 
+// acc (the lane's 4 accumulators of output tile nt) += S B: the samples S (.f16x2 words, the A
+// fragments of the KT k-tiles) times the staged operand B ([KT][NT][32] fragments, hi then lo).
+template <int NT>
+__device__ __forceinline__ void tc_tile(float* acc, const u32 (&S)[NT][2], const uint4* B, int nt, int lane) {
+    constexpr int KT = (NT + 1) / 2;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        uint4 b = B[(kt * NT + nt) * 32 + lane];
+        u32 a2 = tc_hi(S, 2 * kt + 1, 0), a3 = tc_hi(S, 2 * kt + 1, 1);
+        tc_mma(acc, S[2 * kt][0], S[2 * kt][1], a2, a3, b.x, b.y);
+        tc_mma(acc, S[2 * kt][0], S[2 * kt][1], a2, a3, b.z, b.w);
+    }
+}
+
 template <int NT>
 __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                    const float* __restrict__ bh_t, int N, int V, int H, int M,
@@ -292,12 +306,7 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
         for (int nt = 0; nt < NT; ++nt) {
             if (nt < nth) {
                 float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                for (int kt = 0; kt < KT; ++kt) {
-                    uint4 b = bx[(kt * NT + nt) * 32 + lane];
-                    tc_mma(x, vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.x, b.y);
-                    tc_mma(x, vs[2 * kt][0], vs[2 * kt][1], tc_hi(vs, 2 * kt + 1, 0), tc_hi(vs, 2 * kt + 1, 1), b.z, b.w);
-                }
+                tc_tile<NT>(x, vs, bx, nt, lane);
                 float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (8 * nt + 2 * t < H) {
                     float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
@@ -324,12 +333,7 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
         for (int nt = 0; nt < NT; ++nt) {
             if (nt < ntv) {
                 float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                for (int kt = 0; kt < KT; ++kt) {
-                    uint4 b = bp[(kt * NT + nt) * 32 + lane];
-                    tc_mma(y, hs[2 * kt][0], hs[2 * kt][1], tc_hi(hs, 2 * kt + 1, 0), tc_hi(hs, 2 * kt + 1, 1), b.x, b.y);
-                    tc_mma(y, hs[2 * kt][0], hs[2 * kt][1], tc_hi(hs, 2 * kt + 1, 0), tc_hi(hs, 2 * kt + 1, 1), b.z, b.w);
-                }
+                tc_tile<NT>(y, hs, bp, nt, lane);
                 float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (8 * nt + 2 * t < V) {
                     float2 b0 = *(const float2*)(bv0 + 8 * nt), b1 = *(const float2*)(bv1 + 8 * nt);

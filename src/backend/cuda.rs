@@ -1841,66 +1841,42 @@ impl Backend for Cuda {
         let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
         let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
-        // the kernel reads bias pairs as float2: every model's slab must start 8-byte aligned
-        let tc = self.tc_layout(nv, nh).filter(|_| bv_ps % 2 == 0 && bh_ps % 2 == 0);
-        if let Some((nt, smem)) = tc {
-            let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
-            i32_of("N*M", chains)?;
-            let nb = i32_of("betas", betas.len())?;
-            let name = format!("ais_chains_tc_n{nt}");
-            {
-                let f = self.lazy_func(&name)?;
-                let mut lb = self.stream.launch_builder(f);
-                lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
-                lb.arg(&seed).arg(&stream).arg(&counter).arg(&mut logw);
-                arg_opt(&mut lb, keys);
-                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
-                let cfg = LaunchConfig {
-                    grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
-                    block_dim: (32, TC_WARPS as u32, 1),
-                    shared_mem_bytes: smem,
-                };
-                // arguments in the kernel's order; W, bv_t, bh_t checked above, logw holds P N M
-                // doubles, smem covers both staged operands
-                self.launch(&mut lb, cfg, &name)?;
-            }
-            let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
-            drv("synchronize", self.stream.synchronize())?;
-            return Ok(out);
-        }
-        if let Some((r, ldw, smem)) = self.ais_v2_layout(nv, nh) {
-            let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
-            i32_of("N*M", chains)?;
-            let nb = i32_of("betas", betas.len())?;
-            let name = format!("ais_chains_v2_r{r}");
-            {
-                let f = self.func(&name)?;
-                let mut lb = self.stream.launch_builder(f);
-                lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
-                lb.arg(&seed).arg(&stream).arg(&counter).arg(&ldw).arg(&mut logw);
-                arg_opt(&mut lb, keys);
-                lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
-                let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem);
-                self.launch(&mut lb, cfg, &name)?;
-            }
-            let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
-            drv("synchronize", self.stream.synchronize())?;
-            return Ok(out);
-        }
-        let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
-        self.check_smem("ais_chains", smem)?;
         let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
         i32_of("N*M", chains)?;
         let nb = i32_of("betas", betas.len())?;
+        // the kernel (tensor cores, v2 or v1), its launch shape, and the arguments by which the
+        // three signatures differ (between `counter` and `logw`); the tensor-core kernel reads
+        // bias pairs as float2, so each model's slab must be 8-byte aligned
+        let tc = self.tc_layout(nv, nh).filter(|_| bv_ps % 2 == 0 && bh_ps % 2 == 0);
+        let (name, func, cfg, extra) = if let Some((nt, smem)) = tc {
+            let name = format!("ais_chains_tc_n{nt}");
+            let cfg = LaunchConfig {
+                grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
+                block_dim: (32, TC_WARPS as u32, 1),
+                shared_mem_bytes: smem,
+            };
+            (name.clone(), self.lazy_func(&name)?, cfg, vec![])
+        } else if let Some((r, ldw, smem)) = self.ais_v2_layout(nv, nh) {
+            let name = format!("ais_chains_v2_r{r}");
+            (name.clone(), self.func(&name)?, self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem), vec![ldw])
+        } else {
+            let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
+            self.check_smem("ais_chains", smem)?;
+            let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
+            ("ais_chains".to_string(), self.func("ais_chains")?, cfg, vec![w_sh, ldw])
+        };
         {
-            let f = self.func("ais_chains")?;
-            let mut lb = self.stream.launch_builder(f);
+            let mut lb = self.stream.launch_builder(func);
             lb.arg(w).arg(bv_t).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(&mi).arg(&betas_d).arg(&nb);
-            lb.arg(&seed).arg(&stream).arg(&counter).arg(&w_sh).arg(&ldw).arg(&mut logw);
+            lb.arg(&seed).arg(&stream).arg(&counter);
+            for x in &extra {
+                lb.arg(x);
+            }
+            lb.arg(&mut logw);
             arg_opt(&mut lb, keys);
             lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps);
-            let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
-            self.launch(&mut lb, cfg, "ais_chains")?;
+            // W, bv_t, bh_t checked above; logw holds P N M doubles; smem covers what each stages
+            self.launch(&mut lb, cfg, &name)?;
         }
         let out = drv("download AIS log-weights", self.stream.clone_dtoh(&logw))?;
         drv("synchronize", self.stream.synchronize())?;
