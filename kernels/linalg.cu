@@ -4,6 +4,11 @@
 //              transpose, A at a_off, B at b_off. 16x16 shared-memory tiles, one output per thread.
 //              beta == 0 overwrites C without reading it (NaN in C does not propagate).
 //              Reference: Cpu::gemm (src/backend/cpu.rs).
+//              Summation order, the same in every gemm path: each output is the left fold, in
+//              increasing z, of the slice sums s_z = fmaf chain from 0 over k in [z GEMM_KC,
+//              (z+1) GEMM_KC). So gemm_f32, gemm_f32_rb with or without split-K, and any tiling
+//              give the same bits, and zero rows appended to k (a packed model's padding past its
+//              own chunk) change nothing: a model's products do not depend on its pack.
 // gemm_f32_rb: the same product for large sizes: 64x64 block tiles, 256 threads, 4x4 outputs
 //              per thread (rows ty + 16a, cols tx + 16b), BK = 16, next k-tile prefetched into
 //              registers, tile loads along each operand's contiguous dimension. Split-K: slice
@@ -40,6 +45,11 @@
 // they are). fill_f32 fills the whole physical buffer (all slabs at once).
 
 #define TILE 16
+// GEMM_KC, the k-slice of the summation order (a multiple of TILE and RB_BK), is defined by the
+// host when it compiles this file (GEMM_KC in src/backend/cuda.rs: 128).
+#ifndef GEMM_KC
+#error "GEMM_KC must be defined (-DGEMM_KC=..., as src/backend/cuda.rs compiles the kernels)"
+#endif
 
 // grid = (ceil(n/16), ceil(m/16), P); model p = blockIdx.z.
 extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
@@ -56,7 +66,7 @@ extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
     int tx = threadIdx.x, ty = threadIdx.y;
     int row = blockIdx.y * TILE + ty;  // i of C
     int col = blockIdx.x * TILE + tx;  // j of C
-    float acc = 0.0f;
+    float acc = 0.0f, total = 0.0f;  // acc: the current k-slice's sum; total: the fold of the earlier ones
     for (int p0 = 0; p0 < k; p0 += TILE) {
         // As[ty][tx] = A(blockrow + ty, p0 + tx)
         {
@@ -76,10 +86,14 @@ extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
 #pragma unroll
         for (int q = 0; q < TILE; ++q) acc = fmaf(As[ty][q], Bs[q][tx], acc);
         __syncthreads();
+        if ((p0 + TILE) % GEMM_KC == 0 || p0 + TILE >= k) {  // a slice ends: fold it
+            total = p0 < GEMM_KC ? acc : total + acc;
+            acc = 0.0f;
+        }
     }
     if (row < m && col < n) {
         float* c = C + c_off + (long long)row * n + col;
-        *c = (beta == 0.0f) ? alpha * acc : alpha * acc + beta * *c;
+        *c = (beta == 0.0f) ? alpha * total : alpha * total + beta * *c;
     }
 }
 
@@ -132,8 +146,10 @@ __device__ __forceinline__ void rb_store_b(float (*Bs)[RB_BN + 1], int trans, in
 }
 
 // blockDim = (16, 16); grid = (ceil(n/64), ceil(m/64), splits x models): blockIdx.z = model *
-// splits + slice. Scratch P (split-K partial sums, used only when splits > 1): models x splits
-// slices of m x n floats, slice z of model p at (p * splits + z) m n = blockIdx.z m n.
+// splits + slice. splits == 1: one block walks all of k (kc = k), folding at every GEMM_KC;
+// splits > 1: kc == GEMM_KC and block z computes slice z's sum alone, into the scratch P
+// (models x splits slices of m x n floats, slice z of model p at (p * splits + z) m n =
+// blockIdx.z m n), which gemm_splitk_reduce folds in slice order: the same bits either way.
 extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int k, int kc, int splits, float alpha,
                                                               const float* __restrict__ A, long long a_off, int a_trans,
                                                               const float* __restrict__ B, long long b_off, int b_trans,
@@ -151,11 +167,11 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int 
     const int i0 = blockIdx.y * RB_BM, j0 = blockIdx.x * RB_BN;
     const int kbeg = slice * kc;
     const int kend = min(k, kbeg + kc);
-    float acc[4][4];
+    float acc[4][4], total[4][4];  // the current k-slice's sums; the fold of the earlier slices
 #pragma unroll
     for (int x = 0; x < 4; ++x)
 #pragma unroll
-        for (int y = 0; y < 4; ++y) acc[x][y] = 0.0f;
+        for (int y = 0; y < 4; ++y) acc[x][y] = total[x][y] = 0.0f;
     float ra[4], rb[4];
     rb_load_a(a, m, k, a_trans, i0, kbeg, kend, tid, ra);
     rb_load_b(b, n, k, b_trans, j0, kbeg, kend, tid, rb);
@@ -181,6 +197,16 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int 
                 for (int y = 0; y < 4; ++y) acc[x][y] = fmaf(av[x], bv[y], acc[x][y]);
         }
         __syncthreads();
+        if ((p0 + RB_BK) % GEMM_KC == 0 || p0 + RB_BK >= kend) {  // a slice ends: fold it
+            const bool first = p0 - kbeg < GEMM_KC;
+#pragma unroll
+            for (int x = 0; x < 4; ++x)
+#pragma unroll
+                for (int y = 0; y < 4; ++y) {
+                    total[x][y] = first ? acc[x][y] : total[x][y] + acc[x][y];
+                    acc[x][y] = 0.0f;
+                }
+        }
     }
     const bool split = splits > 1;
 #pragma unroll
@@ -193,10 +219,10 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32_rb(int m, int n, int 
             if (j >= n) continue;
             long long e = (long long)i * n + j;
             if (split) {
-                P[(long long)blockIdx.z * m * n + e] = acc[x][y];
+                P[(long long)blockIdx.z * m * n + e] = total[x][y];
             } else {
                 float* c = C + c_off + e;
-                *c = (beta == 0.0f) ? alpha * acc[x][y] : alpha * acc[x][y] + beta * *c;
+                *c = (beta == 0.0f) ? alpha * total[x][y] : alpha * total[x][y] + beta * *c;
             }
         }
     }

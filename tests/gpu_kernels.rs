@@ -173,6 +173,58 @@ fn gemm_all_transposes_and_offsets() {
     }
 }
 
+/// Every gemm path sums an output as the fold of its k-slices (kernels/linalg.cu), so the simple
+/// kernel, the blocked one and the blocked one with split-K give the same bits, and zero rows
+/// appended to k (a packed model's padding past its own chunk) change none: a model's products
+/// do not depend on its pack.
+#[test]
+fn gemm_paths_and_zero_padding_give_the_same_bits() {
+    let Some(g) = gpu() else { return };
+    let mut r = HostRng::new(8, 0);
+    // (m, n, k): k within one slice, across slices, and the shapes of the weight gradients
+    for (m, n, k) in [(20, 30, 100), (37, 53, 300), (88, 88, 700), (88, 352, 1000), (5, 7, 129)] {
+        for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = rand_vec(&mut r, m * k, 1.0);
+            let b = rand_vec(&mut r, k * n, 1.0);
+            let (ga, gb) = (g.upload(&a).unwrap(), g.upload(&b).unwrap());
+            let mut outs = vec![];
+            for path in [GemmPath::Simple, GemmPath::BlockedUnsplit, GemmPath::Blocked, GemmPath::Auto] {
+                let mut gc = g.upload(&vec![f32::NAN; m * n]).unwrap();
+                let (ma, mb) = (Mat { buf: &ga, offset: 0, trans: at }, Mat { buf: &gb, offset: 0, trans: bt });
+                g.gemm_with(path, m, n, k, 0.7, ma, mb, 0.0, &mut gc, 0).unwrap();
+                outs.push((path, g.download(&gc).unwrap()));
+            }
+            for (path, o) in &outs[1..] {
+                assert_bits(&format!("gemm {m}x{n}x{k} ta={at} tb={bt}: {path:?} vs Simple"), o, &outs[0].1);
+            }
+            // k + 150 with zero rows: the padded product equals the unpadded one, bit for bit
+            let kp = k + 150;
+            let pad = |x: &[f32], rows: usize, cols: usize, trans_rows_are_k: bool| -> Vec<f32> {
+                // x holds a k x cols matrix (k rows) when trans_rows_are_k, else rows x k
+                if trans_rows_are_k {
+                    let mut y = x.to_vec();
+                    y.resize(kp * cols, 0.0);
+                    y
+                } else {
+                    (0..rows)
+                        .flat_map(|i| x[i * k..(i + 1) * k].iter().copied().chain(std::iter::repeat_n(0.0, kp - k)))
+                        .collect()
+                }
+            };
+            // A is m x k (at: stored k x m); B is k x n (bt: stored n x k)
+            let (ap, bp) = (pad(&a, m, m, at), pad(&b, n, n, !bt));
+            let (gap, gbp) = (g.upload(&ap).unwrap(), g.upload(&bp).unwrap());
+            for path in [GemmPath::Simple, GemmPath::Blocked] {
+                let mut gc = g.upload(&vec![f32::NAN; m * n]).unwrap();
+                let (ma, mb) = (Mat { buf: &gap, offset: 0, trans: at }, Mat { buf: &gbp, offset: 0, trans: bt });
+                g.gemm_with(path, m, n, kp, 0.7, ma, mb, 0.0, &mut gc, 0).unwrap();
+                let what = format!("gemm {m}x{n}x{k} ta={at} tb={bt} {path:?}: zero rows to k = {kp}");
+                assert_bits(&what, &g.download(&gc).unwrap(), &outs[0].1);
+            }
+        }
+    }
+}
+
 #[test]
 fn elementwise_ops() {
     let Some(g) = gpu() else { return };

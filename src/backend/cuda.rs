@@ -175,9 +175,16 @@ const MAX_BLOCKS: usize = 4096;
 const SSQ_BLOCKS: usize = 256;
 /// `GemmPath::Auto` uses the register-blocked gemm from this many multiply-adds (m n k) on.
 const GEMM_RB_MIN_MACS: usize = 1 << 24;
+/// The k-slice of every gemm's summation order (`GEMM_KC` in kernels/linalg.cu; a multiple of
+/// both kernels' k-tiles).
+const GEMM_KC: usize = 128;
+/// Most floats of split-K scratch a gemm may use (64 MB); beyond, its slices run in one block.
+const SPLITK_MAX_FLOATS: usize = 1 << 24;
 /// Block tile of `gemm_f32_rb` (rows = cols) and its k-tile.
 const GEMM_RB_TILE: usize = 64;
 const GEMM_RB_BK: usize = 16;
+const _: () =
+    assert!(GEMM_KC.is_multiple_of(GEMM_RB_BK) && GEMM_KC.is_multiple_of(16), "a k-slice must be whole k-tiles");
 /// Most models of one pack: the model index is a grid dimension (y or z), at most 65535 blocks.
 const MAX_GRID_YZ: usize = 65535;
 /// A null device pointer, pushed for an absent optional buffer argument.
@@ -242,13 +249,21 @@ pub enum GemmPath {
     /// `gemm_f32_rb`: 64x64 tiles, 4x4 outputs per thread, split-K when the output has fewer
     /// tiles than the device has SMs.
     Blocked,
+    /// `gemm_f32_rb` with one block per output tile walking all of k (never split-K).
+    BlockedUnsplit,
 }
 
 fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
     cudarc::nvrtc::CompileOptions {
         fmad: Some(false),
         use_fast_math: None,
-        options: vec![format!("--gpu-architecture={arch}"), "-lineinfo".to_string(), "--std=c++14".to_string()],
+        options: vec![
+            format!("--gpu-architecture={arch}"),
+            "-lineinfo".to_string(),
+            "--std=c++14".to_string(),
+            // the gemm summation order's k-slice, from its one definition
+            format!("-DGEMM_KC={GEMM_KC}"),
+        ],
         ..Default::default()
     }
 }
@@ -854,21 +869,21 @@ impl Cuda {
         }
     }
 
-    /// Split-K of `gemm_f32_rb` for an m x n x k product: (splits, kc = k per split, a
-    /// multiple of the k-tile). Splits only when the output has fewer 64x64 tiles than the
-    /// device has SMs, aiming at ~2 blocks per SM with >= 64 k per split; depends only on the
-    /// shape and the SM count, so results are deterministic.
+    /// Split-K of `gemm_f32_rb` for an m x n x k product: (splits, kc). Every gemm path sums an
+    /// output as the fold of its k-slices of GEMM_KC (kernels/linalg.cu), so the plan changes no
+    /// bits: it only decides whether the slices run as blocks of their own (kc = GEMM_KC, then
+    /// reduced in slice order) or one after another in one block (splits = 1, kc = k). Split when
+    /// the launch has fewer blocks (tiles x models) than the device has SMs and k spans at least
+    /// 2 slices, unless the scratch would exceed SPLITK_MAX_FLOATS.
     fn splitk_plan(&self, m: usize, n: usize, k: usize) -> (usize, usize) {
         let tiles = m.div_ceil(GEMM_RB_TILE) * n.div_ceil(GEMM_RB_TILE);
-        let mut splits = 1;
-        if tiles < self.sm_count && k > 64 {
-            splits = (2 * self.sm_count).div_ceil(tiles).min(k.div_ceil(64)).max(1);
+        let slices = k.div_ceil(GEMM_KC);
+        let group = (self.grid_z / slices.max(1)).clamp(1, self.models);
+        if tiles * self.models < self.sm_count && slices > 1 && group * slices * m * n <= SPLITK_MAX_FLOATS {
+            (slices, GEMM_KC)
+        } else {
+            (1, k.max(1))
         }
-        let kc = k.div_ceil(splits).div_ceil(GEMM_RB_BK) * GEMM_RB_BK;
-        if kc == 0 {
-            return (1, 0);
-        }
-        (k.div_ceil(kc).max(1), kc)
     }
 
     /// [`Backend::gemm`] with a chosen kernel (`GemmPath::Auto` is what `gemm` does); the
@@ -899,7 +914,7 @@ impl Cuda {
         let (a_ps, b_ps, c_ps) = (self.ps(a.buf), self.ps(b.buf), self.ps(c));
         let blocked = match path {
             GemmPath::Simple => false,
-            GemmPath::Blocked => true,
+            GemmPath::Blocked | GemmPath::BlockedUnsplit => true,
             GemmPath::Auto => m.saturating_mul(n).saturating_mul(k) >= GEMM_RB_MIN_MACS,
         };
         if !blocked {
@@ -917,11 +932,11 @@ impl Cuda {
             };
             return self.launch(&mut lb, cfg, "gemm_f32");
         }
-        // The split-K plan depends on the per-model shape only, so a packed model sums in the
-        // order it sums alone. Grid z = model * splits + slice; when a pack's models x splits
-        // exceed the grid's z limit, the models go in groups (launches whose offsets start at
-        // the group's first model), which changes no model's arithmetic.
-        let (splits, kc) = self.splitk_plan(m, n, k);
+        // No plan changes the bits (see splitk_plan), so a packed model sums as it sums alone.
+        // Grid z = model * splits + slice; when a pack's models x splits exceed the grid's z
+        // limit, the models go in groups (launches whose offsets start at the group's first
+        // model), which changes no model's arithmetic either.
+        let (splits, kc) = if path == GemmPath::BlockedUnsplit { (1, k.max(1)) } else { self.splitk_plan(m, n, k) };
         let kci = i32_of("gemm kc", kc)?;
         let si = splits as i32;
         let group = (self.grid_z / splits).clamp(1, self.models);
