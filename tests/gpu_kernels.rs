@@ -1438,17 +1438,22 @@ fn packed_training_update(spec: ModelSpec, t: usize, b: usize) {
     let (tp, real) = wp.load(&pk, &refs, nv).unwrap();
     assert_eq!(tp, t);
     assert_eq!(wc.load(&pc, &refs, nv).unwrap(), (tp, real.clone()));
+    // each lone model runs on its own chunk length (the pack pads to the longest, tp): its
+    // results must not depend on the other models' lengths
+    let mut tls = vec![];
     for p in 0..P {
         let (tl, rl) = wl[p].load(&g, &refs[p * b..(p + 1) * b], nv).unwrap();
         assert_eq!((tl, rl[0]), (t - p.min(t - 1), real[p]), "{what}: model {p} chunk");
+        tls.push(tl);
     }
     let n = tp * b;
-    // pack vs lone: the first `len` elements of every slab, bit for bit
-    let vs_lone = |w: &str, pb: &Buf, lb: &[&Buf], len: usize| {
+    // pack vs lone: the first `len(p)` elements of every slab, bit for bit
+    let vs_lone = |w: &str, pb: &Buf, lb: &[&Buf], len: &dyn Fn(usize) -> usize| {
         let all = pk.download(pb).unwrap();
         let per = all.len() / P;
         for p in 0..P {
             let lone = g.download(lb[p]).unwrap();
+            let len = len(p);
             assert_bits(&format!("{what}: {w} (model {p})"), &all[p * per..p * per + len], &lone[..len]);
         }
     };
@@ -1469,17 +1474,17 @@ fn packed_training_update(spec: ModelSpec, t: usize, b: usize) {
     // forward
     mp.forward(&pk, &mut wp, tp, false).unwrap();
     mc.forward(&pc, &mut wc, tp, false).unwrap();
-    (0..P).for_each(|p| ml[p].forward(&g, &mut wl[p], tp, false).unwrap());
-    vs_lone("bv_t", &wp.bv_t, &wl.iter().map(|w| &w.bv_t).collect::<Vec<_>>(), n * nv);
-    vs_lone("bh_t", &wp.bh_t, &wl.iter().map(|w| &w.bh_t).collect::<Vec<_>>(), n * spec.hidden);
+    (0..P).for_each(|p| ml[p].forward(&g, &mut wl[p], tls[p], false).unwrap());
+    vs_lone("bv_t", &wp.bv_t, &wl.iter().map(|w| &w.bv_t).collect::<Vec<_>>(), &|p| tls[p] * b * nv);
+    vs_lone("bh_t", &wp.bh_t, &wl.iter().map(|w| &w.bh_t).collect::<Vec<_>>(), &|p| tls[p] * b * spec.hidden);
     vs_cpu("bv_t", &wp.bv_t, &wc.bv_t, n * nv, 1e-4, 1e-3);
     vs_cpu("bh_t", &wp.bh_t, &wc.bh_t, n * spec.hidden, 1e-4, 1e-3);
     // negatives: one key per model
     let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(21 + p as u64, 4)).collect();
     mp.negatives(&pk, &mut wp, tp, 5, &keys, 0).unwrap();
     mc.negatives(&pc, &mut wc, tp, 5, &keys, 0).unwrap();
-    (0..P).for_each(|p| ml[p].negatives(&g, &mut wl[p], tp, 5, &keys[p..=p], 0).unwrap());
-    vs_lone("negatives", &wp.vneg, &wl.iter().map(|w| &w.vneg).collect::<Vec<_>>(), n * nv);
+    (0..P).for_each(|p| ml[p].negatives(&g, &mut wl[p], tls[p], 5, &keys[p..=p], 0).unwrap());
+    vs_lone("negatives", &wp.vneg, &wl.iter().map(|w| &w.vneg).collect::<Vec<_>>(), &|p| tls[p] * b * nv);
     let vneg = pk.download(&wp.vneg).unwrap();
     let per = vneg.len() / P;
     for p in 0..P {
@@ -1495,16 +1500,16 @@ fn packed_training_update(spec: ModelSpec, t: usize, b: usize) {
     let mut gl: Vec<Params<Cuda>> = ml.iter().map(|m| m.zeros_like(&g).unwrap()).collect();
     mp.backward(&pk, &mut wp, tp, &mut gp).unwrap();
     mc.backward(&pc, &mut wc, tp, &mut gc).unwrap();
-    (0..P).for_each(|p| ml[p].backward(&g, &mut wl[p], tp, &mut gl[p]).unwrap());
+    (0..P).for_each(|p| ml[p].backward(&g, &mut wl[p], tls[p], &mut gl[p]).unwrap());
     for (i, name) in gc.names.iter().enumerate() {
         let len = pk.len(&gp.bufs[i]);
-        vs_lone(&format!("grad {name}"), &gp.bufs[i], &gl.iter().map(|x| &x.bufs[i]).collect::<Vec<_>>(), len);
+        vs_lone(&format!("grad {name}"), &gp.bufs[i], &gl.iter().map(|x| &x.bufs[i]).collect::<Vec<_>>(), &|_| len);
         vs_cpu(&format!("grad {name}"), &gp.bufs[i], &gc.bufs[i], len, 1e-4, 1e-3);
     }
     let cost_p = mp.cost(&pk, &mut wp, tp).unwrap();
     let cost_c = mc.cost(&pc, &mut wc, tp).unwrap();
     for p in 0..P {
-        let cost_l = ml[p].cost(&g, &mut wl[p], tp).unwrap()[0];
+        let cost_l = ml[p].cost(&g, &mut wl[p], tls[p]).unwrap()[0];
         assert_eq!(
             cost_p[p].to_bits(),
             cost_l.to_bits(),
@@ -1533,7 +1538,7 @@ fn packed_training_update(spec: ModelSpec, t: usize, b: usize) {
     for (i, name) in mc.params.names.iter().enumerate() {
         let len = pk.len(&mp.params.bufs[i]);
         let lone: Vec<&Buf> = ml.iter().map(|m| &m.params.bufs[i]).collect();
-        vs_lone(&format!("updated {name}"), &mp.params.bufs[i], &lone, len);
+        vs_lone(&format!("updated {name}"), &mp.params.bufs[i], &lone, &|_| len);
         vs_cpu(&format!("updated {name}"), &mp.params.bufs[i], &mc.params.bufs[i], len, 1e-5, 1e-4);
     }
     // and the models differ from each other (distinct data, parameters and hyper-parameters)

@@ -421,8 +421,8 @@ pub struct Cuda {
 struct ArgCache {
     /// Gibbs keys: (seed, stream) of each model, 2P u64.
     keys: Option<(Vec<u64>, CudaSlice<u64>)>,
-    /// AIS keys, the same layout (one slot each, so that validation does not evict the
-    /// training's keys).
+    /// AIS keys, the same layout (a slot of their own, so that AIS validation does not evict the
+    /// training's Gibbs keys; cost validation's Gibbs keys share the Gibbs slot).
     ais_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
@@ -723,7 +723,8 @@ impl Cuda {
     }
 
     /// The kernel [`Backend::ais`] launches for V = nv, H = nh on this backend (for tests and
-    /// the benchmark table).
+    /// the benchmark table), for buffers of whole slabs (a packed bias buffer with an odd slab
+    /// length would make `ais` fall back from the tensor-core kernel to v2).
     pub fn ais_kernel_name(&self, nv: usize, nh: usize) -> String {
         if let Some((nt, _)) = self.tc_layout(nv, nh) {
             format!("ais_chains_tc_n{nt}")
@@ -1862,7 +1863,7 @@ impl Backend for Cuda {
         // the kernel (tensor cores, v2 or v1), its launch shape, and the arguments by which the
         // three signatures differ (between `counter` and `logw`); the tensor-core kernel reads
         // bias pairs as float2, so each model's slab must be 8-byte aligned
-        let tc = self.tc_layout(nv, nh).filter(|_| bv_ps % 2 == 0 && bh_ps % 2 == 0);
+        let tc = self.tc_layout(nv, nh).filter(|_| self.models == 1 || (bv_ps % 2 == 0 && bh_ps % 2 == 0));
         let (name, func, cfg, extra) = if let Some((nt, smem)) = tc {
             let name = format!("ais_chains_tc_n{nt}");
             let cfg = LaunchConfig {
