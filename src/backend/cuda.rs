@@ -913,11 +913,21 @@ impl Cuda {
         let (ao, bo, co) = (a.offset as i64, b.offset as i64, c_off as i64);
         let (at, bt) = (a.trans as i32, b.trans as i32);
         let (a_ps, b_ps, c_ps) = (self.ps(a.buf), self.ps(b.buf), self.ps(c));
+        // grid y holds the row tiles (at most 65535): 16 rows each in gemm_f32, 64 in gemm_f32_rb
+        if m.div_ceil(GEMM_RB_TILE) > MAX_GRID_YZ {
+            return Err(Error::msg(format!(
+                "gemm: {m} rows exceed the CUDA grid's limit of {} (fewer frames per update)",
+                MAX_GRID_YZ * GEMM_RB_TILE
+            )));
+        }
         let blocked = match path {
             GemmPath::Simple => false,
             GemmPath::Blocked | GemmPath::BlockedUnsplit => true,
-            GemmPath::Auto => m.saturating_mul(n).saturating_mul(k) >= GEMM_RB_MIN_MACS,
+            GemmPath::Auto => m.saturating_mul(n).saturating_mul(k) >= GEMM_RB_MIN_MACS || m.div_ceil(16) > MAX_GRID_YZ,
         };
+        if !blocked && m.div_ceil(16) > MAX_GRID_YZ {
+            return Err(Error::msg(format!("gemm_f32: {m} rows exceed the grid's limit of {}", MAX_GRID_YZ * 16)));
+        }
         if !blocked {
             // grid z = model
             let f = self.func("gemm_f32")?;
