@@ -34,11 +34,8 @@ extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* 
                                       long long bh_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
-    W += model * w_ps;
-    bv_t += model * bv_ps;
-    bh_t += model * bh_ps;
     logw += model * N * M;
-    model_key(keys, model, seed, stream);
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
     const float* Ws = stage_w(W, V, H, w_shared, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;
@@ -87,11 +84,8 @@ __device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, 
                                                    long long bh_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
-    W += model * w_ps;
-    bv_t += model * bv_ps;
-    bh_t += model * bh_ps;
     logw += model * N * M;
-    model_key(keys, model, seed, stream);
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
     stage_w_smem(W, V, H, ldw, smem);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     if (chain >= (long long)N * M) return;

@@ -236,11 +236,8 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
     extern __shared__ uint4 tc_smem[];
     __shared__ float red[32];
     const long long model = blockIdx.y;
-    W += model * w_ps;
-    bv_t += model * bv_ps;
-    bh_t += model * bh_ps;
     logw += model * N * M;
-    model_key(keys, model, seed, stream);
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
 
     // stage both B operands (hi, lo) in fragment order
     // Both layers are padded to NT tiles (zero weights; units past V or H are never on).

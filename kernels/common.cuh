@@ -194,6 +194,18 @@ __device__ __forceinline__ void model_key(const u64* __restrict__ keys, long lon
     }
 }
 
+// The start of a packed chain kernel (gibbs_chain*, ais_chains*): moves W, bv_t and bh_t to the
+// slabs of model `model` (blockIdx.y) and takes that model's Philox key (model_key).
+__device__ __forceinline__ void chain_model(long long model, const float* __restrict__& W,
+                                            const float* __restrict__& bv_t, const float* __restrict__& bh_t,
+                                            long long w_ps, long long bv_ps, long long bh_ps,
+                                            const u64* __restrict__ keys, u64& seed, u32& stream) {
+    W += model * w_ps;
+    bv_t += model * bv_ps;
+    bh_t += model * bh_ps;
+    model_key(keys, model, seed, stream);
+}
+
 // Whether Gibbs chain `chain` (< N) runs: no mask, or its frame's mask entry is not 0.
 __device__ __forceinline__ bool chain_active(long long chain, int N, const float* mask, long long mask_off) {
     return chain < N && (!mask || mask[mask_off + chain] != 0.0f);

@@ -84,11 +84,8 @@ extern "C" __global__ void gibbs_chain(const float* __restrict__ W, const float*
                                        long long mask_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
-    W += model * w_ps;
-    bv_t += model * bv_ps;
-    bh_t += model * bh_ps;
     v += model * v_ps;
-    model_key(keys, model, seed, stream);
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = chain_active(chain, N, mask, model * mask_ps);
     if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging
@@ -223,11 +220,8 @@ __device__ __forceinline__ void gibbs_chain_v2_impl(const float* __restrict__ W,
                                                     long long mask_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
-    W += model * w_ps;
-    bv_t += model * bv_ps;
-    bh_t += model * bh_ps;
     v += model * v_ps;
-    model_key(keys, model, seed, stream);
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
     long long chain = (long long)blockIdx.x * blockDim.y + threadIdx.y;
     const bool active = chain_active(chain, N, mask, model * mask_ps);
     if (!__syncthreads_or(active)) return;  // every chain of the block is padding: no staging
