@@ -238,6 +238,26 @@ impl KernelProfile {
     }
 }
 
+/// The AIS kernel a launch runs, with its layout ([`Cuda::ais_plan`]).
+enum AisPlan {
+    /// `ais_chains_tc_n{nt}`, `smem` bytes of staged operands.
+    TensorCore { nt: usize, smem: u32 },
+    /// `ais_chains_v2_r{r}`, W staged with row stride `ldw`.
+    V2 { r: usize, ldw: i32, smem: u32 },
+    /// `ais_chains` (layout from `Cuda::w_layout`).
+    V1,
+}
+
+impl AisPlan {
+    fn name(&self) -> String {
+        match self {
+            AisPlan::TensorCore { nt, .. } => format!("ais_chains_tc_n{nt}"),
+            AisPlan::V2 { r, .. } => format!("ais_chains_v2_r{r}"),
+            AisPlan::V1 => "ais_chains".into(),
+        }
+    }
+}
+
 /// Which gemm kernel [`Cuda::gemm_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
@@ -723,24 +743,25 @@ impl Cuda {
     }
 
     /// The kernel [`Backend::ais`] launches for V = nv, H = nh on this backend (for tests and
-    /// the benchmark table), for buffers of whole slabs (a packed bias buffer with an odd slab
-    /// length would make `ais` fall back from the tensor-core kernel to v2).
+    /// the benchmark table), for bias buffers whose slabs start 8-byte aligned (a packed bias
+    /// buffer with an odd slab length makes `ais` fall back from the tensor-core kernel to v2).
     pub fn ais_kernel_name(&self, nv: usize, nh: usize) -> String {
-        if let Some((nt, _)) = self.tc_layout(nv, nh) {
-            format!("ais_chains_tc_n{nt}")
-        } else if let Some((r, _, _)) = self.ais_v2_layout(nv, nh) {
-            format!("ais_chains_v2_r{r}")
-        } else {
-            "ais_chains".into()
-        }
+        self.ais_plan(nv, nh, true).name()
     }
 
-    /// The v2 AIS kernel for V = nv, H = nh, unless AIS runs the v1 kernel: (R, ldw, bytes).
-    fn ais_v2_layout(&self, nv: usize, nh: usize) -> Option<(usize, i32, u32)> {
-        if self.ais_kernel == AisKernel::V1 {
-            return None;
+    /// The AIS kernel for V = nv, H = nh and its layout: the tensor-core one if chosen and it
+    /// applies (`slabs_even`: the bias slabs start 8-byte aligned, as its float2 loads need),
+    /// else v2 unless AIS runs v1, else v1.
+    fn ais_plan(&self, nv: usize, nh: usize, slabs_even: bool) -> AisPlan {
+        if let Some((nt, smem)) = self.tc_layout(nv, nh).filter(|_| slabs_even) {
+            return AisPlan::TensorCore { nt, smem };
         }
-        self.v2_shape(nv, nh, nv.max(nh) + 8)
+        if self.ais_kernel != AisKernel::V1 {
+            if let Some((r, ldw, smem)) = self.v2_shape(nv, nh, nv.max(nh) + 8) {
+                return AisPlan::V2 { r, ldw, smem };
+            }
+        }
+        AisPlan::V1
     }
 
     /// The tensor-core AIS kernel for V = nv, H = nh, if it applies: (NT, shared-memory bytes).
@@ -1873,23 +1894,25 @@ impl Backend for Cuda {
         // the kernel (tensor cores, v2 or v1), its launch shape, and the arguments by which the
         // three signatures differ (between `counter` and `logw`); the tensor-core kernel reads
         // bias pairs as float2, so each model's slab must be 8-byte aligned
-        let tc = self.tc_layout(nv, nh).filter(|_| self.models == 1 || (bv_ps % 2 == 0 && bh_ps % 2 == 0));
-        let (name, func, cfg, extra) = if let Some((nt, smem)) = tc {
-            let name = format!("ais_chains_tc_n{nt}");
-            let cfg = LaunchConfig {
-                grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
-                block_dim: (32, TC_WARPS as u32, 1),
-                shared_mem_bytes: smem,
-            };
-            (name.clone(), self.lazy_func(&name)?, cfg, vec![])
-        } else if let Some((r, ldw, smem)) = self.ais_v2_layout(nv, nh) {
-            let name = format!("ais_chains_v2_r{r}");
-            (name.clone(), self.func(&name)?, self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem), vec![ldw])
-        } else {
-            let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
-            self.check_smem("ais_chains", smem)?;
-            let cfg = self.chain_cfg(chains, CHAINS_PER_BLOCK, smem);
-            ("ais_chains".to_string(), self.func("ais_chains")?, cfg, vec![w_sh, ldw])
+        let plan = self.ais_plan(nv, nh, self.models == 1 || (bv_ps % 2 == 0 && bh_ps % 2 == 0));
+        let name = plan.name();
+        let (func, cfg, extra) = match plan {
+            AisPlan::TensorCore { smem, .. } => {
+                let cfg = LaunchConfig {
+                    grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
+                    block_dim: (32, TC_WARPS as u32, 1),
+                    shared_mem_bytes: smem,
+                };
+                (self.lazy_func(&name)?, cfg, vec![])
+            }
+            AisPlan::V2 { ldw, smem, .. } => {
+                (self.func(&name)?, self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem), vec![ldw])
+            }
+            AisPlan::V1 => {
+                let (w_sh, ldw, smem) = self.w_layout(nv, nh, CHAINS_PER_BLOCK * (nv + 2 * nh) * 4);
+                self.check_smem("ais_chains", smem)?;
+                (self.func(&name)?, self.chain_cfg(chains, CHAINS_PER_BLOCK, smem), vec![w_sh, ldw])
+            }
         };
         {
             let mut lb = self.stream.launch_builder(func);
