@@ -683,9 +683,9 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
     let summary = Mutex::new(QueueSummary { already_done: done_before, total: sweep.runs.len(), ..Default::default() });
     if pending > 0 {
         let workers = plan_workers(opts, pending);
+        let gpu_workers = workers.iter().filter(|(c, _)| matches!(c, DeviceChoice::Cuda(_))).count();
         if opts.verbose {
             let (d, t) = workers[0];
-            let gpu_workers = workers.iter().filter(|(c, _)| matches!(c, DeviceChoice::Cuda(_))).count();
             let pack = resolve_pack(opts.pack, d, pending, gpu_workers);
             eprintln!(
                 "sweep {}: {pending} of {} runs to train, {} worker{} ({}, {t} thread{} per run, packs of up to {pack}) -> {}",
@@ -707,7 +707,6 @@ pub fn run_sweep(sweep: &Sweep, opts: &QueueOptions) -> Result<QueueSummary> {
         let pid = std::process::id();
         let errors: Mutex<Vec<String>> = Mutex::new(vec![]);
         let gpus = GpuBases::open(&workers);
-        let gpu_workers = workers.iter().filter(|(c, _)| matches!(c, DeviceChoice::Cuda(_))).count();
         std::thread::scope(|s| {
             for (i, (choice, threads)) in workers.iter().enumerate() {
                 let (cache, summary, errors, host, gpus) = (&cache, &summary, &errors, &host, &gpus);
