@@ -51,21 +51,31 @@
 #define TC_ONE_HI 0x3C000000u  // ... in the high half
 
 __device__ __forceinline__ unsigned short tc_f2h(float x) {
+#ifdef RTRBM_CUDA_EMU  // the CPU emulator of tests/cuda-emu (g++ has no PTX)
+    return emu::f32_to_f16_rn(x);
+#else
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
     return h;
+#endif
 }
 
 __device__ __forceinline__ float tc_h2f(unsigned short h) {
+#ifdef RTRBM_CUDA_EMU
+    return emu::f16_to_f32(h);
+#else
     float x;
     asm("cvt.f32.f16 %0, %1;" : "=f"(x) : "h"(h));
     return x;
+#endif
 }
 
 // c += A B for one m16n8k16 tile: A = a[0..4) (.f16x2, row-major 16 x 16), B = (b0, b1)
 // (.f16x2, column-major 16 x 8), c 4 f32 (rows g and g + 8, columns 2t and 2t + 1).
 __device__ __forceinline__ void tc_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-#if __CUDA_ARCH__ >= 800
+#if defined(RTRBM_CUDA_EMU)
+    emu::mma_m16n8k16(c, a0, a1, a2, a3, b0, b1);
+#elif __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -152,9 +162,13 @@ __device__ __forceinline__ void tc_sample(u64 seed, u32 stream, u32 counter, u32
 // 1 / x to 1 ulp (MUFU.RCP): for sampling probabilities, where a draw moves only if |p - u| is
 // at the 1e-7 level, as with any change of rounding.
 __device__ __forceinline__ float tc_rcp(float x) {
+#ifdef RTRBM_CUDA_EMU
+    return emu::rcp_approx_ftz(x);
+#else
     float r;
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
     return r;
+#endif
 }
 
 // sigma(z) for sampling (accurate expf; rcp.approx). sigma(-inf..-88) = 0 (rcp(inf) = 0).

@@ -21,6 +21,13 @@
 //!   within 3 standard errors + 0.01 of the enumerated value. The tensor-core kernel
 //!   (`ais_chains_tc_n*`) is held to the same bounds against ais_chains_v2 and the CPU.
 //!
+//! Without a GPU, `every_test_of_this_file_on_the_cuda_emulator` runs all of them again on the
+//! CPU emulator of the CUDA driver (tests/cuda-emu: the same kernel sources built with g++, every
+//! CUDA thread a fiber, barriers and warp collectives resolved exactly), so the kernels and the
+//! backend's launches are checked on every machine, GPU or not. The emulator checks what the
+//! kernels compute, not their speed; a real GPU run is still needed for timing and for what the
+//! emulator cannot see (its README lists it).
+//!
 //! Packed models (`Cuda::packed(P)`, P = 3, distinct random data per model; the `packed_*`
 //! tests): slab p of every packed result must equal the lone `Cuda` op on model p's data BIT FOR
 //! BIT (the same kernels run the same arithmetic, only the pointers move by p slabs; the split-K
@@ -48,6 +55,65 @@ fn gpu() -> Option<Cuda> {
             None
         }
     }
+}
+
+/// Runs every other test of this binary in a child process whose libcuda is the CPU emulator of
+/// tests/cuda-emu (built here by its build.py into `<target>/cuda-emu`), with REQUIRE_CUDA=1.
+/// Does nothing when a real GPU is present (the tests above ran on it). Skips, saying why, when
+/// python3, g++ or NVRTC are missing, unless REQUIRE_CUDA_EMU=1 (set by .ci/run), which makes
+/// that a failure. Any build failure of the emulator or failing test of the child fails it.
+#[test]
+fn every_test_of_this_file_on_the_cuda_emulator() {
+    use std::process::Command;
+    if Cuda::new(0).is_ok() {
+        eprintln!("a CUDA device is present: the tests ran on it; the emulator is not needed");
+        return;
+    }
+    let required = std::env::var("REQUIRE_CUDA_EMU").as_deref() == Ok("1");
+    let skip = |why: &str| {
+        if required {
+            panic!("REQUIRE_CUDA_EMU=1 but the CUDA emulator cannot run: {why}");
+        }
+        eprintln!("SKIPPED (CUDA emulator): {why}");
+    };
+    for tool in ["python3", "g++"] {
+        if Command::new(tool).arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+            return skip(&format!("{tool} not found"));
+        }
+    }
+    if !rtrbm::backend::cuda::nvrtc_available() {
+        return skip("libnvrtc not found (put its lib folder on LD_LIBRARY_PATH)");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().unwrap();
+    // <target>/<profile>/deps/gpu_kernels-<hash>
+    let target = exe.ancestors().nth(3).expect("test binary under <target>/<profile>/deps");
+    let out = target.join("cuda-emu");
+    let build =
+        Command::new("python3").arg(root.join("tests/cuda-emu/build.py")).arg("--out").arg(&out).output().unwrap();
+    assert!(
+        build.status.success(),
+        "building the CUDA emulator failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let ld = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", out.display()),
+        _ => out.display().to_string(),
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let run = Command::new(&exe)
+        .args(["--skip", "every_test_of_this_file_on_the_cuda_emulator", "--test-threads"])
+        .arg(threads.to_string())
+        .env("LD_LIBRARY_PATH", ld)
+        .env("REQUIRE_CUDA", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the GPU tests failed on the CUDA emulator:\n{text}");
+    let summary = text.lines().rev().find(|l| l.starts_with("test result:")).unwrap_or("(no summary)");
+    eprintln!("on the CUDA emulator: {summary}");
+    assert!(summary.contains(" 0 failed") && !summary.contains(" 0 passed"), "unexpected summary: {summary}");
 }
 
 fn hyper(lr: f32, momentum: f32, weight_decay: f32) -> SgdHyper<f32> {

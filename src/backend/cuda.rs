@@ -349,6 +349,12 @@ pub fn all_ptx(arch: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Whether libnvrtc can be loaded (without it no kernel compiles, on a GPU or on the emulator
+/// of tests/cuda-emu).
+pub fn nvrtc_available() -> bool {
+    nvrtc_present()
+}
+
 fn nvrtc_version() -> Option<(i32, i32)> {
     if !nvrtc_present() {
         return None;
