@@ -1646,3 +1646,67 @@ fn packed_training_update_rtrbm() {
     spec.learned_init = true;
     packed_training_update(spec, 15, 2);
 }
+
+/// A whole sweep on the GPU, packed automatically (two pack keys, two runs each), against the same
+/// sweep trained run by run on the CPU: the sweep queue, the packed trainer and the packed
+/// validation of `train.rs` on the CUDA backend, end to end. Twelve updates of tiny models
+/// (V 88, H 16, U 8, CD-2), validated after every epoch. A Gibbs draw whose uniform lies within
+/// rounding of its probability can flip on one device and not the other (about 2e-7 per draw,
+/// 2e5 draws here) and moves a few weights by up to lr; so each parameter tensor is compared by
+/// its relative L2 difference (<= 2e-2; a run trained with another run's data, key or slab
+/// differs by order 1) and the validation figures within 1e-3 nats (a flip moves them by ~1e-5).
+#[test]
+fn packed_gpu_sweep_matches_the_cpu_sweep() {
+    use rtrbm::sweep::queue::{self, Devices, QueueOptions};
+    use rtrbm::sweep::Sweep;
+    let Some(_g) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = rtrbm::data::jsb_embedded();
+    d.train.truncate(3);
+    d.valid.truncate(2);
+    d.test.truncate(2);
+    let data = dir.path().join("small.json");
+    rtrbm::data::json::write(&data, &d).unwrap();
+    let sweep_at = |name: &str| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let text = format!(
+            "name: {name}\nout: out\nbase: {}/configs/tiny.yaml\nconfig:\n  data: {{path: {}}}\n  train: {{max_updates: 12, epochs: 3, valid_every: 1, valid_max_frames: 40}}\ngrid:\n  train.seed: [1, 2]\n  model.kind: [lstm_rtrbm, rnn_rbm]\n",
+            env!("CARGO_MANIFEST_DIR"),
+            data.display()
+        );
+        std::fs::write(sub.join("sweep.yaml"), text).unwrap();
+        Sweep::load(&sub.join("sweep.yaml")).unwrap()
+    };
+    let (on_gpu, on_cpu) = (sweep_at("gpu"), sweep_at("cpu"));
+    let opts = |devices| QueueOptions { devices, verbose: false, ..Default::default() };
+    let s = queue::run_sweep(&on_gpu, &opts(Devices::Gpus(vec![0]))).unwrap();
+    assert_eq!((s.done_now, s.failed.len()), (4, 0), "{s:?}");
+    let s =
+        queue::run_sweep(&on_cpu, &QueueOptions { workers: Some(2), threads: Some(1), ..opts(Devices::Cpu) }).unwrap();
+    assert_eq!((s.done_now, s.failed.len()), (4, 0), "{s:?}");
+    for (rg, rc) in on_gpu.runs.iter().zip(&on_cpu.runs) {
+        let (dg, dc) = (on_gpu.run_dir(rg), on_cpu.run_dir(rc));
+        let (done_g, done_c) = (queue::read_done(&dg).unwrap(), queue::read_done(&dc).unwrap());
+        assert_eq!(done_g.pack_size, 2, "{}: the GPU worker packs the two runs of each model kind", rg.name);
+        assert!(done_g.device.contains("sm_"), "{}: trained on {}", rg.name, done_g.device);
+        assert_eq!(done_g.updates, done_c.updates, "{}", rg.name);
+        for (what, a, b) in
+            [("final", done_g.final_valid, done_c.final_valid), ("best", done_g.best_valid, done_c.best_valid)]
+        {
+            match (a, b) {
+                (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-3, "{}: {what} validation gpu {a} cpu {b}", rg.name),
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{}: {what} validation", rg.name),
+            }
+        }
+        let load = |d: &std::path::Path| rtrbm::checkpoint::load(&d.join("checkpoint.safetensors")).unwrap().params;
+        let (pg, pc) = (load(&dg), load(&dc));
+        assert_eq!(pg.len(), pc.len());
+        for ((name, shape_g, g), (_, shape_c, c)) in pg.iter().zip(&pc) {
+            assert_eq!(shape_g, shape_c, "{}: {name}", rg.name);
+            let diff: f64 = g.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            let norm: f64 = c.iter().map(|b| b * b).sum::<f64>().sqrt();
+            assert!(diff <= 2e-2 * norm.max(1e-6), "{}: {name}: |gpu - cpu| = {diff:e}, |cpu| = {norm:e}", rg.name);
+        }
+    }
+}
