@@ -1714,3 +1714,85 @@ fn packed_gpu_sweep_matches_the_cpu_sweep() {
         }
     }
 }
+
+/// The calling thread's driver calls so far, from the emulator's `rtrbm_emu_counters` (None on a
+/// real driver): launches, H2D copies, H2D bytes, D2H copies, D2H bytes, D2D copies, memsets,
+/// host synchronisations, allocations, frees.
+fn emu_counters() -> Option<[u64; 10]> {
+    // SAFETY: the driver library is loaded (a Cuda exists); the symbol, where it exists, is
+    // `void rtrbm_emu_counters(unsigned long long out[10])` (tests/cuda-emu/driver.cpp).
+    unsafe {
+        let lib = cudarc::driver::sys::culib();
+        let f = lib.get::<unsafe extern "C" fn(*mut u64)>(b"rtrbm_emu_counters").ok()?;
+        let mut out = [0u64; 10];
+        f(out.as_mut_ptr());
+        Some(out)
+    }
+}
+
+/// What a training update asks of the driver (issue "GPU speed": no host-device copies inside an
+/// update, no per-step synchronisation), counted by the emulator's driver: after a warm-up, three
+/// updates of LSTM-RTRBM 88/88/88 (CD-2) on chunks resident on the device, lone with batch 1 and 4
+/// and with gradient clipping, and a pack of 2: no device-to-host copy, no synchronisation, no
+/// allocation or free; one host-to-device copy per update (the chunk spans, 8 bytes per sequence
+/// and model). On a real driver there are no counters: the test says so and returns.
+#[test]
+fn a_training_update_copies_back_and_synchronises_nothing() {
+    use rtrbm::config::{CdStep, Config};
+    use rtrbm::model::ChunkStore;
+    use rtrbm::train::{make_chunks, Trainer};
+    let Some(g) = gpu() else { return };
+    if emu_counters().is_none() {
+        eprintln!("not on the CUDA emulator: its driver counters are what this test reads");
+        return;
+    }
+    let chunks: Vec<Vec<f32>> = make_chunks(&rtrbm::data::jsb_embedded().train[..6], 40);
+    for (batch, clip, pack) in [(1usize, 0.0, 1usize), (4, 0.0, 1), (1, 1.0, 1), (2, 0.0, 2)] {
+        let be = if pack == 1 { g.fork().unwrap() } else { g.packed(pack).unwrap() };
+        let mut cfg = Config { model: ModelSpec::new(ModelKind::LstmRtrbm, 88, 88, 88), ..Config::default() };
+        cfg.train.batch = batch;
+        cfg.train.grad_clip = clip;
+        cfg.train.cd_schedule = vec![CdStep { from: 0, k: 2 }];
+        let cfgs: Vec<Config> = (0..pack)
+            .map(|p| {
+                let mut c = cfg.clone();
+                c.train.seed += p as u64;
+                c
+            })
+            .collect();
+        let store = ChunkStore::new(&be, &chunks, 88).unwrap();
+        let mut trainer = Trainer::new_packed(&be, cfgs).unwrap();
+        let ids =
+            |u: usize| -> Vec<Option<usize>> { (0..batch * pack).map(|i| Some((u * 7 + i) % chunks.len())).collect() };
+        let step = |t: &mut Trainer<'_, Cuda>, u: usize| {
+            t.step_store(&store, &ids(u), &vec![u as u64; pack]).unwrap();
+        };
+        step(&mut trainer, 0);
+        step(&mut trainer, 1);
+        be.synchronize().unwrap();
+        let before = emu_counters().unwrap();
+        for u in 2..5 {
+            step(&mut trainer, u);
+        }
+        let after = emu_counters().unwrap();
+        let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let what = format!("batch {batch}, grad_clip {clip}, pack {pack}");
+        eprintln!(
+            "{what}: per update {} launches, {} H2D copies ({} bytes), {} D2H, {} D2D, {} memsets, {} syncs, {} allocs",
+            d[0] / 3,
+            d[1] / 3,
+            d[2] / 3,
+            d[3] / 3,
+            d[5] / 3,
+            d[6] / 3,
+            d[7] / 3,
+            d[8] / 3
+        );
+        assert_eq!((d[3], d[4]), (0, 0), "{what}: device-to-host copies inside updates");
+        assert_eq!(d[7], 0, "{what}: host synchronisations inside updates");
+        assert_eq!((d[8], d[9]), (0, 0), "{what}: allocations or frees inside updates");
+        assert_eq!(d[1], 3, "{what}: host-to-device copies in 3 updates");
+        assert_eq!(d[2], 3 * 8 * (batch * pack) as u64, "{what}: bytes copied to the device in 3 updates");
+        assert!((3 * 30..=3 * 64).contains(&d[0]), "{what}: {} launches in 3 updates", d[0]);
+    }
+}

@@ -62,6 +62,13 @@ struct Function {
     int max_dyn_smem = kSmemDefault;
 };
 
+// What the calling OS thread asked of the driver (a test thread's own work, whatever other
+// tests run beside it): read by rtrbm_emu_counters.
+struct Counters {
+    unsigned long long launches, htod, htod_bytes, dtoh, dtoh_bytes, dtod, memsets, syncs, allocs, frees;
+};
+thread_local Counters counters{};
+
 std::mutex mem_mutex;
 std::map<uintptr_t, size_t> allocations;  // start -> bytes
 Context contexts[16];
@@ -91,6 +98,7 @@ bool check_range(const char* what, uintptr_t p, size_t n) {
 
 CUresult alloc(CUdeviceptr* out, size_t bytes) {
     if (!out) return INVALID_VALUE;
+    ++counters.allocs;
     void* p = nullptr;
     if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
     std::memset(p, 0xff, bytes);  // like fresh device memory, not zero: NaN as f32
@@ -102,6 +110,7 @@ CUresult alloc(CUdeviceptr* out, size_t bytes) {
 
 CUresult release(CUdeviceptr p) {
     if (!p) return OK;
+    ++counters.frees;
     std::lock_guard<std::mutex> g(mem_mutex);
     auto it = allocations.find(uintptr_t(p));
     if (it == allocations.end()) {
@@ -121,12 +130,14 @@ CUresult copy(const char* what, void* dst, bool dst_dev, const void* src, bool s
 }
 
 CUresult set_bytes(CUdeviceptr p, unsigned char v, size_t n) {
+    ++counters.memsets;
     if (!check_range("memset", uintptr_t(p), n)) return INVALID_VALUE;
     std::memset(reinterpret_cast<void*>(p), v, n);
     return OK;
 }
 
 CUresult set_words(CUdeviceptr p, unsigned v, size_t n) {
+    ++counters.memsets;
     if (!check_range("memset", uintptr_t(p), n * 4)) return INVALID_VALUE;
     unsigned* q = reinterpret_cast<unsigned*>(p);
     for (size_t i = 0; i < n; ++i) q[i] = v;
@@ -212,7 +223,10 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     *d = current ? current->device : 0;
     return OK;
 }
-CUresult cuCtxSynchronize() { return OK; }
+CUresult cuCtxSynchronize() {
+    ++counters.syncs;
+    return OK;
+}
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     *free_bytes = kTotalMem / 2;
     *total = kTotalMem;
@@ -229,7 +243,10 @@ CUresult cuStreamDestroy_v2(Stream* s) {
     delete s;
     return OK;
 }
-CUresult cuStreamSynchronize(Stream*) { return OK; }
+CUresult cuStreamSynchronize(Stream*) {
+    ++counters.syncs;
+    return OK;
+}
 CUresult cuStreamQuery(Stream*) { return OK; }
 CUresult cuStreamWaitEvent(Stream*, Event*, unsigned) { return OK; }
 
@@ -242,7 +259,10 @@ CUresult cuEventRecord(Event* e, Stream*) {
     e->recorded = true;
     return OK;
 }
-CUresult cuEventSynchronize(Event*) { return OK; }
+CUresult cuEventSynchronize(Event*) {
+    ++counters.syncs;
+    return OK;
+}
 CUresult cuEventQuery(Event*) { return OK; }
 CUresult cuEventElapsedTime(float* ms, Event* a, Event* b) {
     if (!a->recorded || !b->recorded) return INVALID_HANDLE;
@@ -260,14 +280,19 @@ CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, Stream*) { return alloc(p, n)
 CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
 CUresult cuMemFreeAsync(CUdeviceptr p, Stream*) { return release(p); }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) {
+    ++counters.htod;
+    counters.htod_bytes += n;
     return copy("host-to-device copy", reinterpret_cast<void*>(d), true, s, false, n);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, Stream*) { return cuMemcpyHtoD_v2(d, s, n); }
 CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) {
+    ++counters.dtoh;
+    counters.dtoh_bytes += n;
     return copy("device-to-host copy", d, false, reinterpret_cast<const void*>(s), true, n);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, Stream*) { return cuMemcpyDtoH_v2(d, s, n); }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr d, CUdeviceptr s, size_t n) {
+    ++counters.dtod;
     return copy("device-to-device copy", reinterpret_cast<void*>(d), true, reinterpret_cast<const void*>(s), true, n);
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, Stream*) { return cuMemcpyDtoD_v2(d, s, n); }
@@ -330,6 +355,7 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
                 f->kernel->name, smem, f->max_dyn_smem);
         return LAUNCH_OUT_OF_RESOURCES;
     }
+    ++counters.launches;
     std::string err;
     if (!emu::launch(*f->kernel, emu::Dim3{gx, gy, gz}, emu::Dim3{bx, by, bz}, smem, params, &err)) {
         fprintf(stderr, "cuda-emu: launch failed: %s\n", err.c_str());
@@ -374,6 +400,17 @@ CUresult cuGetErrorName(CUresult r, const char** s) {
         default: *s = "CUDA_ERROR_UNKNOWN"; break;
     }
     return OK;
+}
+
+// Not a driver function: the calling thread's counts since it started, in this order: kernel
+// launches, host-to-device copies and bytes, device-to-host copies and bytes, device-to-device
+// copies, memsets, host synchronisations (stream, context, event), allocations, frees. Tests find
+// it with dlsym, so they can check what an update asks of the driver.
+void rtrbm_emu_counters(unsigned long long out[10]) {
+    const Counters& c = counters;
+    unsigned long long v[10] = {c.launches, c.htod,    c.htod_bytes, c.dtoh,   c.dtoh_bytes,
+                                c.dtod,     c.memsets, c.syncs,      c.allocs, c.frees};
+    std::memcpy(out, v, sizeof v);
 }
 
 }  // extern "C"
