@@ -10,8 +10,21 @@
 # (minutes): full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder
 # (knobs EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default fits one call (about 5 minutes).
 # Everything lands in $OUT/session.tgz plus a summary on stdout.
+# REHEARSAL=1 shrinks every workload (and skips the 32-run sweep) so that the whole script runs in
+# a few minutes on the CUDA emulator (tests/cuda-emu) before a GPU session: it checks the script,
+# not the GPU. Its figures are CPU emulation and mean nothing.
 set -uo pipefail
 cd "$(dirname "$0")"
+if [ -n "${REHEARSAL:-}" ]; then
+  : "${CHAINS:=512}" "${BETAS:=20}" "${U_ALL:=4}" "${U_B1:=4}" "${U_B64:=2}" "${U_SWEEP:=2}"
+  : "${SWEEP_MODELS:=1 4}" "${AB_MODELS:=1 4}" "${SKIP_SWEEP:=1}" "${TRAIN_UPDATES:=20}" "${TEST_TIMEOUT:=900}"
+  : "${EVAL_ARGS:=--ais-betas 50 --ais-runs 2}" "${REC_MODELS:=4}"
+  export TEST_TIMEOUT SKIP_SWEEP
+fi
+CHAINS=${CHAINS:-472500} BETAS=${BETAS:-100}   # bench AIS: the JSB test set x 100 runs
+U_ALL=${U_ALL:-100} U_B1=${U_B1:-200} U_B64=${U_B64:-20} U_SWEEP=${U_SWEEP:-10}   # updates per repetition
+REC_MODELS=${REC_MODELS:-64}   # the rec-v1 A/B of the packed sweep
+EVAL_ARGS=${EVAL_ARGS:-}   # empty: the full schedule (14,500 betas x 100 runs)
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 W=/tmp/session; rm -rf "$W"; mkdir -p "$W/logs" "$W/evals"
 B=./bin/rtrbm
@@ -40,44 +53,44 @@ if [ $rc -ne 0 ] && [ -z "${RTRBM_KERNELS:-}" ]; then
 fi
 
 step bench
-timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda.json" 2>&1 | tee "$W/logs/bench.txt" | grep -v "per second"
+timeout 200 $B bench all --device cuda --updates "$U_ALL" --chains "$CHAINS" --betas "$BETAS" --json "$W/logs/bench-cuda.json" 2>&1 | tee "$W/logs/bench.txt" | grep -v "per second"
 # where the time of one update goes (host issue time vs device time, phase by phase)
-timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1.json" 2>&1 | tee "$W/logs/bench-phases-b1.txt"
-timeout 100 $B bench phases --device cuda --batch 64 --updates 20 --json "$W/logs/bench-phases-b64.json" 2>&1 | tee "$W/logs/bench-phases-b64.txt"
+timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1.json" 2>&1 | tee "$W/logs/bench-phases-b1.txt"
+timeout 100 $B bench phases --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-phases-b64.json" 2>&1 | tee "$W/logs/bench-phases-b64.txt"
 # the device time of every kernel (CUDA events around each launch; not for throughput figures)
-RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --updates 100 > "$W/logs/profile-b1.txt" 2>&1; echo "profile b1 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b1.txt"
-RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --batch 64 --updates 10 > "$W/logs/profile-b64.txt" 2>&1; echo "profile b64 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b64.txt"
+RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --updates "$U_B1" > "$W/logs/profile-b1.txt" 2>&1; echo "profile b1 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b1.txt"
+RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --batch 64 --updates "$U_B64" > "$W/logs/profile-b64.txt" 2>&1; echo "profile b64 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b64.txt"
 # A/B of the split-K recurrences: the same phases and paper protocol with the sequential ones
 if [ -z "${RTRBM_KERNELS:-}" ]; then
-  RTRBM_KERNELS=rec-v1 timeout 100 $B bench phases --device cuda --updates 200 --json "$W/logs/bench-phases-b1-rec-v1.json" 2>&1 | tee "$W/logs/bench-phases-b1-rec-v1.txt"
-  RTRBM_KERNELS=rec-v1 timeout 100 $B bench train --device cuda --updates 200 --json "$W/logs/bench-train-rec-v1.json" 2>&1 | grep "^train"
-  RTRBM_KERNELS=rec-v1 timeout 100 $B bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json "$W/logs/bench-sweep-64-rec-v1.json" 2>&1 | grep "^sweep"
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1-rec-v1.json" 2>&1 | tee "$W/logs/bench-phases-b1-rec-v1.txt"
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-rec-v1.json" 2>&1 | grep "^train"
+  RTRBM_KERNELS=rec-v1 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-rec-v1.json" 2>&1 | grep "^sweep"
 fi
 # A/B of the tensor-core AIS kernel (kernels/ais_tc.cu) on the benchmark's AIS, and on the full
 # JSB test evaluation (14,500 betas x 100 runs; target under 5 s): log-likelihoods must agree
 # within their standard errors, times are the comparison
 echo "ais-tc tests passed: $TC_OK"
-RTRBM_KERNELS=ais-tc timeout 100 $B bench ais --device cuda --chains 472500 --betas 100 --json "$W/logs/bench-ais-tc.json" 2>&1 | tee "$W/logs/bench-ais-tc.txt" | grep -v "per second"
+RTRBM_KERNELS=ais-tc timeout 100 $B bench ais --device cuda --chains "$CHAINS" --betas "$BETAS" --json "$W/logs/bench-ais-tc.json" 2>&1 | tee "$W/logs/bench-ais-tc.txt" | grep -v "per second"
 if [ -e ckpt/jsb_lstm_rtrbm.safetensors ]; then
   for k in default ais-tc; do
     s0=$(date +%s.%N)
-    RTRBM_KERNELS=$([ $k = default ] && echo "${RTRBM_KERNELS:-}" || echo ais-tc) timeout 100 $B eval --device cuda --checkpoint ckpt/jsb_lstm_rtrbm.safetensors --data jsb --no-acc --json "$W/evals/jsb_lstm_rtrbm.eval-$k.json" > "$W/logs/eval-jsb-$k.txt" 2>&1
+    RTRBM_KERNELS=$([ $k = default ] && echo "${RTRBM_KERNELS:-}" || echo ais-tc) timeout 100 $B eval --device cuda --checkpoint ckpt/jsb_lstm_rtrbm.safetensors --data jsb --no-acc $EVAL_ARGS --json "$W/evals/jsb_lstm_rtrbm.eval-$k.json" > "$W/logs/eval-jsb-$k.txt" 2>&1
     echo "JSB test eval ($k) rc=$? wall $(awk "BEGIN{print $(date +%s.%N) - $s0}") s (process, incl. kernel compiles): $(grep -E '^LL' "$W/logs/eval-jsb-$k.txt" | tr -s ' ' | cut -c1-110)"
   done
 fi
-if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates 100 --chains 472500 --betas 100 --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
+if [ -n "${AB:-}" ]; then RTRBM_KERNELS=v1 timeout 200 $B bench all --device cuda --updates "$U_ALL" --chains "$CHAINS" --betas "$BETAS" --json "$W/logs/bench-cuda-v1.json" 2>&1 | tee "$W/logs/bench-v1.txt" | grep -v "per second"; fi
 
 step "sweep curve: N models in one pack (model index in the launch grid)"
 for n in ${SWEEP_MODELS:-1 8 64 256}; do
-  timeout 120 $B bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates 10 --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
+  timeout 120 $B bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$n.json" 2>&1 | grep "^sweep"
 done
 
 if [ -x bin/rtrbm-prev ]; then
 step "A/B: the previous version ($(cat bin/rtrbm-prev.rev 2>/dev/null)) on the same card"
 for n in ${AB_MODELS:-1 64 256}; do
-  echo "prev: $(timeout 120 ./bin/rtrbm-prev bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates 10 --json "$W/logs/prev-bench-sweep-$n.json" 2>&1 | grep "^sweep")"
+  echo "prev: $(timeout 120 ./bin/rtrbm-prev bench sweep --device cuda --models "$n" --pack "$n" --threads 1 --updates "$U_SWEEP" --json "$W/logs/prev-bench-sweep-$n.json" 2>&1 | grep "^sweep")"
 done
-timeout 100 ./bin/rtrbm-prev bench phases --device cuda --updates 200 --json "$W/logs/prev-bench-phases-b1.json" > "$W/logs/prev-bench-phases-b1.txt" 2>&1
+timeout 100 ./bin/rtrbm-prev bench phases --device cuda --updates "$U_B1" --json "$W/logs/prev-bench-phases-b1.json" > "$W/logs/prev-bench-phases-b1.txt" 2>&1
 echo "prev phases b1 rc=$?"; grep -E "per update|load|negatives" "$W/logs/prev-bench-phases-b1.txt"
 fi
 
@@ -95,7 +108,7 @@ step "train (README main command, on the GPU)"
 timeout "${TRAIN_TIMEOUT:-150}" $B train --device cuda --out "$W/jsb_gpu" --max-updates "${TRAIN_UPDATES:-2000}" --quiet > "$W/logs/train-gpu.txt" 2>&1; echo "train rc=$?"; tail -2 "$W/logs/train-gpu.txt"
 cp "$W/jsb_gpu/metrics.jsonl" "$W/logs/train-gpu-metrics.jsonl" 2>/dev/null
 if [ -e "$W/jsb_gpu/best.safetensors" ]; then
-  timeout 100 $B eval --device cuda --checkpoint "$W/jsb_gpu/best.safetensors" --data jsb --json "$W/evals/jsb_gpu_lstm_rtrbm.eval_full.json" > "$W/logs/eval-jsb_gpu.txt" 2>&1
+  timeout 100 $B eval --device cuda --checkpoint "$W/jsb_gpu/best.safetensors" --data jsb $EVAL_ARGS --json "$W/evals/jsb_gpu_lstm_rtrbm.eval_full.json" > "$W/logs/eval-jsb_gpu.txt" 2>&1
   echo "jsb_gpu_lstm_rtrbm rc=$?: $(grep -E '^(LL|ACC)' "$W/logs/eval-jsb_gpu.txt" | tr -s ' ' | cut -c1-110 | tr '\n' ' ')"
 fi
 fi

@@ -88,9 +88,14 @@ fn evaluate_a_saved_checkpoint() {
     for want in ["LL", "ACC", "200 betas", "exact LL", "convergence", "optimistic"] {
         assert!(text.contains(want), "report lacks `{want}`:\n{text}");
     }
+    assert!(!text.contains("impossible"), "no warning for a negative LL:\n{text}");
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["ll"]["schedule"]["count"], 200);
     assert_eq!(json["frames"], 8);
+    // a positive LL (what a far too short AIS schedule gives) is flagged
+    let mut r = r;
+    r.ll.as_mut().unwrap().ll = 3.0;
+    assert!(format_report(&r).contains("impossible for binary frames"), "{}", format_report(&r));
 
     // empty input and a wrong frame width are errors, not panics
     assert!(evaluate(&be, &model, &[], &args.options().unwrap(), &mut |_, _, _| {}).is_err());

@@ -247,6 +247,14 @@ pub fn format_report(r: &EvalReport) -> String {
             "LL            {:.4} ± {:.4} nats/frame  (AIS: {} runs, {} betas [{}], seed {}; max per-frame s.e. {:.3}; {:.1} s)\n",
             ll.ll, ll.stderr, ll.runs, ll.schedule.count, ll.schedule.kind, ll.seed, ll.max_frame_se, ll.wall_s
         );
+        if ll.ll > 0.0 {
+            // log p(v) <= 0 for binary frames: only an underestimated log Z gives a positive mean
+            s += &format!(
+                "warning       a log-likelihood above 0 is impossible for binary frames: {} betas are too few, AIS \
+                 underestimates log Z; use more (--ais-betas, default 14500)\n",
+                ll.schedule.count
+            );
+        }
     }
     if let Some(a) = &r.acc {
         s += &format!(

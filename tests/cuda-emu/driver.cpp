@@ -65,7 +65,8 @@ struct Function {
 // What the calling OS thread asked of the driver (a test thread's own work, whatever other
 // tests run beside it): read by rtrbm_emu_counters.
 struct Counters {
-    unsigned long long launches, htod, htod_bytes, dtoh, dtoh_bytes, dtod, memsets, syncs, allocs, frees;
+    unsigned long long launches, htod, htod_bytes, dtoh, dtoh_bytes, dtod, memsets, syncs, allocs, frees, events,
+        waits;
 };
 thread_local Counters counters{};
 
@@ -248,13 +249,17 @@ CUresult cuStreamSynchronize(Stream*) {
     return OK;
 }
 CUresult cuStreamQuery(Stream*) { return OK; }
-CUresult cuStreamWaitEvent(Stream*, Event*, unsigned) { return OK; }
+CUresult cuStreamWaitEvent(Stream*, Event*, unsigned) {
+    ++counters.waits;
+    return OK;
+}
 
 CUresult cuEventCreate(Event** e, unsigned) {
     *e = new Event();
     return OK;
 }
 CUresult cuEventRecord(Event* e, Stream*) {
+    ++counters.events;
     e->t = std::chrono::steady_clock::now();
     e->recorded = true;
     return OK;
@@ -404,12 +409,13 @@ CUresult cuGetErrorName(CUresult r, const char** s) {
 
 // Not a driver function: the calling thread's counts since it started, in this order: kernel
 // launches, host-to-device copies and bytes, device-to-host copies and bytes, device-to-device
-// copies, memsets, host synchronisations (stream, context, event), allocations, frees. Tests find
-// it with dlsym, so they can check what an update asks of the driver.
-void rtrbm_emu_counters(unsigned long long out[10]) {
+// copies, memsets, host synchronisations (stream, context, event), allocations, frees, event
+// records, stream waits on events. Tests find it with dlsym, so they can check what an update
+// asks of the driver.
+void rtrbm_emu_counters(unsigned long long out[12]) {
     const Counters& c = counters;
-    unsigned long long v[10] = {c.launches, c.htod,    c.htod_bytes, c.dtoh,   c.dtoh_bytes,
-                                c.dtod,     c.memsets, c.syncs,      c.allocs, c.frees};
+    unsigned long long v[12] = {c.launches, c.htod,  c.htod_bytes, c.dtoh,  c.dtoh_bytes, c.dtod,
+                                c.memsets,  c.syncs, c.allocs,     c.frees, c.events,     c.waits};
     std::memcpy(out, v, sizeof v);
 }
 
