@@ -109,8 +109,9 @@ fn row(workload: &str, be_name: &str, r: BenchResult, flops_per_item: f64, frame
     }
 }
 
-fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
-    let mut rows = vec![];
+/// Runs the workloads of `args` on `be`, handing each row to `emit` as soon as it is measured (so
+/// that a run cut short by a time limit still prints what it finished).
+fn run_on<B: Backend>(be: &B, args: &BenchArgs, emit: &mut dyn FnMut(Row) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let name = be.name();
     let train = |batch: usize| -> anyhow::Result<Row> {
         let updates = args.updates.unwrap_or(if batch == 1 { 200 } else { 20 });
@@ -125,17 +126,16 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         Ok(row(&format!("ais {} chains V=H=88", args.chains), &name, r, 4.0 * 88.0 * 88.0, None))
     };
     match args.workload.as_str() {
-        "train" => rows.push(train(args.batch)?),
-        "ais" => rows.push(ais()?),
+        "train" => emit(train(args.batch)?),
+        "ais" => emit(ais()?),
         "sweep" => anyhow::bail!("internal: sweep is dispatched before the device is opened"),
         "all" => {
-            rows.push(train(1)?);
-            rows.push(train(64)?);
-            rows.push(ais()?);
+            emit(train(1)?)?;
+            emit(train(64)?)?;
+            emit(ais()?)
         }
         other => anyhow::bail!("unknown workload `{other}` (expected train, ais, sweep, phases or all)"),
     }
-    Ok(rows)
 }
 
 /// `bench sweep`: N models at once, in packs of `--pack` models, the packs spread over
@@ -227,40 +227,61 @@ fn run_phases(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.workload == "phases" {
-        return run_phases(&args);
-    }
-    let mut device = None;
-    let rows = if args.workload == "sweep" {
-        run_sweep(&args)?
-    } else {
-        let dev = device.insert(Device::open(args.device, args.threads.unwrap_or_else(default_threads))?);
-        crate::with_device!(dev, |be| run_on(be, &args))?
-    };
+fn print_header() {
     println!(
         "{:<34} {:<30} {:>10} {:>8} {:>14} {:>14} {:>11} {:>7}",
         "workload", "device", "median s", "spread", "items/s", "frames/s", "GFLOP/s", "% peak"
     );
-    for r in &rows {
-        println!(
-            "{:<34} {:<30} {:>10.4} {:>7.1}% {:>14.4e} {:>14} {:>11.1} {:>7}",
-            r.workload,
-            r.device.chars().take(30).collect::<String>(),
-            r.result.median_s,
-            100.0 * (r.result.max_s - r.result.min_s) / r.result.median_s.max(1e-12),
-            r.result.throughput,
-            r.frames_per_s.map(|f| format!("{f:.4e}")).unwrap_or_else(|| "-".into()),
-            r.achieved_flops / 1e9,
-            r.fraction_of_fp32_peak.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or_else(|| "-".into()),
-        );
-        println!("{:<34} ({} per second)", "", r.result.unit);
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<34} {:<30} {:>10.4} {:>7.1}% {:>14.4e} {:>14} {:>11.1} {:>7}",
+        r.workload,
+        r.device.chars().take(30).collect::<String>(),
+        r.result.median_s,
+        100.0 * (r.result.max_s - r.result.min_s) / r.result.median_s.max(1e-12),
+        r.result.throughput,
+        r.frames_per_s.map(|f| format!("{f:.4e}")).unwrap_or_else(|| "-".into()),
+        r.achieved_flops / 1e9,
+        r.fraction_of_fp32_peak.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or_else(|| "-".into()),
+    );
+    println!("{:<34} ({} per second)", "", r.result.unit);
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.workload == "phases" {
+        return run_phases(&args);
+    }
+    let mut rows: Vec<Row> = vec![];
+    // each row is printed, and the JSON rewritten, as soon as it is measured
+    let mut emit = |r: Row| -> anyhow::Result<()> {
+        if rows.is_empty() {
+            print_header();
+        }
+        print_row(&r);
+        rows.push(r);
+        if let Some(p) = &args.json {
+            crate::error::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+        }
+        Ok(())
+    };
+    let mut device = None;
+    if args.workload == "sweep" {
+        for r in run_sweep(&args)? {
+            emit(r)?;
+        }
+    } else {
+        let dev = device.insert(Device::open(args.device, args.threads.unwrap_or_else(default_threads))?);
+        crate::with_device!(dev, |be| run_on(be, &args, &mut emit))?;
+    }
+    if rows.iter().any(|r| r.device.contains("emulator")) {
+        println!("note: the CUDA emulator (tests/cuda-emu) runs on the CPU; these are not GPU figures");
     }
     if let Some(d) = &device {
         print_kernel_profile(d)?;
     }
     if let Some(p) = &args.json {
-        crate::error::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
