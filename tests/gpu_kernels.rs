@@ -110,6 +110,7 @@ fn every_test_of_this_file_on_the_cuda_emulator() {
         .arg(threads.to_string())
         .env("LD_LIBRARY_PATH", ld)
         .env("REQUIRE_CUDA", "1")
+        .env("RTRBM_EMU_DEVICES", "2")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
@@ -1660,9 +1661,31 @@ fn packed_training_update_rtrbm() {
 /// differs by order 1) and the validation figures within 1e-3 nats (a flip moves them by ~1e-5).
 #[test]
 fn packed_gpu_sweep_matches_the_cpu_sweep() {
+    if gpu().is_some() {
+        gpu_sweep_matches_the_cpu_sweep(vec![0]);
+    }
+}
+
+/// The same sweep over two GPUs (`--devices 0,1`: one worker per GPU, one shared queue), where a
+/// machine has two (the emulator's child run has, RTRBM_EMU_DEVICES=2): both workers train, and
+/// every run equals its CPU twin as above.
+#[test]
+fn sweep_over_two_gpus_matches_the_cpu_sweep() {
+    if gpu().is_none() {
+        return;
+    }
+    let n = cudarc::driver::CudaContext::device_count().unwrap_or(0);
+    if n < 2 {
+        eprintln!("{n} CUDA device(s): the two-GPU sweep needs two");
+        return;
+    }
+    gpu_sweep_matches_the_cpu_sweep(vec![0, 1]);
+}
+
+fn gpu_sweep_matches_the_cpu_sweep(gpus: Vec<usize>) {
     use rtrbm::sweep::queue::{self, Devices, QueueOptions};
     use rtrbm::sweep::Sweep;
-    let Some(_g) = gpu() else { return };
+    let two = gpus.len() > 1;
     let dir = tempfile::tempdir().unwrap();
     let mut d = rtrbm::data::jsb_embedded();
     d.train.truncate(3);
@@ -1684,15 +1707,19 @@ fn packed_gpu_sweep_matches_the_cpu_sweep() {
     };
     let (on_gpu, on_cpu) = (sweep_at("gpu"), sweep_at("cpu"));
     let opts = |devices| QueueOptions { devices, verbose: false, ..Default::default() };
-    let s = queue::run_sweep(&on_gpu, &opts(Devices::Gpus(vec![0]))).unwrap();
+    let s = queue::run_sweep(&on_gpu, &opts(Devices::Gpus(gpus))).unwrap();
     assert_eq!((s.done_now, s.failed.len()), (4, 0), "{s:?}");
     let s =
         queue::run_sweep(&on_cpu, &QueueOptions { workers: Some(2), threads: Some(1), ..opts(Devices::Cpu) }).unwrap();
     assert_eq!((s.done_now, s.failed.len()), (4, 0), "{s:?}");
+    let mut workers = std::collections::BTreeSet::new();
     for (rg, rc) in on_gpu.runs.iter().zip(&on_cpu.runs) {
         let (dg, dc) = (on_gpu.run_dir(rg), on_cpu.run_dir(rc));
         let (done_g, done_c) = (queue::read_done(&dg).unwrap(), queue::read_done(&dc).unwrap());
-        assert_eq!(done_g.pack_size, 2, "{}: the GPU worker packs the two runs of each model kind", rg.name);
+        if !two {
+            assert_eq!(done_g.pack_size, 2, "{}: the GPU worker packs the two runs of each model kind", rg.name);
+        }
+        workers.insert(done_g.worker.clone());
         assert!(done_g.device.contains("sm_"), "{}: trained on {}", rg.name, done_g.device);
         assert_eq!(done_g.updates, done_c.updates, "{}", rg.name);
         for (what, a, b) in
@@ -1712,6 +1739,9 @@ fn packed_gpu_sweep_matches_the_cpu_sweep() {
             let norm: f64 = c.iter().map(|b| b * b).sum::<f64>().sqrt();
             assert!(diff <= 2e-2 * norm.max(1e-6), "{}: {name}: |gpu - cpu| = {diff:e}, |cpu| = {norm:e}", rg.name);
         }
+    }
+    if two {
+        assert_eq!(workers.len(), 2, "both GPU workers train: {workers:?}");
     }
 }
 

@@ -163,8 +163,8 @@ CUresult cuDeviceGet(CUdevice* d, int ordinal) {
     *d = ordinal;
     return OK;
 }
-CUresult cuDeviceGetName(char* name, int len, CUdevice) {
-    snprintf(name, size_t(len), "CUDA emulator on the CPU (tests/cuda-emu)");
+CUresult cuDeviceGetName(char* name, int len, CUdevice d) {
+    snprintf(name, size_t(len), "CUDA emulator %d on the CPU (tests/cuda-emu)", d);
     return OK;
 }
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
