@@ -123,6 +123,30 @@ CUresult release(CUdeviceptr p) {
     return OK;
 }
 
+struct ErrorText {
+    CUresult code;
+    const char* name;
+    const char* text;
+};
+
+// The codes this driver returns, with the driver's names and descriptions.
+ErrorText error_text(CUresult r) {
+    static const ErrorText table[] = {
+        {OK, "CUDA_SUCCESS", "no error"},
+        {INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+        {OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+        {INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+        {INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+        {NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+        {LAUNCH_OUT_OF_RESOURCES, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
+        {LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure (cuda-emu: see its message on stderr)"},
+        {NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+    };
+    for (const ErrorText& e : table)
+        if (e.code == r) return e;
+    return ErrorText{r, "CUDA_ERROR_UNKNOWN", "unknown error"};
+}
+
 CUresult copy(const char* what, void* dst, bool dst_dev, const void* src, bool src_dev, size_t n) {
     if (dst_dev && !check_range(what, uintptr_t(dst), n)) return INVALID_VALUE;
     if (src_dev && !check_range(what, uintptr_t(src), n)) return INVALID_VALUE;
@@ -377,33 +401,11 @@ CUresult cuGetExportTable(const void** table, const void*) {
 }
 
 CUresult cuGetErrorString(CUresult r, const char** s) {
-    switch (r) {
-        case OK: *s = "no error"; break;
-        case INVALID_VALUE: *s = "invalid argument"; break;
-        case OUT_OF_MEMORY: *s = "out of memory"; break;
-        case INVALID_DEVICE: *s = "invalid device ordinal"; break;
-        case INVALID_HANDLE: *s = "invalid resource handle"; break;
-        case NOT_FOUND: *s = "named symbol not found"; break;
-        case LAUNCH_OUT_OF_RESOURCES: *s = "too many resources requested for launch"; break;
-        case LAUNCH_FAILED: *s = "unspecified launch failure (cuda-emu: see its message on stderr)"; break;
-        case NOT_SUPPORTED: *s = "operation not supported"; break;
-        default: *s = "unknown error"; break;
-    }
+    *s = error_text(r).text;
     return OK;
 }
 CUresult cuGetErrorName(CUresult r, const char** s) {
-    switch (r) {
-        case OK: *s = "CUDA_SUCCESS"; break;
-        case INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
-        case OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
-        case INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
-        case INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
-        case NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
-        case LAUNCH_OUT_OF_RESOURCES: *s = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES"; break;
-        case LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
-        case NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; break;
-        default: *s = "CUDA_ERROR_UNKNOWN"; break;
-    }
+    *s = error_text(r).name;
     return OK;
 }
 
