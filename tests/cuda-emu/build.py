@@ -113,12 +113,21 @@ def main():
         objs = list(ex.map(compile_one, units))
     lib = os.path.join(args.out, "libcuda.so.1")
     subprocess.run([args.cxx, "-shared", "-o", lib] + objs + ["-lpthread"], check=True)
+    # the emulator's own tests (selftest.cpp), on every build
+    emu_obj = objs[-2]
+    selftest = os.path.join(args.out, "selftest")
+    test_obj = compile_one(os.path.join(HERE, "selftest.cpp"))
+    subprocess.run([args.cxx, "-o", selftest, test_obj, emu_obj, "-lpthread"], check=True)
+    r = subprocess.run([selftest], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout + r.stderr)
+        raise SystemExit("build.py: the emulator's selftest failed")
     link = os.path.join(args.out, "libcuda.so")
     if not os.path.islink(link):
         if os.path.exists(link):
             os.remove(link)
         os.symlink("libcuda.so.1", link)
-    print("cuda-emu: built %s (%d kernel files, %d entry points)" % (lib, len(table), sum(len(n) for _, n in table)))
+    print("cuda-emu: built %s (%d kernel files, %d entry points; selftest passed)" % (lib, len(table), sum(len(n) for _, n in table)))
 
 
 if __name__ == "__main__":
