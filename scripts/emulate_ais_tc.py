@@ -259,19 +259,22 @@ def tc_ais_warp(W, bv_t, bh_t, N, V, H, M, betas, seed, stream, counter, NT, bas
                             vec[u] = S[nt][l][r][e]
         return out
 
+    def tile_product(S, Bfrag, nt):
+        """The 4 accumulators of each lane for output tile nt: S (samples, the A fragments of the
+        KT k-tiles) times the staged operand Bfrag (hi then lo), as tc_tile in the kernel."""
+        c = [[np.float32(0)] * 4 for _ in lanes]
+        for kt in range(KT):
+            A = a_regs(S, kt)
+            mma(c, A, [Bfrag[(kt, nt, l)][0] for l in lanes])
+            mma(c, A, [Bfrag[(kt, nt, l)][1] for l in lanes])
+        return c
+
     acc = {c: 0.0 for c in chain0 + chain1}
     bp_ = float(np.float32(betas[0]))
     for k in range(1, len(betas)):
         bk = F(betas[k])
         bks, bps, dls = F(bk * F(inv_s)), F(F(bp_) * F(inv_s)), F(F(bk - F(bp_)) * F(inv_s))
-        x = []
-        for nt in range(NT):
-            c = [[np.float32(0)] * 4 for _ in lanes]
-            for kt in range(KT):
-                A = a_regs(vs, kt)
-                mma(c, A, [bx[(kt, nt, l)][0] for l in lanes])
-                mma(c, A, [bx[(kt, nt, l)][1] for l in lanes])
-            x.append(c)
+        x = [tile_product(vs, bx, nt) for nt in range(NT)]
         vbits = unit_bits(vs, V, (chain0, chain1))
         for l in lanes:  # products: the lane's x against v W
             for r, ch in ((0, chain0[l]), (1, chain1[l])):
@@ -312,11 +315,7 @@ def tc_ais_warp(W, bv_t, bh_t, N, V, H, M, betas, seed, stream, counter, NT, bas
             break
         hbits = unit_bits(hs, H, (chain0, chain1))
         for nt in range(ntv):
-            c = [[np.float32(0)] * 4 for _ in lanes]
-            for kt in range(KT):
-                A = a_regs(hs, kt)
-                mma(c, A, [bp[(kt, nt, l)][0] for l in lanes])
-                mma(c, A, [bp[(kt, nt, l)][1] for l in lanes])
+            c = tile_product(hs, bp, nt)
             probs = []
             for l in lanes:
                 u0 = 8 * nt + 2 * t[l]

@@ -81,7 +81,7 @@ fn every_test_of_this_file_on_the_cuda_emulator() {
             return skip(&format!("{tool} not found"));
         }
     }
-    if !rtrbm::backend::cuda::nvrtc_available() {
+    if !rtrbm::backend::cuda::nvrtc_present() {
         return skip("libnvrtc not found (put its lib folder on LD_LIBRARY_PATH)");
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -666,24 +666,13 @@ fn ais_estimates_exact_log_z() {
     let lw_g = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
     let lw_c = c.ais(&w, &bv, &bh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
     assert_eq!(lw_g.len(), n * runs);
-    let close = lw_g.iter().zip(&lw_c).filter(|(a, b)| (*a - *b).abs() <= 1e-3).count();
+    let close = close_count(&lw_g, &lw_c, 1e-3);
     eprintln!("AIS: {close} of {} GPU log-weights within 1e-3 of the CPU's", n * runs);
     assert!(close as f64 >= 0.9 * (n * runs) as f64, "AIS: only {close} of {} chains agree with the CPU", n * runs);
     let lw_g2 = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[key], 1000).unwrap();
     assert_eq!(lw_g, lw_g2, "AIS not reproducible");
-    let sp = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
-    for f in 0..n {
-        let (bvf, bhf) = (&bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh]);
-        let log_z0: f64 =
-            bvf.iter().map(|&x| sp(x as f64)).sum::<f64>() + bhf.iter().map(|&x| sp(x as f64)).sum::<f64>();
-        let lw = &lw_g[f * runs..(f + 1) * runs];
-        let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let ws: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();
-        let mean = ws.iter().sum::<f64>() / runs as f64;
-        let var = ws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs - 1) as f64;
-        let se = (var.sqrt() / mean) / (runs as f64).sqrt();
-        let est = log_z0 + m + mean.ln();
-        let exact = exact_log_z(&w, bvf, bhf, nv, nh);
+    for (f, (est, se)) in ais_estimates(&lw_g, &bv, &bh, nv, nh, runs).into_iter().enumerate() {
+        let exact = exact_log_z(&w, &bv[f * nv..(f + 1) * nv], &bh[f * nh..(f + 1) * nh], nv, nh);
         eprintln!("AIS frame {f}: estimate {est:.5} exact {exact:.5} se {se:.5}");
         assert!((est - exact).abs() <= 3.0 * se + 0.01, "AIS frame {f}: estimate {est} vs exact {exact} (se {se})");
     }

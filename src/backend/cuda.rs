@@ -288,7 +288,9 @@ fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
     }
 }
 
-fn nvrtc_present() -> bool {
+/// Whether libnvrtc can be loaded (without it no kernel compiles, on a GPU or on the emulator
+/// of tests/cuda-emu).
+pub fn nvrtc_present() -> bool {
     // SAFETY: only tries to dlopen the library; no symbol is called.
     std::panic::catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false)
 }
@@ -347,12 +349,6 @@ pub fn all_ptx(arch: &str) -> Result<Vec<(String, String)>> {
         out.push((file.to_string(), ptx));
     }
     Ok(out)
-}
-
-/// Whether libnvrtc can be loaded (without it no kernel compiles, on a GPU or on the emulator
-/// of tests/cuda-emu).
-pub fn nvrtc_available() -> bool {
-    nvrtc_present()
 }
 
 fn nvrtc_version() -> Option<(i32, i32)> {

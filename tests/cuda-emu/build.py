@@ -114,10 +114,9 @@ def main():
     lib = os.path.join(args.out, "libcuda.so.1")
     subprocess.run([args.cxx, "-shared", "-o", lib] + objs + ["-lpthread"], check=True)
     # the emulator's own tests (selftest.cpp), on every build
-    emu_obj = objs[-2]
     selftest = os.path.join(args.out, "selftest")
-    test_obj = compile_one(os.path.join(HERE, "selftest.cpp"))
-    subprocess.run([args.cxx, "-o", selftest, test_obj, emu_obj, "-lpthread"], check=True)
+    test_objs = [compile_one(os.path.join(HERE, f)) for f in ("selftest.cpp", "emu.cpp")]  # emu.cpp: already built
+    subprocess.run([args.cxx, "-o", selftest] + test_objs + ["-lpthread"], check=True)
     r = subprocess.run([selftest], capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stdout + r.stderr)
