@@ -12,6 +12,13 @@
 //   before the call returns; streams and events only keep their order and times.
 // - cuLaunchKernel checks the grid, the block and the dynamic shared memory against the
 //   device's limits and the function's attribute, as the driver does.
+// - Stream capture (thread-local mode) records the kernel launches, device-to-device copies and
+//   memsets issued to the capturing stream, with copies of the kernels' argument values; a graph
+//   launch replays them in order. Like the driver, it refuses to capture the legacy default
+//   stream, and a capture fails (and is invalidated) when the capturing thread synchronises,
+//   allocates or frees, or copies to or from the host. (The driver can record host copies from
+//   page-locked memory and stream-ordered allocations as graph nodes; this project records
+//   neither, so the emulator treats them as errors.)
 #include "emu_device.h"
 #include "emu_host.h"
 
@@ -38,6 +45,8 @@ constexpr CUresult NOT_FOUND = 500;
 constexpr CUresult LAUNCH_OUT_OF_RESOURCES = 701;
 constexpr CUresult LAUNCH_FAILED = 719;
 constexpr CUresult NOT_SUPPORTED = 801;
+constexpr CUresult CAPTURE_UNSUPPORTED = 900;
+constexpr CUresult CAPTURE_INVALIDATED = 901;
 
 constexpr int kSms = 132;
 constexpr int kSmemOptin = 232448;  // 227 KB, an H100's opt-in maximum per block
@@ -47,8 +56,11 @@ constexpr size_t kTotalMem = size_t(80) << 30;
 struct Context {
     int device;
 };
+struct Graph;
 struct Stream {
     int id;
+    Graph* capture = nullptr;  // the graph being recorded, while a capture is active
+    bool invalidated = false;  // an operation failed during the capture
 };
 struct Event {
     std::chrono::steady_clock::time_point t{};
@@ -62,13 +74,34 @@ struct Function {
     int max_dyn_smem = kSmemDefault;
 };
 
+// One recorded operation of a graph.
+struct Node {
+    enum Kind { Kernel, Copy, Memset8, Memset32 } kind;
+    const emu::Kernel* kernel = nullptr;
+    emu::Dim3 grid{1, 1, 1}, block{1, 1, 1};
+    unsigned smem = 0;
+    std::shared_ptr<void> args;  // the copied argument values
+    std::vector<void*> params;   // pointers into `args`, a cuLaunchKernel parameter array
+    CUdeviceptr dst = 0, src = 0;
+    size_t n = 0;  // bytes of a copy, elements of a memset
+    unsigned value = 0;
+};
+struct Graph {
+    std::vector<Node> nodes;
+};
+struct GraphExec {
+    std::vector<Node> nodes;
+};
+
 // What the calling OS thread asked of the driver (a test thread's own work, whatever other
 // tests run beside it): read by rtrbm_emu_counters.
 struct Counters {
     unsigned long long launches, htod, htod_bytes, dtoh, dtoh_bytes, dtod, memsets, syncs, allocs, frees, events,
-        waits;
+        waits, graph_launches;
 };
 thread_local Counters counters{};
+// The stream this thread is capturing (thread-local capture mode), if any.
+thread_local Stream* capturing = nullptr;
 
 std::mutex mem_mutex;
 std::map<uintptr_t, size_t> allocations;  // start -> bytes
@@ -141,6 +174,10 @@ ErrorText error_text(CUresult r) {
         {LAUNCH_OUT_OF_RESOURCES, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
         {LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure (cuda-emu: see its message on stderr)"},
         {NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+        {CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+         "operation not permitted when stream is capturing (cuda-emu: see its message on stderr)"},
+        {CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+         "operation failed due to a previous error during capture"},
     };
     for (const ErrorText& e : table)
         if (e.code == r) return e;
@@ -167,6 +204,46 @@ CUresult set_words(CUdeviceptr p, unsigned v, size_t n) {
     unsigned* q = reinterpret_cast<unsigned*>(p);
     for (size_t i = 0; i < n; ++i) q[i] = v;
     return OK;
+}
+
+// An operation the capturing thread may not issue during a capture (thread-local mode): fails the
+// capture, as the driver does.
+CUresult refuse_in_capture(const char* what) {
+    fprintf(stderr, "cuda-emu: %s while this thread captures stream %d: not permitted (capture invalidated)\n", what,
+            capturing->id);
+    capturing->invalidated = true;
+    return CAPTURE_UNSUPPORTED;
+}
+
+// Stream operations: recorded when `s` is capturing, otherwise none of this function's business.
+bool recording(Stream* s) { return s && s->capture; }
+
+CUresult run_node(const Node& node) {
+    switch (node.kind) {
+        case Node::Kernel: {
+            std::string err;
+            void** params = const_cast<void**>(node.params.data());
+            if (!emu::launch(*node.kernel, node.grid, node.block, node.smem, params, &err)) {
+                fprintf(stderr, "cuda-emu: graph launch failed in %s: %s\n", node.kernel->name, err.c_str());
+                return LAUNCH_FAILED;
+            }
+            return OK;
+        }
+        case Node::Copy:
+            return copy("device-to-device copy (graph node)", reinterpret_cast<void*>(node.dst), true,
+                        reinterpret_cast<const void*>(node.src), true, node.n);
+        case Node::Memset8:
+            if (!check_range("memset (graph node)", uintptr_t(node.dst), node.n)) return INVALID_VALUE;
+            std::memset(reinterpret_cast<void*>(node.dst), int(node.value), node.n);
+            return OK;
+        case Node::Memset32: {
+            if (!check_range("memset (graph node)", uintptr_t(node.dst), node.n * 4)) return INVALID_VALUE;
+            unsigned* q = reinterpret_cast<unsigned*>(node.dst);
+            for (size_t i = 0; i < node.n; ++i) q[i] = node.value;
+            return OK;
+        }
+    }
+    return INVALID_VALUE;
 }
 
 }  // namespace
@@ -249,6 +326,7 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     return OK;
 }
 CUresult cuCtxSynchronize() {
+    if (capturing) return refuse_in_capture("cuCtxSynchronize");
     ++counters.syncs;
     return OK;
 }
@@ -265,15 +343,18 @@ CUresult cuStreamCreate(Stream** s, unsigned) {
 }
 CUresult cuStreamCreateWithPriority(Stream** s, unsigned f, int) { return cuStreamCreate(s, f); }
 CUresult cuStreamDestroy_v2(Stream* s) {
+    if (s && s->capture) return INVALID_VALUE;
     delete s;
     return OK;
 }
 CUresult cuStreamSynchronize(Stream*) {
+    if (capturing) return refuse_in_capture("cuStreamSynchronize");
     ++counters.syncs;
     return OK;
 }
 CUresult cuStreamQuery(Stream*) { return OK; }
-CUresult cuStreamWaitEvent(Stream*, Event*, unsigned) {
+CUresult cuStreamWaitEvent(Stream* s, Event*, unsigned) {
+    if (recording(s)) return refuse_in_capture("cuStreamWaitEvent (the emulator records no event nodes)");
     ++counters.waits;
     return OK;
 }
@@ -282,13 +363,15 @@ CUresult cuEventCreate(Event** e, unsigned) {
     *e = new Event();
     return OK;
 }
-CUresult cuEventRecord(Event* e, Stream*) {
+CUresult cuEventRecord(Event* e, Stream* s) {
+    if (recording(s)) return refuse_in_capture("cuEventRecord (the emulator records no event nodes)");
     ++counters.events;
     e->t = std::chrono::steady_clock::now();
     e->recorded = true;
     return OK;
 }
 CUresult cuEventSynchronize(Event*) {
+    if (capturing) return refuse_in_capture("cuEventSynchronize");
     ++counters.syncs;
     return OK;
 }
@@ -304,31 +387,85 @@ CUresult cuEventDestroy_v2(Event* e) {
     return OK;
 }
 
-CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) { return alloc(p, n); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, Stream*) { return alloc(p, n); }
-CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
-CUresult cuMemFreeAsync(CUdeviceptr p, Stream*) { return release(p); }
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
+    if (capturing) return refuse_in_capture("cuMemAlloc");
+    return alloc(p, n);
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, Stream*) {
+    if (capturing) return refuse_in_capture("cuMemAllocAsync");
+    return alloc(p, n);
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    if (capturing) return refuse_in_capture("cuMemFree");
+    return release(p);
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, Stream*) {
+    if (capturing) return refuse_in_capture("cuMemFreeAsync");
+    return release(p);
+}
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) {
+    if (capturing) return refuse_in_capture("a host-to-device copy");
     ++counters.htod;
     counters.htod_bytes += n;
     return copy("host-to-device copy", reinterpret_cast<void*>(d), true, s, false, n);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, Stream*) { return cuMemcpyHtoD_v2(d, s, n); }
 CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) {
+    if (capturing) return refuse_in_capture("a device-to-host copy");
     ++counters.dtoh;
     counters.dtoh_bytes += n;
     return copy("device-to-host copy", d, false, reinterpret_cast<const void*>(s), true, n);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, Stream*) { return cuMemcpyDtoH_v2(d, s, n); }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr d, CUdeviceptr s, size_t n) {
+    if (capturing) return refuse_in_capture("a synchronous device-to-device copy");
     ++counters.dtod;
     return copy("device-to-device copy", reinterpret_cast<void*>(d), true, reinterpret_cast<const void*>(s), true, n);
 }
-CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, Stream*) { return cuMemcpyDtoD_v2(d, s, n); }
-CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { return set_bytes(p, v, n); }
-CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, Stream*) { return set_bytes(p, v, n); }
-CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned v, size_t n) { return set_words(p, v, n); }
-CUresult cuMemsetD32Async(CUdeviceptr p, unsigned v, size_t n, Stream*) { return set_words(p, v, n); }
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, Stream* st) {
+    if (!recording(st)) {
+        ++counters.dtod;
+        return copy("device-to-device copy", reinterpret_cast<void*>(d), true, reinterpret_cast<const void*>(s), true,
+                    n);
+    }
+    if (!check_range("device-to-device copy (captured)", uintptr_t(d), n) ||
+        !check_range("device-to-device copy (captured)", uintptr_t(s), n)) {
+        st->invalidated = true;
+        return INVALID_VALUE;
+    }
+    Node node{Node::Copy};
+    node.dst = d;
+    node.src = s;
+    node.n = n;
+    st->capture->nodes.push_back(std::move(node));
+    return OK;
+}
+CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) {
+    if (capturing) return refuse_in_capture("a synchronous memset");
+    return set_bytes(p, v, n);
+}
+CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned v, size_t n) {
+    if (capturing) return refuse_in_capture("a synchronous memset");
+    return set_words(p, v, n);
+}
+static CUresult record_memset(Stream* st, Node::Kind kind, CUdeviceptr p, unsigned v, size_t n, size_t bytes) {
+    if (!check_range("memset (captured)", uintptr_t(p), bytes)) {
+        st->invalidated = true;
+        return INVALID_VALUE;
+    }
+    Node node{kind};
+    node.dst = p;
+    node.value = v;
+    node.n = n;
+    st->capture->nodes.push_back(std::move(node));
+    return OK;
+}
+CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, Stream* st) {
+    return recording(st) ? record_memset(st, Node::Memset8, p, v, n, n) : set_bytes(p, v, n);
+}
+CUresult cuMemsetD32Async(CUdeviceptr p, unsigned v, size_t n, Stream* st) {
+    return recording(st) ? record_memset(st, Node::Memset32, p, v, n, n * 4) : set_words(p, v, n);
+}
 
 CUresult cuModuleLoadData(Module** m, const void* image) {
     // the PTX's entry points: ".entry NAME(" (".visible .entry" for extern "C" kernels)
@@ -371,7 +508,7 @@ CUresult cuFuncGetAttribute(int* v, int attr, Function* f) {
 }
 
 CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                        unsigned smem, Stream*, void** params, void** extra) {
+                        unsigned smem, Stream* st, void** params, void** extra) {
     if (!f) return INVALID_HANDLE;
     if (extra) return INVALID_VALUE;
     if (bx * by * bz > 1024 || bz > 64 || gy > 65535 || gz > 65535 || !gx || !gy || !gz || !bx || !by || !bz) {
@@ -384,12 +521,81 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
                 f->kernel->name, smem, f->max_dyn_smem);
         return LAUNCH_OUT_OF_RESOURCES;
     }
+    if (recording(st)) {
+        Node node{Node::Kernel};
+        node.kernel = f->kernel;
+        node.grid = emu::Dim3{gx, gy, gz};
+        node.block = emu::Dim3{bx, by, bz};
+        node.smem = smem;
+        node.args = f->kernel->copy_args(params, &node.params);
+        st->capture->nodes.push_back(std::move(node));
+        return OK;
+    }
     ++counters.launches;
     std::string err;
     if (!emu::launch(*f->kernel, emu::Dim3{gx, gy, gz}, emu::Dim3{bx, by, bz}, smem, params, &err)) {
         fprintf(stderr, "cuda-emu: launch failed: %s\n", err.c_str());
         return LAUNCH_FAILED;
     }
+    return OK;
+}
+
+// Stream capture and graphs (see the file comment). Mode: the driver's thread-local and
+// relaxed modes differ only in which calls of other threads they refuse; the emulator checks the
+// capturing thread's own calls in either.
+CUresult cuStreamBeginCapture_v2(Stream* s, int) {
+    if (!s) {
+        fprintf(stderr, "cuda-emu: the legacy default stream cannot be captured\n");
+        return CAPTURE_UNSUPPORTED;
+    }
+    if (s->capture || capturing) {
+        fprintf(stderr, "cuda-emu: stream %d: a capture is already active on this thread\n", s->id);
+        return INVALID_VALUE;
+    }
+    s->capture = new Graph();
+    s->invalidated = false;
+    capturing = s;
+    return OK;
+}
+CUresult cuStreamEndCapture(Stream* s, Graph** g) {
+    if (!s || !s->capture || capturing != s) return INVALID_VALUE;
+    Graph* graph = s->capture;
+    s->capture = nullptr;
+    capturing = nullptr;
+    if (s->invalidated) {
+        delete graph;
+        *g = nullptr;
+        return CAPTURE_INVALIDATED;
+    }
+    *g = graph;
+    return OK;
+}
+CUresult cuStreamIsCapturing(Stream* s, int* status) {
+    *status = !s || !s->capture ? 0 : s->invalidated ? 2 : 1;  // none, active, invalidated
+    return OK;
+}
+CUresult cuGraphInstantiateWithFlags(GraphExec** e, Graph* g, unsigned long long) {
+    if (!g) return INVALID_VALUE;
+    *e = new GraphExec{g->nodes};
+    return OK;
+}
+CUresult cuGraphUpload(GraphExec* e, Stream*) { return e ? OK : INVALID_VALUE; }
+CUresult cuGraphLaunch(GraphExec* e, Stream* s) {
+    if (!e) return INVALID_HANDLE;
+    if (recording(s)) return refuse_in_capture("cuGraphLaunch (the emulator records no child graphs)");
+    ++counters.graph_launches;
+    for (const Node& node : e->nodes) {
+        CUresult r = run_node(node);
+        if (r != OK) return r;
+    }
+    return OK;
+}
+CUresult cuGraphExecDestroy(GraphExec* e) {
+    delete e;
+    return OK;
+}
+CUresult cuGraphDestroy(Graph* g) {
+    delete g;
     return OK;
 }
 
@@ -412,12 +618,14 @@ CUresult cuGetErrorName(CUresult r, const char** s) {
 // Not a driver function: the calling thread's counts since it started, in this order: kernel
 // launches, host-to-device copies and bytes, device-to-host copies and bytes, device-to-device
 // copies, memsets, host synchronisations (stream, context, event), allocations, frees, event
-// records, stream waits on events. Tests find it with dlsym, so they can check what an update
-// asks of the driver.
-void rtrbm_emu_counters(unsigned long long out[12]) {
+// records, stream waits on events, graph launches (the kernels a graph launch runs are not counted
+// as launches: the host issued one operation). Tests find it with dlsym, so they can check what an
+// update asks of the driver.
+void rtrbm_emu_counters(unsigned long long out[13]) {
     const Counters& c = counters;
-    unsigned long long v[12] = {c.launches, c.htod,  c.htod_bytes, c.dtoh,  c.dtoh_bytes, c.dtod,
-                                c.memsets,  c.syncs, c.allocs,     c.frees, c.events,     c.waits};
+    unsigned long long v[13] = {c.launches, c.htod,   c.htod_bytes, c.dtoh,   c.dtoh_bytes,
+                                c.dtod,     c.memsets, c.syncs,     c.allocs, c.frees,
+                                c.events,   c.waits,   c.graph_launches};
     std::memcpy(out, v, sizeof v);
 }
 

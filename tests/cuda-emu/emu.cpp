@@ -464,9 +464,9 @@ float rcp_approx_ftz(float x) {
 
 // ----- host side (emu_host.h) --------------------------------------------------------------------
 
-Registrar::Registrar(const char* name, void (*invoke)(void**)) {
+Registrar::Registrar(const char* name, void (*invoke)(void**), CopyArgs copy_args) {
     std::lock_guard<std::mutex> g(registry_mutex);
-    registry()[name] = Kernel{name, invoke};
+    registry()[name] = Kernel{name, invoke, copy_args};
 }
 
 const Kernel* find_kernel(const char* name) {

@@ -13,6 +13,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+// emu_host.h's standard headers, before the keyword macros below: libstdc++ spells an attribute
+// __noinline__, which the macro would rewrite.
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
 
 namespace emu {
 
