@@ -16,7 +16,7 @@ use crate::float::Float;
 use crate::model::params::HostTensor;
 use crate::model::{ChunkStore, Model, Params, Workspace};
 use crate::rng::{HostRng, RngKey};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -115,6 +115,33 @@ pub struct Trainer<'a, B: Backend> {
     /// when a checkpoint or a validation needs them (one download for the whole pack, not one
     /// per model); cleared by every update and restore.
     host: std::cell::RefCell<Option<HostState>>,
+    /// Updates recorded as graphs and replayed ([`Trainer::record_updates`]); None: every update
+    /// issues its operations one by one.
+    recordings: Option<Recordings<B::Recording>>,
+}
+
+/// The recorded updates of a trainer, by shape (chunk length T, CD-K): everything else an update
+/// launches with (buffers, batch size, hyper-parameters) is fixed for the trainer's life, and
+/// the Gibbs keys are staged in device memory before each replay.
+struct Recordings<R> {
+    /// The backend's [`Backend::recording_generation`] the recordings were made at.
+    generation: u64,
+    /// Shapes run once without recording (so every buffer they need exists): recorded next time.
+    seen: HashSet<(usize, usize)>,
+    by_shape: HashMap<(usize, usize), R>,
+    /// A recording failed (the warning said why): updates run unrecorded from then on.
+    failed: bool,
+}
+
+impl<R> Recordings<R> {
+    fn new() -> Self {
+        Self { generation: 0, seen: HashSet::new(), by_shape: HashMap::new(), failed: false }
+    }
+}
+
+/// Whether `RTRBM_GRAPHS=1` asks trainers to record their updates ([`Trainer::record_updates`]).
+pub fn graphs_from_env() -> bool {
+    std::env::var("RTRBM_GRAPHS").as_deref() == Ok("1")
 }
 
 /// Where the chunks of an update come from.
@@ -159,7 +186,30 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 weight_decay: B::F::from_f64(c.train.weight_decay),
             })
             .collect();
-        Ok(Self { be, cfgs, model, vel, grads, ws, hyper, host: Default::default() })
+        let recordings = graphs_from_env().then(Recordings::new);
+        Ok(Self { be, cfgs, model, vel, grads, ws, hyper, host: Default::default(), recordings })
+    }
+
+    /// Records each shape of update (chunk length, CD-K) as a graph the second time it runs, and
+    /// replays it from then on: an update of [`Trainer::step_store`] is then a host-to-device
+    /// copy of the chunk spans, the gather launch, a copy of the Gibbs keys and one graph launch
+    /// (on CUDA; a backend that does not record runs every update as usual). Results are the same
+    /// bits as unrecorded updates. Off by default (`RTRBM_GRAPHS=1` turns it on) until its speed
+    /// is measured on a GPU; [`Trainer::step_packed`] and the phase benchmark never record.
+    pub fn record_updates(&mut self, on: bool) {
+        if on != self.recordings.is_some() {
+            self.recordings = on.then(Recordings::new);
+        }
+    }
+
+    /// Whether [`Trainer::record_updates`] is on (whether the backend records or not).
+    pub fn records_updates(&self) -> bool {
+        self.recordings.is_some()
+    }
+
+    /// How many update shapes are recorded now (0 when recording is off or unsupported).
+    pub fn recorded_shapes(&self) -> usize {
+        self.recordings.as_ref().map_or(0, |r| r.by_shape.len())
     }
 
     /// The config of model 0 (the only one of a lone trainer).
@@ -183,13 +233,80 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// [`Trainer::step_packed`] on chunks of a store resident on the device (`ids[p*B + b]`,
     /// None: a padding sequence): what training does, no frames copied from the host.
+    /// With [`Trainer::record_updates`], replays the update's recording.
     pub fn step_store(
         &mut self,
         store: &ChunkStore<B>,
         ids: &[Option<usize>],
         updates: &[u64],
     ) -> Result<(usize, Vec<usize>)> {
-        self.step_marked(Batch::Store(store, ids), updates, &mut |_| Ok(()))
+        let Some(mut rec) = self.recordings.take() else {
+            return self.step_marked(Batch::Store(store, ids), updates, &mut |_| Ok(()));
+        };
+        let out = self.step_recorded(&mut rec, store, ids, updates);
+        self.recordings = Some(rec);
+        out
+    }
+
+    /// [`Trainer::step_store`] through recordings: replays the recording of the update's shape,
+    /// records it if the shape ran before, or runs it unrecorded.
+    fn step_recorded(
+        &mut self,
+        rec: &mut Recordings<B::Recording>,
+        store: &ChunkStore<B>,
+        ids: &[Option<usize>],
+        updates: &[u64],
+    ) -> Result<(usize, Vec<usize>)> {
+        let be = self.be;
+        let (k, keys) = self.update_keys(updates)?;
+        self.host.replace(None);
+        let (t, frames) = self.ws.gather(be, store, ids)?;
+        be.stage_gibbs_keys(&keys)?;
+        let generation = be.recording_generation();
+        if rec.generation != generation {
+            // a buffer a recording may hold was replaced: record again
+            rec.by_shape.clear();
+            rec.seen.clear();
+            rec.generation = generation;
+        }
+        let shape = (t, k);
+        if let Some(recording) = rec.by_shape.get(&shape) {
+            be.replay(recording)?;
+            return Ok((t, frames));
+        }
+        if rec.seen.contains(&shape) && !rec.failed && be.begin_recording()? {
+            // nothing runs while recording; the recording then runs this update
+            let body = self.update_body(t, k, &keys, &mut |_| Ok(()));
+            let recording = be.end_recording();
+            match body.and(recording) {
+                Ok(recording) => {
+                    be.replay(&recording)?;
+                    if be.recording_generation() == generation {
+                        rec.by_shape.insert(shape, recording);
+                    }
+                    return Ok((t, frames));
+                }
+                Err(e) => {
+                    eprintln!("warning: recording a training update failed ({e}); updates run unrecorded");
+                    rec.failed = true;
+                }
+            }
+        }
+        rec.seen.insert(shape);
+        self.update_body(t, k, &keys, &mut |_| Ok(()))?;
+        Ok((t, frames))
+    }
+
+    /// The update's CD-K (equal for every packed model) and each model's Gibbs key.
+    fn update_keys(&self, updates: &[u64]) -> Result<(usize, Vec<RngKey>)> {
+        check_models("update numbers", updates.len(), self.cfgs.len())?;
+        let k = self.cfgs[0].train.cd_k(updates[0]);
+        if updates.iter().zip(&self.cfgs).any(|(&u, c)| c.train.cd_k(u) != k) {
+            return Err(Error::msg("packed models are at updates with different CD-K"));
+        }
+        let keys =
+            self.cfgs.iter().zip(updates).map(|(c, &u)| RngKey::new(c.train.seed ^ GIBBS_SALT, u as u32)).collect();
+        Ok((k, keys))
     }
 
     /// One update ([`Trainer::step_packed`] or [`Trainer::step_store`]), calling `mark(phase)`
@@ -204,22 +321,30 @@ impl<'a, B: Backend> Trainer<'a, B> {
     ) -> Result<(usize, Vec<usize>)> {
         let be = self.be;
         let nv = self.cfgs[0].model.visible;
-        check_models("update numbers", updates.len(), self.cfgs.len())?;
+        let (k, keys) = self.update_keys(updates)?;
         self.host.replace(None);
-        let k = self.cfgs[0].train.cd_k(updates[0]);
-        if updates.iter().zip(&self.cfgs).any(|(&u, c)| c.train.cd_k(u) != k) {
-            return Err(Error::msg("packed models are at updates with different CD-K"));
-        }
         let (t, frames) = match batch {
             Batch::Host(chunks) => self.ws.load(be, chunks, nv)?,
             Batch::Store(store, ids) => self.ws.gather(be, store, ids)?,
         };
         mark("load")?;
+        self.update_body(t, k, &keys, mark)?;
+        Ok((t, frames))
+    }
+
+    /// The device work of an update on the chunks in the workspace (T frames): forward, CD-K
+    /// negatives with `keys`, backward, optional clipping, momentum SGD; `mark(phase)` after each.
+    fn update_body(
+        &mut self,
+        t: usize,
+        k: usize,
+        keys: &[RngKey],
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
+        let be = self.be;
         self.model.forward(be, &mut self.ws, t, false)?;
         mark("forward")?;
-        let keys: Vec<RngKey> =
-            self.cfgs.iter().zip(updates).map(|(c, &u)| RngKey::new(c.train.seed ^ GIBBS_SALT, u as u32)).collect();
-        self.model.negatives(be, &mut self.ws, t, k, &keys, 0)?;
+        self.model.negatives(be, &mut self.ws, t, k, keys, 0)?;
         mark("negatives")?;
         self.model.backward(be, &mut self.ws, t, &mut self.grads)?;
         mark("backward")?;
@@ -231,8 +356,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
             be.sgd_momentum(p, g, v, &self.hyper)?;
         }
-        mark("sgd")?;
-        Ok((t, frames))
+        mark("sgd")
     }
 
     /// The SPEC 3 cost of each model on the batch last passed to [`Trainer::step_packed`], with

@@ -1736,14 +1736,14 @@ fn gpu_sweep_matches_the_cpu_sweep(gpus: Vec<usize>) {
 
 /// The calling thread's driver calls so far, from the emulator's `rtrbm_emu_counters` (None on a
 /// real driver): launches, H2D copies, H2D bytes, D2H copies, D2H bytes, D2D copies, memsets,
-/// host synchronisations, allocations, frees, event records, stream waits.
-fn emu_counters() -> Option<[u64; 12]> {
+/// host synchronisations, allocations, frees, event records, stream waits, graph launches.
+fn emu_counters() -> Option<[u64; 13]> {
     // SAFETY: the driver library is loaded (a Cuda exists); the symbol, where it exists, is
-    // `void rtrbm_emu_counters(unsigned long long out[12])` (tests/cuda-emu/driver.cpp).
+    // `void rtrbm_emu_counters(unsigned long long out[13])` (tests/cuda-emu/driver.cpp).
     unsafe {
         let lib = cudarc::driver::sys::culib();
         let f = lib.get::<unsafe extern "C" fn(*mut u64)>(b"rtrbm_emu_counters").ok()?;
-        let mut out = [0u64; 12];
+        let mut out = [0u64; 13];
         f(out.as_mut_ptr());
         Some(out)
     }
@@ -1754,7 +1754,9 @@ fn emu_counters() -> Option<[u64; 12]> {
 /// updates of LSTM-RTRBM 88/88/88 (CD-2) on chunks resident on the device, lone with batch 1 and 4
 /// and with gradient clipping, and a pack of 2: no device-to-host copy, no synchronisation, no
 /// allocation or free; one host-to-device copy per update (the chunk spans, 8 bytes per sequence
-/// and model). On a real driver there are no counters: the test says so and returns.
+/// and model). Then the same updates recorded ([`Trainer::record_updates`]): per update, the
+/// spans and the staged Gibbs keys (16 bytes per model) copied, the gather launched and one graph
+/// launched, nothing else. On a real driver there are no counters: the test says so and returns.
 #[test]
 fn a_training_update_copies_back_and_synchronises_nothing() {
     use rtrbm::config::{CdStep, Config};
@@ -1780,7 +1782,8 @@ fn a_training_update_copies_back_and_synchronises_nothing() {
             })
             .collect();
         let store = ChunkStore::new(&be, &chunks, 88).unwrap();
-        let mut trainer = Trainer::new_packed(&be, cfgs).unwrap();
+        let mut trainer = Trainer::new_packed(&be, cfgs.clone()).unwrap();
+        trainer.record_updates(false);
         let ids =
             |u: usize| -> Vec<Option<usize>> { (0..batch * pack).map(|i| Some((u * 7 + i) % chunks.len())).collect() };
         let step = |t: &mut Trainer<'_, Cuda>, u: usize| {
@@ -1817,5 +1820,94 @@ fn a_training_update_copies_back_and_synchronises_nothing() {
         assert!((3 * 30..=3 * 64).contains(&d[0]), "{what}: {} launches in 3 updates", d[0]);
         // host work per launch: cudarc's event tracking is off for these streams
         assert_eq!((d[10], d[11]), (0, 0), "{what}: event records and stream waits inside updates");
+        assert_eq!(d[12], 0, "{what}: graph launches without recording");
+
+        // recorded: two updates of the shape (run, then recorded and replayed), then replays
+        let mut trainer = Trainer::new_packed(&be, cfgs).unwrap();
+        trainer.record_updates(true);
+        for u in 0..2 {
+            trainer.step_store(&store, &ids(0), &vec![u as u64; pack]).unwrap();
+        }
+        assert_eq!(trainer.recorded_shapes(), 1, "{what}: the update's shape is recorded");
+        be.synchronize().unwrap();
+        let before = emu_counters().unwrap();
+        for u in 2..5 {
+            trainer.step_store(&store, &ids(0), &vec![u as u64; pack]).unwrap();
+        }
+        let after = emu_counters().unwrap();
+        let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        eprintln!(
+            "{what}, recorded: per update {:?} (counters as emu_counters)",
+            d.iter().map(|x| x / 3).collect::<Vec<_>>()
+        );
+        let copied = 3 * (8 * batch * pack + 16 * pack) as u64;
+        let expect = [3, 6, copied, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+        assert_eq!(d, expect, "{what}, recorded: 3 updates = 3 x (gather launch, 2 copies, 1 graph launch)");
+    }
+}
+
+/// Recorded updates ([`Trainer::record_updates`]) compute exactly what unrecorded ones do: the
+/// same trainer setup run with and without recording over updates whose chunk lengths and CD-K
+/// repeat (so most updates replay a recording), for a lone LSTM-RTRBM (batch 1 and 3, with
+/// gradient clipping), an RTRBM, an RNN-RBM and a pack of 2 LSTM-RTRBMs: every parameter and
+/// velocity equal bit for bit after every update, and the costs of the last update too.
+#[test]
+fn recorded_updates_equal_unrecorded_ones() {
+    use rtrbm::config::{CdStep, Config};
+    use rtrbm::model::ChunkStore;
+    use rtrbm::train::{make_chunks, Trainer};
+    let Some(g) = gpu() else { return };
+    // chunks of 6 and 4 frames (sequences cut at 6): shapes (T, K) repeat across updates
+    let seqs = &rtrbm::data::jsb_embedded().train[..3];
+    let chunks: Vec<Vec<f32>> = make_chunks(seqs, 6);
+    for (kind, batch, clip, pack) in [
+        (ModelKind::LstmRtrbm, 1usize, 0.0, 1usize),
+        (ModelKind::LstmRtrbm, 3, 0.5, 1),
+        (ModelKind::Rtrbm, 2, 0.0, 1),
+        (ModelKind::RnnRbm, 1, 0.0, 1),
+        (ModelKind::LstmRtrbm, 1, 0.0, 2),
+    ] {
+        let what = format!("{kind:?}, batch {batch}, grad_clip {clip}, pack {pack}");
+        let be = if pack == 1 { g.fork().unwrap() } else { g.packed(pack).unwrap() };
+        let mut cfg = Config { model: ModelSpec::new(kind, 88, 20, 12), ..Config::default() };
+        cfg.train.batch = batch;
+        cfg.train.grad_clip = clip;
+        cfg.train.chunk_frames = 6;
+        // K = 2 for updates 0..6, then 3: each K meets repeated chunk lengths
+        cfg.train.cd_schedule = vec![CdStep { from: 0, k: 2 }, CdStep { from: 6, k: 3 }];
+        let cfgs: Vec<Config> = (0..pack)
+            .map(|p| {
+                let mut c = cfg.clone();
+                c.train.seed += 11 * p as u64;
+                c
+            })
+            .collect();
+        let store = ChunkStore::new(&be, &chunks, 88).unwrap();
+        let mut plain = Trainer::new_packed(&be, cfgs.clone()).unwrap();
+        plain.record_updates(false);
+        let mut recorded = Trainer::new_packed(&be, cfgs).unwrap();
+        recorded.record_updates(true);
+        let ids = |u: usize| -> Vec<Option<usize>> {
+            (0..batch * pack).map(|i| Some((u / 2 + i * 5) % chunks.len())).collect()
+        };
+        let state = |t: &Trainer<'_, Cuda>| -> Vec<Vec<u32>> {
+            let mut out = Vec::new();
+            for p in t.model.params.bufs.iter().chain(&t.vel.bufs) {
+                out.push(be.download(p).unwrap().iter().map(|x| x.to_bits()).collect());
+            }
+            out
+        };
+        let mut last_t = 0;
+        for u in 0..14 {
+            let updates = vec![u as u64; pack];
+            let (ta, fa) = plain.step_store(&store, &ids(u), &updates).unwrap();
+            let (tb, fb) = recorded.step_store(&store, &ids(u), &updates).unwrap();
+            assert_eq!((ta, &fa), (tb, &fb), "{what}: update {u}: chunk length and frames");
+            assert!(state(&plain) == state(&recorded), "{what}: parameters or velocities differ after update {u}");
+            last_t = ta;
+        }
+        assert!(recorded.recorded_shapes() >= 2, "{what}: {} shapes recorded", recorded.recorded_shapes());
+        let (ca, cb) = (plain.last_costs(last_t).unwrap(), recorded.last_costs(last_t).unwrap());
+        assert_eq!(ca, cb, "{what}: costs of the last update");
     }
 }

@@ -364,6 +364,7 @@ impl<F: Float> Backend for Cpu<F> {
     type F = F;
     type Buf = Vec<F>;
     type Store = Vec<F>;
+    type Recording = ();
 
     fn name(&self) -> String {
         format!("cpu ({} thread{}, {})", self.threads, if self.threads == 1 { "" } else { "s" }, F::NAME)

@@ -17,6 +17,17 @@
 //! operations are per slab. Per-model values (Gibbs keys, SGD hyper-parameters, scale factors)
 //! go to the kernels as small device arrays (null for a lone model, which passes them as
 //! scalars), cached while the host values do not change.
+//!
+//! **Recorded updates.** [`Backend::begin_recording`] captures the stream's work into a CUDA graph
+//! (thread-local capture mode) and [`Backend::replay`] launches it: a training update of a given
+//! shape is then one graph launch instead of ~45 kernel launches and copies. Launch arguments are
+//! frozen in a graph, so the one value that changes between updates of the same shape, the Gibbs
+//! keys (they hold the update number), is read from a device array written before each replay
+//! ([`Backend::stage_gibbs_keys`]). While recording, nothing may allocate, upload or synchronise:
+//! the backend's own scratch and argument copies refuse to grow (an error, not a graph that holds
+//! a freed buffer), and every replacement of such a buffer starts a new
+//! [`Backend::recording_generation`], after which older graphs are not replayed. Each `Cuda` has
+//! a stream of its own (created, not the legacy default stream, which cannot be captured).
 
 use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
@@ -25,6 +36,7 @@ use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The common header, prepended to every kernel file.
@@ -434,7 +446,49 @@ pub struct Cuda {
     /// Most blocks a launch may have in grid z (the device's 65535; lowered by tests to make
     /// the blocked gemm launch a pack's models in groups).
     grid_z: usize,
+    /// Whether the stream is being recorded, and the generation of the backend's own buffers.
+    rec: RecState,
 }
+
+/// The recording state of a [`Cuda`] (see the module comment, "Recorded updates").
+#[derive(Default)]
+struct RecState {
+    /// Between `begin_recording` and `end_recording`.
+    active: AtomicBool,
+    /// Bumped whenever a buffer of the backend's own (scratch, per-model argument copies) is
+    /// allocated or replaced: a graph recorded before may hold the old one.
+    generation: AtomicU64,
+}
+
+impl RecState {
+    /// An error while recording: `what` would allocate or upload inside the graph.
+    fn not_recording(&self, what: &str) -> Result<()> {
+        if self.active.load(Ordering::Relaxed) {
+            return Err(Error::Cuda(format!(
+                "{what} would allocate or upload while an update is being recorded as a CUDA graph \
+                 (run the update of this shape once without recording first)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Called before (re)allocating one of the backend's own buffers: an error while recording
+    /// (the allocation would happen inside the graph, and graphs recorded earlier may still hold
+    /// the buffer it replaces), otherwise a new generation.
+    fn replacing(&self, what: &str) -> Result<()> {
+        self.not_recording(what)?;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A recorded sequence of a [`Cuda`]'s operations: a CUDA graph and its executable instance.
+pub struct CudaRecording(cudarc::driver::CudaGraph);
+
+// SAFETY: a CUDA graph may be used from any thread, but not from two at once (it is not
+// internally synchronised). A `CudaRecording` is only replayed through `&self` of the trainer
+// that owns it, which is itself used by one thread at a time (`Trainer` is not `Sync`-shared).
+unsafe impl Send for CudaRecording {}
 
 /// The per-model arguments of the last packed launches, as (host values bit for bit, device
 /// copy): reused while the host values do not change. Replacing a copy frees the old one
@@ -448,6 +502,9 @@ struct ArgCache {
     ais_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
+    /// The Gibbs keys a recorded `gibbs` reads ([`Backend::stage_gibbs_keys`]): each model's seed
+    /// and stream, 2P u64, rewritten in place before every replay.
+    staged_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// Scale factors, P f32.
     scale: Option<(Vec<u64>, CudaSlice<f32>)>,
     /// Clipping thresholds, P f64 (also for a lone model: `clip_factors` reads them).
@@ -462,14 +519,24 @@ struct ArgCache {
 }
 
 /// The device copy of `vals` in `slot`, uploaded again only when `sig` (the values' bits)
-/// differs from the cached one.
+/// differs from the cached one. `recordable`: a recording may hold the copy (SGD and clipping
+/// arguments), so replacing it starts a new recording generation; the Gibbs and AIS keys of
+/// direct launches are never recorded (a recorded `gibbs` reads the staged keys).
 fn cached<'a, T: DeviceRepr>(
     stream: &Arc<CudaStream>,
+    rec: &RecState,
+    recordable: bool,
     slot: &'a mut Option<(Vec<u64>, CudaSlice<T>)>,
     sig: Vec<u64>,
     vals: &[T],
 ) -> Result<&'a CudaSlice<T>> {
     if slot.as_ref().is_none_or(|(s, _)| *s != sig) {
+        let what = "uploading per-model launch arguments";
+        if recordable {
+            rec.replacing(what)?;
+        } else {
+            rec.not_recording(what)?;
+        }
         let dev = drv("upload per-model launch arguments", stream.clone_htod(vals))?;
         *slot = Some((sig, dev));
     }
@@ -484,6 +551,12 @@ fn cached<'a, T: DeviceRepr>(
 fn key_args(rng: &[RngKey]) -> (u64, u32, Vec<u64>) {
     let (seed, stream) = (rng[0].seed, rng[0].stream);
     (seed, stream, rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect())
+}
+
+/// Every model's seed and stream, 2P u64: the staged keys of a recorded `gibbs` (the `keys`
+/// array with a stream argument of 0).
+fn absolute_keys(rng: &[RngKey]) -> Vec<u64> {
+    rng.iter().flat_map(|k| [k.seed, k.stream as u64]).collect()
 }
 
 /// Pushes `buf`, or a null pointer when it is absent.
@@ -548,7 +621,8 @@ impl Cuda {
         // copy is ordered on that stream and downloads synchronise it. A `fork` gets its own
         // stream (ordered after the parent's queued work) and its own buffers.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // a stream of its own: the legacy default stream cannot be recorded into a graph
+        let stream = drv("creating a CUDA stream", ctx.new_stream())?;
         let (major, minor) = drv("compute capability", ctx.compute_capability())?;
         let arch = format!("compute_{major}{minor}");
         let optin = ctx
@@ -619,6 +693,7 @@ impl Cuda {
             models: 1,
             args: Box::default(),
             grid_z: MAX_GRID_YZ,
+            rec: RecState::default(),
         };
         if ais_kernel == AisKernel::TensorCore && cuda.cc.0 >= 8 {
             // chosen for this process: compile now, so that no timed AIS pays for it; if that
@@ -670,6 +745,7 @@ impl Cuda {
             models,
             args: Box::default(),
             grid_z: self.grid_z,
+            rec: RecState::default(),
         }
     }
 
@@ -841,8 +917,11 @@ impl Cuda {
         self.launch(&mut lb, cfg, &kname)
     }
 
+    /// The device array of a packed launch's per-model values (None for a lone model, which
+    /// passes them as scalars); `recordable` as in [`cached`].
     fn per_model<'a, T: DeviceRepr>(
         &self,
+        recordable: bool,
         slot: &'a mut Option<(Vec<u64>, CudaSlice<T>)>,
         sig: Vec<u64>,
         vals: &[T],
@@ -850,7 +929,7 @@ impl Cuda {
         if self.models == 1 {
             return Ok(None);
         }
-        cached(&self.stream, slot, sig, vals).map(Some)
+        cached(&self.stream, &self.rec, recordable, slot, sig, vals).map(Some)
     }
 
     fn arg_cache(&self) -> Result<std::sync::MutexGuard<'_, ArgCache>> {
@@ -982,6 +1061,7 @@ impl Cuda {
             let mut guard =
                 self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
             if guard.as_ref().is_none_or(|p| p.len() < need) {
+                self.rec.replacing("growing the gemm split-K scratch")?;
                 *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
             }
             scratch = Some(guard);
@@ -1179,6 +1259,65 @@ impl Backend for Cuda {
     type F = f32;
     type Buf = CudaSlice<f32>;
     type Store = CudaSlice<f32>;
+    type Recording = CudaRecording;
+
+    /// Starts a stream capture (thread-local mode). Not while kernels are profiled (each launch
+    /// then records events, which a graph would freeze): Ok(false).
+    fn begin_recording(&self) -> Result<bool> {
+        if self.profile.is_some() {
+            return Ok(false);
+        }
+        if self.rec.active.swap(true, Ordering::Relaxed) {
+            return Err(Error::Cuda("begin_recording: this backend is already recording".into()));
+        }
+        let mode = cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        if let Err(e) = self.stream.begin_capture(mode) {
+            self.rec.active.store(false, Ordering::Relaxed);
+            return Err(Error::Cuda(format!("starting a CUDA graph capture: {e:?}")));
+        }
+        Ok(true)
+    }
+
+    fn end_recording(&self) -> Result<CudaRecording> {
+        if !self.rec.active.load(Ordering::Relaxed) {
+            return Err(Error::Cuda("end_recording without begin_recording".into()));
+        }
+        let graph = self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        self.rec.active.store(false, Ordering::Relaxed);
+        match drv("ending a CUDA graph capture", graph)? {
+            Some(g) => Ok(CudaRecording(g)),
+            None => Err(Error::Cuda("the CUDA graph capture recorded nothing".into())),
+        }
+    }
+
+    fn replay(&self, recording: &CudaRecording) -> Result<()> {
+        drv("launching a recorded update (CUDA graph)", recording.0.launch())
+    }
+
+    fn stage_gibbs_keys(&self, keys: &[RngKey]) -> Result<()> {
+        check_models("staged gibbs keys", keys.len(), self.models)?;
+        let vals = absolute_keys(keys);
+        let mut cache = self.arg_cache()?;
+        match &mut cache.staged_keys {
+            Some((host, dev)) if dev.len() == vals.len() => {
+                if self.rec.active.load(Ordering::Relaxed) {
+                    return Err(Error::Cuda("stage_gibbs_keys while recording".into()));
+                }
+                drv("staging the gibbs keys", self.stream.memcpy_htod(&vals, dev))?;
+                *host = vals;
+            }
+            slot => {
+                self.rec.replacing("allocating the staged gibbs keys")?;
+                let dev = drv("staging the gibbs keys", self.stream.clone_htod(&vals))?;
+                *slot = Some((vals, dev));
+            }
+        }
+        Ok(())
+    }
+
+    fn recording_generation(&self) -> u64 {
+        self.rec.generation.load(Ordering::Relaxed)
+    }
 
     fn name(&self) -> String {
         if self.models == 1 {
@@ -1473,7 +1612,22 @@ impl Backend for Cuda {
         }
         let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
-        let keys = self.per_model(&mut cache.keys, key_vals.clone(), &key_vals)?;
+        let (seed, stream, keys) = if self.rec.active.load(Ordering::Relaxed) {
+            // recorded: the keys come from the staged array, so that each replay draws with the
+            // keys staged before it; the scalars add nothing (seed 0, stream offset 0)
+            match &cache.staged_keys {
+                Some((vals, dev)) if *vals == absolute_keys(rng) => (0, 0, Some(dev)),
+                _ => {
+                    return Err(Error::Cuda(
+                        "gibbs is being recorded with keys other than the staged ones (call \
+                         stage_gibbs_keys with this update's keys before recording)"
+                            .into(),
+                    ))
+                }
+            }
+        } else {
+            (seed, stream, self.per_model(false, &mut cache.keys, key_vals.clone(), &key_vals)?)
+        };
         let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
         if !gaussian {
             if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
@@ -1753,7 +1907,7 @@ impl Backend for Cuda {
         let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
         let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
         let mut cache = self.arg_cache()?;
-        let hyper_dev = self.per_model(&mut cache.hyper, sig, &vals)?;
+        let hyper_dev = self.per_model(true, &mut cache.hyper, sig, &vals)?;
         let ni = n as i64;
         let (p_ps, g_ps, v_ps) = (self.ps(param), self.ps(grad), self.ps(vel));
         let f = self.func("sgd_momentum")?;
@@ -1770,7 +1924,7 @@ impl Backend for Cuda {
         let a0 = alpha[0];
         let sig = alpha.iter().map(|x| x.to_bits() as u64).collect();
         let mut cache = self.arg_cache()?;
-        let alphas = self.per_model(&mut cache.scale, sig, alpha)?;
+        let alphas = self.per_model(true, &mut cache.scale, sig, alpha)?;
         let (ni, x_ps) = (n as i64, self.ps(x));
         let f = self.func("scale_f32")?;
         let mut lb = self.stream.launch_builder(f);
@@ -1792,13 +1946,15 @@ impl Backend for Cuda {
         let per = SSQ_BLOCKS * self.models;
         let mut cache = self.arg_cache()?;
         if cache.clip_partials.as_ref().is_none_or(|p| p.len() != per * xs.len()) {
+            self.rec.replacing("allocating the clipping scratch")?;
             cache.clip_partials = Some(drv("alloc clip partials", self.stream.alloc_zeros::<f64>(per * xs.len()))?);
         }
         if cache.clip_factors.as_ref().is_none_or(|f| f.len() != self.models) {
+            self.rec.replacing("allocating the clipping factors")?;
             cache.clip_factors = Some(drv("alloc clip factors", self.stream.alloc_zeros::<f32>(self.models))?);
         }
         let sig = clip.iter().map(|c| c.to_bits()).collect();
-        cached(&self.stream, &mut cache.clip, sig, clip)?;
+        cached(&self.stream, &self.rec, true, &mut cache.clip, sig, clip)?;
         let ArgCache { clip: Some((_, clip_d)), clip_partials: Some(partial), clip_factors: Some(factors), .. } =
             &mut *cache
         else {
@@ -1889,7 +2045,7 @@ impl Backend for Cuda {
         let (w_ps, bv_ps, bh_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t));
         let (seed, stream, key_vals) = key_args(rng);
         let mut cache = self.arg_cache()?;
-        let keys = self.per_model(&mut cache.ais_keys, key_vals.clone(), &key_vals)?;
+        let keys = self.per_model(false, &mut cache.ais_keys, key_vals.clone(), &key_vals)?;
         let (ni, vi, hi, mi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("M", runs)?);
         i32_of("N*M", chains)?;
         let nb = i32_of("betas", betas.len())?;

@@ -107,6 +107,8 @@ pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
     /// Training frames kept on the device (see [`Backend::upload_store`]).
     type Store: Send + Sync;
+    /// A recorded sequence of operations (a CUDA graph; see [`Backend::begin_recording`]).
+    type Recording: Send;
 
     /// Human-readable device name (e.g. `cpu (2 threads, f32)` or `NVIDIA H100 80GB HBM3`).
     fn name(&self) -> String;
@@ -134,6 +136,40 @@ pub trait Backend: Send + Sync {
     fn fill(&self, x: &mut Self::Buf, value: Self::F) -> Result<()>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
+
+    // ----- recorded updates ----------------------------------------------------------------------
+
+    /// Starts recording: until [`Backend::end_recording`], operations are recorded instead of
+    /// run, with their arguments as they are now (buffer addresses, sizes, scalars). `Ok(false)`:
+    /// this backend does not record (the CPU, or CUDA while profiling kernels), nothing changed,
+    /// and the caller runs its operations as usual. While recording, operations must not
+    /// allocate, upload or download: run the same sequence once without recording first, so that
+    /// every buffer it needs exists.
+    fn begin_recording(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Ends the recording begun by [`Backend::begin_recording`] and returns it. Nothing it holds
+    /// has run yet.
+    fn end_recording(&self) -> Result<Self::Recording> {
+        Err(crate::error::Error::msg("this backend does not record operations"))
+    }
+    /// Runs a recording again, on the buffers' current contents.
+    fn replay(&self, _recording: &Self::Recording) -> Result<()> {
+        Err(crate::error::Error::msg("this backend does not record operations"))
+    }
+    /// Writes the Gibbs keys (one per packed model) that a recorded [`Backend::gibbs`] draws
+    /// with: a recording freezes launch arguments, so a recorded `gibbs` reads its keys from a
+    /// device array, and each replay draws with the keys staged last. Stage the keys before
+    /// recording (a `gibbs` recorded with other keys is an error) and before every replay.
+    fn stage_gibbs_keys(&self, _keys: &[RngKey]) -> Result<()> {
+        Ok(())
+    }
+    /// Changes whenever the backend allocates or replaces a buffer of its own that a recording
+    /// may hold (scratch space, device copies of per-model arguments): recordings made at an
+    /// earlier generation must not be replayed.
+    fn recording_generation(&self) -> u64 {
+        0
+    }
 
     // ----- training data resident on the device -------------------------------------------------
 

@@ -89,6 +89,7 @@ impl<B: Backend> Backend for Packed<B> {
     type F = B::F;
     type Buf = Vec<B::Buf>;
     type Store = B::Store;
+    type Recording = ();
 
     fn name(&self) -> String {
         let threads = if self.threads > 1 { format!(" over {} threads", self.threads) } else { String::new() };
