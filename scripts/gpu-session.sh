@@ -66,6 +66,13 @@ if [ -z "${RTRBM_KERNELS:-}" ]; then
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-rec-v1.json" 2>&1 | grep "^train"
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-rec-v1.json" 2>&1 | grep "^sweep"
 fi
+# A/B of recorded updates (Step 6, RTRBM_GRAPHS=1: after a shape's first two updates, each update
+# is two small copies, the gather and one CUDA graph launch): host issue time, the paper protocol,
+# batch 64 and the packed sweep, against the rows above (same card, same call)
+RTRBM_GRAPHS=1 timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1-graphs.json" 2>&1 | tee "$W/logs/bench-phases-b1-graphs.txt" | grep -E "per update|host"
+RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-graphs.json" 2>&1 | grep "^train"
+RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-graphs.json" 2>&1 | grep "^train"
+RTRBM_GRAPHS=1 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-graphs.json" 2>&1 | grep "^sweep"
 # A/B of the tensor-core AIS kernel (kernels/ais_tc.cu) on the benchmark's AIS, and on the full
 # JSB test evaluation (14,500 betas x 100 runs; target under 5 s): log-likelihoods must agree
 # within their standard errors, times are the comparison

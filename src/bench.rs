@@ -104,7 +104,10 @@ fn batch_ids(u: usize, batch: usize, chunks: usize) -> Vec<Option<usize>> {
 
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
-/// `max(updates / 5, 2)` updates. Throughput is updates per second.
+/// `max(updates / 5, 2)` updates. With recorded updates (`RTRBM_GRAPHS=1`) the warm-up is two
+/// passes over the chunks, so that every shape of update is recorded before the clock starts
+/// (a training run records each shape once and replays it for the rest of the run). Throughput
+/// is updates per second.
 pub fn train_workload<B: Backend>(
     be: &B,
     kind: ModelKind,
@@ -123,7 +126,9 @@ pub fn train_workload<B: Backend>(
         }
         Ok(())
     };
-    run(&mut trainer, (updates / 5).max(2))?;
+    let recorded = trainer.records_updates();
+    let warm_up = if recorded { 2 * chunks.len().div_ceil(batch) } else { (updates / 5).max(2) };
+    run(&mut trainer, warm_up)?;
     be.synchronize()?;
     let mut times = vec![];
     for _ in 0..5 {
@@ -132,7 +137,8 @@ pub fn train_workload<B: Backend>(
         be.synchronize()?;
         times.push(t0.elapsed().as_secs_f64());
     }
-    let name = format!("train {} batch {batch} CD-{k} on {}", kind.name(), be.name());
+    let tag = if recorded { ", recorded updates" } else { "" };
+    let name = format!("train {} batch {batch} CD-{k} on {}{tag}", kind.name(), be.name());
     Ok(summarise(name, times, updates as f64, "updates"))
 }
 
@@ -142,7 +148,8 @@ pub fn train_workload<B: Backend>(
 /// synchronised update time, the update is bound by the host or by a blocking copy) and the
 /// time per update with one synchronisation at the end. (2) Synchronised after each phase of the
 /// step (`Trainer::step_marked`): the mean wall time of each phase, device work included (the
-/// synchronisations themselves add a little to each).
+/// synchronisations themselves add a little to each). With recorded updates (`RTRBM_GRAPHS=1`),
+/// (1) replays recordings (warmed up as in [`train_workload`]); (2) never records.
 pub fn phase_workload<B: Backend>(
     be: &B,
     kind: ModelKind,
@@ -154,7 +161,9 @@ pub fn phase_workload<B: Backend>(
     let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
     let mut trainer = Trainer::new(be, cfg)?;
     let batch_at = |u: usize| batch_ids(u, batch, chunks.len());
-    for u in 0..(updates / 5).max(2) {
+    let recorded = trainer.records_updates();
+    let warm_up = if recorded { 2 * chunks.len().div_ceil(batch) } else { (updates / 5).max(2) };
+    for u in 0..warm_up {
         trainer.step_store(&store, &batch_at(u), &[u as u64])?;
     }
     be.synchronize()?;
@@ -186,7 +195,7 @@ pub fn phase_workload<B: Backend>(
         })?;
     }
     Ok(PhaseTimes {
-        workload: format!("{} batch {batch} CD-{k}", kind.name()),
+        workload: format!("{} batch {batch} CD-{k}{}", kind.name(), if recorded { ", recorded updates" } else { "" }),
         device: be.name(),
         updates,
         update_s,
@@ -313,7 +322,8 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
     })?;
     // the slowest group bounds each repetition
     let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t[r]).fold(0.0, f64::max)).collect();
-    let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s)");
+    let tag = if crate::train::graphs_from_env() { ", recorded updates" } else { "" };
+    let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s){tag}");
     Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
 }
 
