@@ -129,13 +129,14 @@ struct Recordings<R> {
     /// Shapes run once without recording (so every buffer they need exists): recorded next time.
     seen: HashSet<(usize, usize)>,
     by_shape: HashMap<(usize, usize), R>,
-    /// A recording failed (the warning said why): updates run unrecorded from then on.
-    failed: bool,
+    /// The backend does not record, or a recording failed (a warning said why): updates run
+    /// unrecorded from then on.
+    off: bool,
 }
 
 impl<R> Recordings<R> {
     fn new() -> Self {
-        Self { generation: 0, seen: HashSet::new(), by_shape: HashMap::new(), failed: false }
+        Self { generation: 0, seen: HashSet::new(), by_shape: HashMap::new(), off: false }
     }
 }
 
@@ -274,27 +275,37 @@ impl<'a, B: Backend> Trainer<'a, B> {
             be.replay(recording)?;
             return Ok((t, frames));
         }
-        if rec.seen.contains(&shape) && !rec.failed && be.begin_recording()? {
-            // nothing runs while recording; the recording then runs this update
-            let body = self.update_body(t, k, &keys, &mut |_| Ok(()));
-            let recording = be.end_recording();
-            match body.and(recording) {
-                Ok(recording) => {
+        if rec.seen.contains(&shape) && !rec.off {
+            match self.record(t, k, &keys) {
+                Ok(Some(recording)) => {
                     be.replay(&recording)?;
                     if be.recording_generation() == generation {
                         rec.by_shape.insert(shape, recording);
                     }
                     return Ok((t, frames));
                 }
+                Ok(None) => rec.off = true,
                 Err(e) => {
+                    // nothing of a failed recording has run: the update runs unrecorded below
                     eprintln!("warning: recording a training update failed ({e}); updates run unrecorded");
-                    rec.failed = true;
+                    rec.off = true;
                 }
             }
         }
         rec.seen.insert(shape);
         self.update_body(t, k, &keys, &mut |_| Ok(()))?;
         Ok((t, frames))
+    }
+
+    /// Records the device work of an update (nothing runs); None when the backend does not
+    /// record.
+    fn record(&mut self, t: usize, k: usize, keys: &[RngKey]) -> Result<Option<B::Recording>> {
+        if !self.be.begin_recording()? {
+            return Ok(None);
+        }
+        let body = self.update_body(t, k, keys, &mut |_| Ok(()));
+        let recording = self.be.end_recording();
+        body.and(recording).map(Some)
     }
 
     /// The update's CD-K (equal for every packed model) and each model's Gibbs key.

@@ -98,6 +98,8 @@ fn store_of(cpu: &Cpu<f32>, chunks: &[Vec<f32>]) -> Vec<f32> {
     cpu.upload_store(&chunks.concat()).unwrap()
 }
 
+/// ... and with recorded updates asked for (`Trainer::record_updates`), which the CPU does not do:
+/// the same updates, nothing recorded.
 #[test]
 fn updates_from_the_store_equal_updates_from_host_chunks() {
     let chunks = chunks();
@@ -108,12 +110,20 @@ fn updates_from_the_store_equal_updates_from_host_chunks() {
     let cpu = Cpu::<f32>::new(1);
     let store = ChunkStore::new(&cpu, &chunks, NV).unwrap();
     let mut a = Trainer::new(&cpu, cfg.clone()).unwrap();
-    let mut b = Trainer::new(&cpu, cfg).unwrap();
+    a.record_updates(false);
+    let mut b = Trainer::new(&cpu, cfg.clone()).unwrap();
+    let mut c = Trainer::new(&cpu, cfg).unwrap();
+    c.record_updates(true);
     for u in 0..5u64 {
         let ids = [Some(u as usize), Some(chunks.len() - 1 - u as usize)];
         let refs: Vec<&[f32]> = ids.iter().map(|i| chunks[i.unwrap()].as_slice()).collect();
-        assert_eq!(a.step_store(&store, &ids, &[u]).unwrap(), b.step(&refs, u).map(|(t, f)| (t, vec![f])).unwrap());
+        let got = a.step_store(&store, &ids, &[u]).unwrap();
+        assert_eq!(got, b.step(&refs, u).map(|(t, f)| (t, vec![f])).unwrap());
+        assert_eq!(got, c.step_store(&store, &ids, &[u]).unwrap());
         assert_eq!(a.last_costs(16).unwrap(), b.last_costs(16).unwrap());
+        assert_eq!(a.last_costs(16).unwrap(), c.last_costs(16).unwrap());
     }
     assert_eq!(a.host_params(0).unwrap(), b.host_params(0).unwrap());
+    assert_eq!(a.host_params(0).unwrap(), c.host_params(0).unwrap());
+    assert!(c.records_updates() && c.recorded_shapes() == 0, "the CPU records nothing");
 }

@@ -1911,3 +1911,62 @@ fn recorded_updates_equal_unrecorded_ones() {
         assert_eq!(ca, cb, "{what}: costs of the last update");
     }
 }
+
+/// While recording, the backend refuses what a recording must not contain, with errors that say
+/// so, and stays usable: a gemm whose split-K scratch would have to grow (300 x 260 x 300 takes
+/// split-K) and a Gibbs chain recorded with keys other than the staged ones both fail; after
+/// `end_recording` the same gemm runs directly, matches the CPU, and starts a new recording
+/// generation (the scratch was allocated), after which it records without error.
+#[test]
+fn recording_refuses_allocations_and_unstaged_keys() {
+    let Some(g) = gpu() else { return };
+    let be = g.fork().unwrap();
+    let c = cpu();
+    let mut r = HostRng::new(5, 0);
+    let (m, n, k) = (300, 260, 300);
+    let (a, b) = (rand_vec(&mut r, m * k, 1.0), rand_vec(&mut r, k * n, 1.0));
+    let (ga, gb) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+    let mut gc = be.zeros(m * n).unwrap();
+    let mat = |buf| Mat { buf, offset: 0, trans: false };
+    let (nv, nh, nn) = (12, 10, 4);
+    let w = be.upload(&rand_vec(&mut r, nv * nh, 0.5)).unwrap();
+    let (bv, bh) = (be.zeros(nn * nv).unwrap(), be.zeros(nn * nh).unwrap());
+    let mut v = be.zeros(nn * nv).unwrap();
+    let key = RngKey::new(9, 3);
+    let gen0 = be.recording_generation();
+    assert!(be.begin_recording().unwrap(), "CUDA records");
+    let err = be.gemm(m, n, k, 1.0, mat(&ga), mat(&gb), 0.0, &mut gc, 0).unwrap_err().to_string();
+    assert!(err.contains("split-K scratch") && err.contains("recorded"), "{err}");
+    // gibbs with keys that were never staged
+    let err = be.gibbs(&w, &bv, &bh, &mut v, None, nn, nv, nh, 2, false, &[key], 0).unwrap_err().to_string();
+    assert!(err.contains("staged"), "{err}");
+    let _nothing = be.end_recording();
+    assert_eq!(be.recording_generation(), gen0, "nothing was replaced while recording");
+    // directly: the gemm runs and allocates its scratch (a new generation)
+    be.gemm(m, n, k, 1.0, mat(&ga), mat(&gb), 0.0, &mut gc, 0).unwrap();
+    assert!(be.recording_generation() > gen0, "the scratch allocation starts a new generation");
+    let mut cc = vec![0.0f32; m * n];
+    c.gemm(
+        m,
+        n,
+        k,
+        1.0,
+        Mat { buf: &a, offset: 0, trans: false },
+        Mat { buf: &b, offset: 0, trans: false },
+        0.0,
+        &mut cc,
+        0,
+    )
+    .unwrap();
+    assert_close("gemm after a refused recording", &be.download(&gc).unwrap(), &cc, 1e-4, 1e-4);
+    // now both record: the scratch exists and the keys are staged
+    be.stage_gibbs_keys(&[key]).unwrap();
+    let gen1 = be.recording_generation();
+    assert!(be.begin_recording().unwrap());
+    be.gemm(m, n, k, 1.0, mat(&ga), mat(&gb), 0.0, &mut gc, 0).unwrap();
+    be.gibbs(&w, &bv, &bh, &mut v, None, nn, nv, nh, 2, false, &[key], 0).unwrap();
+    let recording = be.end_recording().unwrap();
+    assert_eq!(be.recording_generation(), gen1);
+    be.replay(&recording).unwrap();
+    assert_close("replayed gemm", &be.download(&gc).unwrap(), &cc, 1e-4, 1e-4);
+}
