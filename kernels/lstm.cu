@@ -18,7 +18,10 @@
 // of two <= 32, blockDim.x a multiple of 32; see group_sum in common.cuh): the forward's four
 // gate sums over U terms and the backward's d l = dz Wl^T over 4U terms take ~U/S and ~4U/S
 // steps per frame instead of U and 4U. Sums round differently from the CPU's (within the
-// tests' tolerances), identically for a model alone or packed.
+// tests' tolerances), identically for a model alone or packed. Each frame's inputs from global
+// memory (the forward's pre, the backward cell's gates, states and outside gradient) are loaded
+// before a dot product they do not depend on, so that their latency overlaps it (same
+// arithmetic, same bits); the backward (both versions) loads frame s-1's during frame s.
 //
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P) (the
 // reduce: (blocks, P)); the trailing `*_ps` arguments are the slab strides (elements) of the
@@ -52,46 +55,64 @@ __device__ __forceinline__ void lstm_cell_forward(int j, int U, float zi, float 
     cn[j] = ct;
 }
 
-// The cell of frame s, backward (lstm_backward, lstm_backward_v2), one thread per unit j (strided):
-// from the gradient arriving at l[s+1] (dl from outside plus dl_rec through the gates of s+1) and
-// dc_next (into c[s+1]), writes dpre[s] and dz (shared, [4U]), moves dc_next to c[s] and adds the
-// peephole partials. Exactly the expressions of Cpu::lstm_backward.
-__device__ __forceinline__ void lstm_cell_backward(int U, const float* __restrict__ gates, const float* __restrict__ c,
-                                                   const float* __restrict__ dl, const float* __restrict__ peep,
+// What the backward cell of frame s reads from global memory for unit j (none of it depends on
+// the recurrence, so it can be loaded ahead): the gates of s, c[s], c[s+1] and the gradient
+// arriving at l[s+1] from outside.
+struct LstmCellIn {
+    float gi, gf, go, gg, c_prev, ct, dl;
+};
+
+__device__ __forceinline__ LstmCellIn lstm_cell_backward_in(int j, int U, const float* __restrict__ gates,
+                                                           const float* __restrict__ c, const float* __restrict__ dl,
+                                                           int s, int B, int b) {
+    const long long prev = ((long long)s * B + b) * U, next = ((long long)(s + 1) * B + b) * U;
+    const long long grow = ((long long)s * B + b) * 4 * U;
+    LstmCellIn in;
+    in.gi = gates[grow + j];
+    in.gf = gates[grow + U + j];
+    in.go = gates[grow + 2 * U + j];
+    in.gg = gates[grow + 3 * U + j];
+    in.c_prev = c[prev + j];
+    in.ct = c[next + j];
+    in.dl = dl[next + j];
+    return in;
+}
+
+// The cell of frame s, backward (lstm_backward, lstm_backward_v2), for unit j: from the gradient
+// arriving at l[s+1] (dl from outside plus dl_rec through the gates of s+1) and dc_next (into
+// c[s+1]), writes dpre[s] and dz (shared, [4U]), moves dc_next to c[s] and adds the peephole
+// partials. Exactly the expressions of Cpu::lstm_backward.
+__device__ __forceinline__ void lstm_cell_backward(int j, int U, const LstmCellIn& in, const float* __restrict__ peep,
                                                    int has_peep, float* __restrict__ part, float* __restrict__ dpre,
-                                                   const float* dl_rec, float* dc_next, float* dz, long long prev,
-                                                   long long next, long long grow) {
-    for (int j = threadIdx.x; j < U; j += blockDim.x) {
-        float gi = gates[grow + j], gf = gates[grow + U + j], go = gates[grow + 2 * U + j], gg = gates[grow + 3 * U + j];
-        float c_prev = c[prev + j], ct = c[next + j];
-        float tc = tanhf(ct);
-        // l_t = o tanh(c_t)
-        float dlt = dl[next + j] + dl_rec[j];
-        float dzo = dlt * tc * go * (1.0f - go);
-        // c_t feeds l_t, c_{t+1} and (peephole) o_t
-        float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
-        if (has_peep) dcv += dzo * peep[2 * U + j];
-        // c_t = f c_{t-1} + i g
-        float dzi = dcv * gg * gi * (1.0f - gi);
-        float dzf = dcv * c_prev * gf * (1.0f - gf);
-        float dzg = dcv * gi * (1.0f - gg * gg);
-        float dc_prev = dcv * gf;
-        if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
-        if (part) {
-            part[j] += dzi * c_prev;
-            part[U + j] += dzf * c_prev;
-            part[2 * U + j] += dzo * ct;
-        }
-        dc_next[j] = dc_prev;
-        dpre[grow + j] = dzi;
-        dpre[grow + U + j] = dzf;
-        dpre[grow + 2 * U + j] = dzo;
-        dpre[grow + 3 * U + j] = dzg;
-        dz[j] = dzi;
-        dz[U + j] = dzf;
-        dz[2 * U + j] = dzo;
-        dz[3 * U + j] = dzg;
+                                                   const float* dl_rec, float* dc_next, float* dz, long long grow) {
+    const float gi = in.gi, gf = in.gf, go = in.go, gg = in.gg, c_prev = in.c_prev, ct = in.ct;
+    float tc = tanhf(ct);
+    // l_t = o tanh(c_t)
+    float dlt = in.dl + dl_rec[j];
+    float dzo = dlt * tc * go * (1.0f - go);
+    // c_t feeds l_t, c_{t+1} and (peephole) o_t
+    float dcv = dc_next[j] + dlt * go * (1.0f - tc * tc);
+    if (has_peep) dcv += dzo * peep[2 * U + j];
+    // c_t = f c_{t-1} + i g
+    float dzi = dcv * gg * gi * (1.0f - gi);
+    float dzf = dcv * c_prev * gf * (1.0f - gf);
+    float dzg = dcv * gi * (1.0f - gg * gg);
+    float dc_prev = dcv * gf;
+    if (has_peep) dc_prev += dzi * peep[j] + dzf * peep[U + j];
+    if (part) {
+        part[j] += dzi * c_prev;
+        part[U + j] += dzf * c_prev;
+        part[2 * U + j] += dzo * ct;
     }
+    dc_next[j] = dc_prev;
+    dpre[grow + j] = dzi;
+    dpre[grow + U + j] = dzf;
+    dpre[grow + 2 * U + j] = dzo;
+    dpre[grow + 3 * U + j] = dzg;
+    dz[j] = dzi;
+    dz[U + j] = dzf;
+    dz[2 * U + j] = dzo;
+    dz[3 * U + j] = dzg;
 }
 
 extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
@@ -180,12 +201,24 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
         }
     }
     __syncthreads();
+    // With at most one unit per thread, thread j owns unit j in every frame and loads the cell
+    // inputs of frame s-1 while the dot product of frame s runs: their latency overlaps it
+    // instead of opening the next frame's critical path.
+    const bool own = U <= (int)blockDim.x;
+    const int jo = threadIdx.x;
+    LstmCellIn in{};
+    if (own && jo < U && T > 0) in = lstm_cell_backward_in(jo, U, gates, c, dl, T - 1, B, b);
     for (int s = T - 1; s >= 0; --s) {
-        long long prev = ((long long)s * B + b) * U;
-        long long next = ((long long)(s + 1) * B + b) * U;
         long long grow = ((long long)s * B + b) * G;
-        lstm_cell_backward(U, gates, c, dl, peep, has_peep, part, dpre, dl_rec, dc_next, dz, prev, next, grow);
+        if (own) {
+            if (jo < U) lstm_cell_backward(jo, U, in, peep, has_peep, part, dpre, dl_rec, dc_next, dz, grow);
+        } else {
+            for (int j = threadIdx.x; j < U; j += blockDim.x)
+                lstm_cell_backward(j, U, lstm_cell_backward_in(j, U, gates, c, dl, s, B, b), peep, has_peep, part,
+                                   dpre, dl_rec, dc_next, dz, grow);
+        }
         __syncthreads();
+        if (own && jo < U && s > 0) in = lstm_cell_backward_in(jo, U, gates, c, dl, s - 1, B, b);
         // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
@@ -246,6 +279,15 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
         long long grow = ((long long)s * B + b) * G;
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
+            // the gates' inputs do not depend on the recurrence: loaded before the dot products,
+            // their latency overlaps them instead of following them on the frame's critical path
+            float pi = 0.0f, pf = 0.0f, po = 0.0f, pg = 0.0f;
+            if (j < U && q == 0) {
+                pi = pre[grow + j];
+                pf = pre[grow + U + j];
+                po = pre[grow + 2 * U + j];
+                pg = pre[grow + 3 * U + j];
+            }
             // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
             float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
             if (j < U) {
@@ -263,8 +305,7 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
             ao = group_sum(ao, S);
             ag = group_sum(ag, S);
             if (j < U && q == 0) {
-                float zi = pre[grow + j] + ai, zf = pre[grow + U + j] + af;
-                float zo = pre[grow + 2 * U + j] + ao, zg = pre[grow + 3 * U + j] + ag;
+                float zi = pi + ai, zf = pf + af, zo = po + ao, zg = pg + ag;
                 lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
             }
         }

@@ -16,7 +16,9 @@
 // multiple of 32; outputs in passes of blockDim.x / S), lane q summing the terms k = q + S m
 // and group_sum (common.cuh) adding the S partials. The frame's critical path is ~K/S terms
 // instead of K; the sums round differently from the CPU's single sequential sum (within the
-// tests' tolerances), identically for a model alone or packed.
+// tests' tolerances), identically for a model alone or packed. Each frame's inputs from global
+// memory (pre, vw; st, outside) are loaded before its dot product, so that their latency
+// overlaps it (same arithmetic, same bits).
 //
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P); the
 // trailing `*_ps` arguments are the slab strides (elements) of the buffer arguments, in order,
@@ -167,6 +169,13 @@ __device__ __forceinline__ void recurrent_forward_v2(const float* __restrict__ W
         long long out = ((long long)(s + 1) * B + b) * n;
         for (int j0 = 0; j0 < n; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
+            // the frame's inputs do not depend on the recurrence: loaded before the dot product,
+            // their latency overlaps it instead of following it on the frame's critical path
+            float in_pre = 0.0f, in_vw = 0.0f;
+            if (j < n && q == 0) {
+                in_pre = pre[row + j];
+                if (bh_t) in_vw = vw[row + j];
+            }
             float acc = 0.0f;
             if (j < n)
                 for (int k = q; k < n; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
@@ -174,11 +183,11 @@ __device__ __forceinline__ void recurrent_forward_v2(const float* __restrict__ W
             if (j < n && q == 0) {
                 float x;
                 if (bh_t) {
-                    float bh = pre[row + j] + acc;
+                    float bh = in_pre + acc;
                     bh_t[row + j] = bh;
-                    x = sigmoidf_(vw[row + j] + bh);
+                    x = sigmoidf_(in_vw + bh);
                 } else {
-                    x = tanhf(pre[row + j] + acc);
+                    x = tanhf(in_pre + acc);
                 }
                 st[out + j] = x;
                 nxt[j] = x;
@@ -214,6 +223,12 @@ __device__ __forceinline__ void recurrent_backward_v2(const float* __restrict__ 
         const bool more = s + 1 < T;
         for (int j0 = 0; j0 < n; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
+            // the frame's inputs, loaded before the dot product (see recurrent_forward_v2)
+            float x = 0.0f, in_out = 0.0f;
+            if (j < n && q == 0) {
+                x = st[((long long)(s + 1) * B + b) * n + j];
+                in_out = outside[row + j];
+            }
             float acc = 0.0f;
             if (j < n && more) {
                 const float* wrow = Ws + (long long)j * ldw;
@@ -221,13 +236,12 @@ __device__ __forceinline__ void recurrent_backward_v2(const float* __restrict__ 
             }
             acc = group_sum(acc, S);
             if (j < n && q == 0) {
-                float x = st[((long long)(s + 1) * B + b) * n + j];
                 float d;
                 if (rtrbm) {
-                    d = outside[row + j];
+                    d = in_out;
                     if (more) d += acc * x * (1.0f - x);
                 } else {
-                    d = (outside[row + j] + acc) * (1.0f - x * x);
+                    d = (in_out + acc) * (1.0f - x * x);
                 }
                 out[row + j] = d;
                 dc[j] = d;

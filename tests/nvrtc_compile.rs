@@ -39,6 +39,7 @@ fn find_ptxas() -> Option<std::path::PathBuf> {
 /// (`.ci/run` installs it). NVRTC passes inline PTX (`mma.sync`, `cvt.rn.f16.f32`, `rcp.approx`
 /// in kernels/ais_tc.cu) through unchecked; ptxas rejects what the GPU's JIT would reject. Prints
 /// each kernel's registers and spills. Skips without ptxas unless REQUIRE_PTXAS=1.
+/// `RTRBM_KEEP_PTX=DIR` keeps the PTX and the cubins in DIR.
 #[test]
 fn ptx_assembles_for_sm_90() {
     let required = std::env::var("REQUIRE_PTXAS").as_deref() == Ok("1");
@@ -52,13 +53,17 @@ fn ptx_assembles_for_sm_90() {
         eprintln!("SKIPPED: no ptxas (set PTXAS or put it on PATH; REQUIRE_PTXAS=1 makes this fail)");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    // RTRBM_KEEP_PTX=DIR keeps the PTX and cubins there (for reading the SASS: `cuobjdump -sass`)
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("RTRBM_KEEP_PTX").map(std::path::PathBuf::from);
+    let dir = dir.as_deref().unwrap_or(tmp.path());
+    std::fs::create_dir_all(dir).unwrap();
     for (file, ptx) in rtrbm::backend::cuda::all_ptx("compute_90").unwrap() {
-        let path = dir.path().join(format!("{file}.ptx"));
+        let path = dir.join(format!("{file}.ptx"));
         std::fs::write(&path, &ptx).unwrap();
         let out = std::process::Command::new(&ptxas)
             .args(["-arch=sm_90", "-v", "-o"])
-            .arg(dir.path().join(format!("{file}.cubin")))
+            .arg(dir.join(format!("{file}.cubin")))
             .arg(&path)
             .output()
             .unwrap();
