@@ -184,6 +184,19 @@ __device__ __forceinline__ float group_sum(float v, int S) {
     return v;
 }
 
+// Lane q's partial sum of a split-K dot product: the terms x[k] * w[k * w_stride] for k = q, q + S,
+// ... < n, added one at a time in increasing k. Unrolled by four, so that four terms' loads are
+// in flight together instead of one load's latency per term, with the pointer stepping instead of
+// a 64-bit index computed per term; the additions keep their order (same bits).
+__device__ __forceinline__ float lane_dot(const float* x, const float* w, long long w_stride, int q, int n, int S) {
+    float acc = 0.0f;
+    const float* wp = w + (long long)q * w_stride;
+    const long long step = (long long)S * w_stride;
+#pragma unroll 4
+    for (int k = q; k < n; k += S, wp += step) acc += x[k] * *wp;
+    return acc;
+}
+
 // The Philox key of packed model `model`: `keys` is null (a lone model: seed and stream as
 // passed) or holds, as 2P u64, each model's seed and the offset of its stream from the `stream`
 // argument, added wrapping (Cuda::gibbs and Cuda::ais upload it; a pack in lockstep keeps it).

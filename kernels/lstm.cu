@@ -222,11 +222,8 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
         // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
-            float acc = 0.0f;
-            if (j < U) {
-                const float* wrow = Ws + (long long)j * ldw;
-                for (int k = q; k < G; k += S) acc += wrow[k] * dz[k];
-            }
+            // wrow[k] * dz[k], as dz[k] * wrow[k] (the same product)
+            float acc = j < U ? lane_dot(dz, Ws + (long long)j * ldw, 1, q, G, S) : 0.0f;
             acc = group_sum(acc, S);
             if (j < U && q == 0) dl_rec[j] = acc;
         }
@@ -289,15 +286,18 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
                 pg = pre[grow + 3 * U + j];
             }
             // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
+            // (unrolled by four with a stepping pointer, as lane_dot in common.cuh)
             float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
             if (j < U) {
-                for (int k = q; k < U; k += S) {
+                const float* wr = Ws + (long long)q * ldw + j;
+                const long long step = (long long)S * ldw;
+#pragma unroll 4
+                for (int k = q; k < U; k += S, wr += step) {
                     float x = lc[k];
-                    const float* wr = Ws + (long long)k * ldw;
-                    ai += x * wr[j];
-                    af += x * wr[U + j];
-                    ao += x * wr[2 * U + j];
-                    ag += x * wr[3 * U + j];
+                    ai += x * wr[0];
+                    af += x * wr[U];
+                    ao += x * wr[2 * U];
+                    ag += x * wr[3 * U];
                 }
             }
             ai = group_sum(ai, S);

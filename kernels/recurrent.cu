@@ -176,9 +176,7 @@ __device__ __forceinline__ void recurrent_forward_v2(const float* __restrict__ W
                 in_pre = pre[row + j];
                 if (bh_t) in_vw = vw[row + j];
             }
-            float acc = 0.0f;
-            if (j < n)
-                for (int k = q; k < n; k += S) acc += cur[k] * Ws[(long long)k * ldw + j];
+            float acc = j < n ? lane_dot(cur, Ws + j, ldw, q, n, S) : 0.0f;
             acc = group_sum(acc, S);
             if (j < n && q == 0) {
                 float x;
@@ -229,11 +227,8 @@ __device__ __forceinline__ void recurrent_backward_v2(const float* __restrict__ 
                 x = st[((long long)(s + 1) * B + b) * n + j];
                 in_out = outside[row + j];
             }
-            float acc = 0.0f;
-            if (j < n && more) {
-                const float* wrow = Ws + (long long)j * ldw;
-                for (int k = q; k < n; k += S) acc += wrow[k] * dn[k];
-            }
+            // wrow[k] * dn[k], as dn[k] * wrow[k] (the same product)
+            float acc = j < n && more ? lane_dot(dn, Ws + (long long)j * ldw, 1, q, n, S) : 0.0f;
             acc = group_sum(acc, S);
             if (j < n && q == 0) {
                 float d;

@@ -68,7 +68,9 @@ if [ -z "${RTRBM_KERNELS:-}" ]; then
 fi
 # A/B of recorded updates (Step 6, RTRBM_GRAPHS=1: after a shape's first two updates, each update
 # is two small copies, the gather and one CUDA graph launch): host issue time, the paper protocol,
-# batch 64 and the packed sweep, against the rows above (same card, same call)
+# batch 64 and the packed sweep, against the rows above (same card, same call). Their warm-up is
+# two passes over the chunks (every shape recorded before the clock starts): under REHEARSAL on
+# the emulator the phases and train rows run into their time limits, which says nothing.
 RTRBM_GRAPHS=1 timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1-graphs.json" 2>&1 | tee "$W/logs/bench-phases-b1-graphs.txt" | grep -E "per update|host"
 RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-graphs.json" 2>&1 | grep "^train"
 RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-graphs.json" 2>&1 | grep "^train"
