@@ -67,22 +67,27 @@ extern "C" __global__ void gemm_f32(int m, int n, int k, float alpha,
     int row = blockIdx.y * TILE + ty;  // i of C
     int col = blockIdx.x * TILE + tx;  // j of C
     float acc = 0.0f, total = 0.0f;  // acc: the current k-slice's sum; total: the fold of the earlier ones
+    // this thread's element of the A tile (A(blockrow + ty, p0 + tx)) and of the B tile
+    // (B(p0 + ty, blockcol + tx)) of the k-tile at p0, zero outside the matrices
+    auto a_elem = [&](int p0) {
+        int i = blockIdx.y * TILE + ty, p = p0 + tx;
+        return i < m && p < k ? (a_trans ? a[(long long)p * m + i] : a[(long long)i * k + p]) : 0.0f;
+    };
+    auto b_elem = [&](int p0) {
+        int p = p0 + ty, j = blockIdx.x * TILE + tx;
+        return p < k && j < n ? (b_trans ? b[(long long)j * k + p] : b[(long long)p * n + j]) : 0.0f;
+    };
+    // the next k-tile's elements are loaded while this one's products run (registers), so a
+    // tile's global-load latency overlaps the previous tile's arithmetic; same products, same order
+    float a_next = a_elem(0), b_next = b_elem(0);
     for (int p0 = 0; p0 < k; p0 += TILE) {
-        // As[ty][tx] = A(blockrow + ty, p0 + tx)
-        {
-            int i = blockIdx.y * TILE + ty, p = p0 + tx;
-            float val = 0.0f;
-            if (i < m && p < k) val = a_trans ? a[(long long)p * m + i] : a[(long long)i * k + p];
-            As[ty][tx] = val;
-        }
-        // Bs[ty][tx] = B(p0 + ty, blockcol + tx)
-        {
-            int p = p0 + ty, j = blockIdx.x * TILE + tx;
-            float val = 0.0f;
-            if (p < k && j < n) val = b_trans ? b[(long long)j * k + p] : b[(long long)p * n + j];
-            Bs[ty][tx] = val;
-        }
+        As[ty][tx] = a_next;
+        Bs[ty][tx] = b_next;
         __syncthreads();
+        if (p0 + TILE < k) {
+            a_next = a_elem(p0 + TILE);
+            b_next = b_elem(p0 + TILE);
+        }
 #pragma unroll
         for (int q = 0; q < TILE; ++q) acc = fmaf(As[ty][q], Bs[q][tx], acc);
         __syncthreads();
