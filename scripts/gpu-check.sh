@@ -32,17 +32,24 @@ PY
 done
 rm -f "$BUNDLE/.build.json"
 cp scripts/gpu-bench.sh "$BUNDLE/bench.sh"
+# bundle_rev REV NAME: the rtrbm binary of revision REV as bin/rtrbm-NAME (and its short hash in
+# bin/rtrbm-NAME.rev), built in a worktree of its own.
+bundle_rev() {
+  local dir; dir="$(mktemp -d)/rev"
+  git worktree add --detach "$dir" "$1" >/dev/null
+  (cd "$dir" && CARGO_TARGET_DIR="$PWD/../target-rev" cargo build --release --bin rtrbm)
+  cp "$dir/../target-rev/release/rtrbm" "$BUNDLE/bin/rtrbm-$2"
+  git rev-parse --short "$1" > "$BUNDLE/bin/rtrbm-$2.rev"
+  git worktree remove --force "$dir"
+  rm -rf "$(dirname "$dir")"
+}
 # PREV_REV=<git rev>: also bundle the rtrbm binary of that revision as bin/rtrbm-prev, so that
 # session.sh times the previous version on the same card in the same call (A/B).
-if [ -n "${PREV_REV:-}" ]; then
-  prev_dir="$(mktemp -d)/prev"
-  git worktree add --detach "$prev_dir" "$PREV_REV" >/dev/null
-  (cd "$prev_dir" && CARGO_TARGET_DIR="$PWD/../target-prev" cargo build --release --bin rtrbm)
-  cp "$prev_dir/../target-prev/release/rtrbm" "$BUNDLE/bin/rtrbm-prev"
-  git rev-parse --short "$PREV_REV" > "$BUNDLE/bin/rtrbm-prev.rev"
-  git worktree remove --force "$prev_dir"
-  rm -rf "$(dirname "$prev_dir")"
-fi
+if [ -n "${PREV_REV:-}" ]; then bundle_rev "$PREV_REV" prev; fi
+# AB_REV=<git rev>: a second version for a narrower A/B (bin/rtrbm-ab): session.sh times its paper
+# protocol, batch 64 and per-kernel profile beside this version's (e.g. the revision before one
+# kernel change, to measure that change alone).
+if [ -n "${AB_REV:-}" ]; then bundle_rev "$AB_REV" ab; fi
 for f in "$BUNDLE"/bin/*; do [ -x "$f" ] && strip "$f"; done
 
 cat > "$BUNDLE/run.sh" <<'RUN'

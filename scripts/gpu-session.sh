@@ -4,7 +4,8 @@
 #     bash gpu-bundle/session.sh
 # 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks (AB=1: also the v1
 # kernels; the packed sweep curve for SWEEP_MODELS; with bin/rtrbm-prev (PREV_REV= for
-# gpu-check.sh), the same curve and phases for the previous version, same card, same call), 3. a
+# gpu-check.sh), the same curve and phases for the previous version, same card, same call; with
+# bin/rtrbm-ab (AB_REV=), the paper protocol, batch 64 and kernel profile of that version), 3. a
 # sweep of 32 JSB runs as one pack unless SKIP_SWEEP, 4. the README's main command on the GPU
 # (LSTM-RTRBM on JSB, TRAIN_UPDATES updates, default 2000) unless SKIP_TRAIN, 5. only with EVALS=1
 # (minutes): full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder
@@ -101,6 +102,17 @@ for n in ${AB_MODELS:-1 64 256}; do
 done
 timeout 100 ./bin/rtrbm-prev bench phases --device cuda --updates "$U_B1" --json "$W/logs/prev-bench-phases-b1.json" > "$W/logs/prev-bench-phases-b1.txt" 2>&1
 echo "prev phases b1 rc=$?"; grep -E "per update|load|negatives" "$W/logs/prev-bench-phases-b1.txt"
+fi
+
+if [ -x bin/rtrbm-ab ]; then
+step "A/B: $(cat bin/rtrbm-ab.rev 2>/dev/null) (AB_REV) against this version, paper protocol, batch 64, kernel profile"
+for bin in ./bin/rtrbm-ab $B; do
+  tag=$([ "$bin" = "$B" ] && echo this || echo ab)
+  timeout 100 $bin bench train --device cuda --updates "$U_B1" --json "$W/logs/ab-$tag-train-b1.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
+  timeout 100 $bin bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/ab-$tag-train-b64.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
+  RTRBM_PROFILE=1 timeout 100 $bin bench phases --device cuda --updates "$U_B1" > "$W/logs/ab-$tag-profile-b1.txt" 2>&1
+  echo "$tag profile b1 rc=$?"; grep -A8 '^kernel profile' "$W/logs/ab-$tag-profile-b1.txt"
+done
 fi
 
 if [ -z "${SKIP_SWEEP:-}" ]; then
