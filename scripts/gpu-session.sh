@@ -9,7 +9,7 @@
 # sweep of 32 JSB runs as one pack unless SKIP_SWEEP, 4. the README's main command on the GPU
 # (LSTM-RTRBM on JSB, TRAIN_UPDATES updates, default 2000) unless SKIP_TRAIN, 5. only with EVALS=1
 # (minutes): full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder
-# (knobs EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default fits one call (about 5 minutes).
+# (knobs EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default fits one call (estimated 6-7 minutes with the A/B rows; SKIP_TRAIN=1 or SKIP_SWEEP=1 save 1-3).
 # Everything lands in $OUT/session.tgz plus a summary on stdout.
 # REHEARSAL=1 shrinks every workload (and skips the 32-run sweep) so that the whole script runs in
 # a few minutes on the CUDA emulator (tests/cuda-emu) before a GPU session: it checks the script,
