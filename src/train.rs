@@ -59,6 +59,8 @@ pub struct RunSummary {
     pub stopped_early: bool,
     pub wall_s: f64,
     pub updates_per_s: f64,
+    /// Update shapes recorded as graphs and replayed (`RTRBM_GRAPHS=1` on CUDA), 0 otherwise.
+    pub recorded_shapes: usize,
 }
 
 /// Where training stands (saved in checkpoint metadata).
@@ -880,6 +882,7 @@ pub fn run_pack<B: Backend>(
             stopped_early: st.stopped_early,
             wall_s: st.prog.wall_s,
             updates_per_s: (st.prog.update - st.update0) as f64 / el.max(1e-9),
+            recorded_shapes: trainer.recorded_shapes(),
         })
     };
     loop {

@@ -92,6 +92,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if summary.stopped_early { ", stopped early" } else { "" },
         out.display()
     );
+    if summary.recorded_shapes > 0 {
+        eprintln!(
+            "recorded updates: {} shapes of update replayed as CUDA graphs (RTRBM_GRAPHS=1)",
+            summary.recorded_shapes
+        );
+    }
     if !cfg.model.gaussian {
         let best = out.join("best.safetensors");
         eprintln!("next: rtrbm eval --checkpoint {} --data {}", best.display(), cfg.data.path);
