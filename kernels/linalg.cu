@@ -256,17 +256,48 @@ extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restri
     GRID_STRIDE(e, (long long)rows * cols) { x[e] += bias[e % cols]; }
 }
 
-// One thread per column; rows summed sequentially in order, like the CPU. grid = (blocks, P).
-extern "C" __global__ void sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float beta,
-                                    float* __restrict__ out, long long x_ps, long long out_ps) {
+// sum_rows: one block of (32, 8) threads per 32 columns (a lane per column). Warp 0 adds the
+// rows of its column one after another in increasing order, like the CPU, from a tile of 128 rows
+// in shared memory, while all 8 warps load the next tile into registers (16 loads in flight per
+// thread). A thread per column walking the rows itself kept ~16 loads in flight and paid one L2
+// round trip per 16 rows: 400 of them for the 6,400 rows of a batch-64 update, with 3 warps in
+// the whole GPU. Same order, same bits. grid = (ceil(cols / 32), P).
+#define SR_COLS 32
+#define SR_WARPS 8
+#define SR_TILE 128
+extern "C" __global__ void __launch_bounds__(SR_COLS * SR_WARPS)
+sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float beta, float* __restrict__ out,
+         long long x_ps, long long out_ps) {
+    __shared__ float tile[SR_TILE][SR_COLS];
     const long long model = blockIdx.y;
     x += model * x_ps;
     out += model * out_ps;
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * SR_COLS + tx;
+    const bool col_ok = c < cols;
+    // this thread's rows of the tile at r0: r0 + ty + 8 m
+    float next[SR_TILE / SR_WARPS];
+    auto load = [&](int r0) {
+#pragma unroll
+        for (int m = 0; m < SR_TILE / SR_WARPS; ++m) {
+            const int r = r0 + ty + SR_WARPS * m;
+            next[m] = col_ok && r < rows ? x[(long long)r * cols + c] : 0.0f;
+        }
+    };
     float acc = 0.0f;
-    for (int r = 0; r < rows; ++r) acc += x[(long long)r * cols + c];
-    out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
+    load(0);
+    for (int r0 = 0; r0 < rows; r0 += SR_TILE) {
+#pragma unroll
+        for (int m = 0; m < SR_TILE / SR_WARPS; ++m) tile[ty + SR_WARPS * m][tx] = next[m];
+        __syncthreads();
+        if (r0 + SR_TILE < rows) load(r0 + SR_TILE);  // in flight while warp 0 adds this tile
+        if (ty == 0) {
+            const int n = rows - r0 < SR_TILE ? rows - r0 : SR_TILE;
+            for (int i = 0; i < n; ++i) acc += tile[i][tx];
+        }
+        __syncthreads();
+    }
+    if (ty == 0 && col_ok) out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
 }
 
 extern "C" __global__ void axpy(long long n, float alpha, const float* __restrict__ x, float* __restrict__ y,

@@ -1498,9 +1498,10 @@ impl Backend for Cuda {
         let f = self.func("sum_rows")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out).arg(&x_ps).arg(&o_ps);
+        // 32 columns per block, 8 warps loading (kernels/linalg.cu, SR_COLS and SR_WARPS)
         let cfg = LaunchConfig {
-            grid_dim: (cols.div_ceil(128) as u32, self.models as u32, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (cols.div_ceil(32) as u32, self.models as u32, 1),
+            block_dim: (32, 8, 1),
             shared_mem_bytes: 0,
         };
         self.launch(&mut lb, cfg, "sum_rows")
