@@ -366,9 +366,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             be.clip_grad_norm(&mut self.grads.bufs, &clips)?;
         }
         mark("clip")?;
-        for ((p, g), v) in self.model.params.bufs.iter_mut().zip(&self.grads.bufs).zip(self.vel.bufs.iter_mut()) {
-            be.sgd_momentum(p, g, v, &self.hyper)?;
-        }
+        be.sgd_momentum_all(&mut self.model.params.bufs, &self.grads.bufs, &mut self.vel.bufs, &self.hyper)?;
         mark("sgd")
     }
 

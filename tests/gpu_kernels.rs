@@ -1972,3 +1972,42 @@ fn recording_refuses_allocations_and_unstaged_keys() {
     be.replay(&recording).unwrap();
     assert_close("replayed gemm", &be.download(&gc).unwrap(), &cc, 1e-4, 1e-4);
 }
+
+/// `sgd_momentum_all` (one launch for every tensor, `sgd_momentum_multi`) updates each tensor
+/// exactly as `sgd_momentum` does one at a time: tensors of 1 to 30,976 elements, lone and a pack
+/// of P models with their own hyper-parameters, three steps (the tensor table and the
+/// hyper-parameters reused, then new hyper-parameters): parameters and velocities equal bit for
+/// bit. Mismatched lists are errors.
+#[test]
+fn sgd_of_all_tensors_in_one_launch_equals_one_at_a_time() {
+    let Some(g) = gpu() else { return };
+    let mut r = HostRng::new(77, 0);
+    let sizes = [88 * 88, 88, 1, 88 * 352, 3001];
+    let h1 = [hyper(0.01, 0.9, 1e-3), hyper(0.05, 0.5, 0.0), hyper(0.001, 0.99, 1e-2)];
+    let h2 = [hyper(0.02, 0.0, 1e-4), hyper(0.01, 0.9, 1e-3), hyper(0.3, 0.7, 0.5)];
+    for models in [1, P] {
+        let be = if models == 1 { g.fork().unwrap() } else { g.packed(P).unwrap() };
+        let mk = |r: &mut HostRng, scale: f32| -> Vec<Vec<f32>> {
+            sizes.iter().map(|&n| rand_vec(r, n * models, scale)).collect()
+        };
+        let (p0, gr, v0) = (mk(&mut r, 1.0), mk(&mut r, 1.0), mk(&mut r, 0.1));
+        let up =
+            |xs: &[Vec<f32>]| -> Vec<<Cuda as Backend>::Buf> { xs.iter().map(|x| be.upload(x).unwrap()).collect() };
+        let (mut pa, ga, mut va) = (up(&p0), up(&gr), up(&v0));
+        let (mut pb, gb, mut vb) = (up(&p0), up(&gr), up(&v0));
+        for hs in [&h1, &h1, &h2] {
+            let hs = &hs[..models];
+            be.sgd_momentum_all(&mut pa, &ga, &mut va, hs).unwrap();
+            for i in 0..sizes.len() {
+                be.sgd_momentum(&mut pb[i], &gb[i], &mut vb[i], hs).unwrap();
+            }
+        }
+        for i in 0..sizes.len() {
+            let what = format!("{models} model(s), tensor {i} ({} elements)", sizes[i]);
+            assert_bits(&format!("{what}: param"), &be.download(&pa[i]).unwrap(), &be.download(&pb[i]).unwrap());
+            assert_bits(&format!("{what}: vel"), &be.download(&va[i]).unwrap(), &be.download(&vb[i]).unwrap());
+        }
+        let err = be.sgd_momentum_all(&mut pa, &ga[..2], &mut va, &h1[..models]).unwrap_err().to_string();
+        assert!(err.contains("2 gradients"), "{err}");
+    }
+}

@@ -33,7 +33,7 @@ use super::{check_models, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,7 +110,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
         include_str!("../../kernels/lstm.cu"),
         &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce", "lstm_forward_v2", "lstm_backward_v2"],
     ),
-    ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum"]),
+    ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum", "sgd_momentum_multi"]),
     (
         "ais.cu",
         include_str!("../../kernels/ais.cu"),
@@ -190,6 +190,9 @@ const GEMM_RB_MIN_MACS: usize = 1 << 24;
 /// The k-slice of every gemm's summation order (`GEMM_KC` in kernels/linalg.cu; a multiple of
 /// both kernels' k-tiles).
 const GEMM_KC: usize = 128;
+/// Most SGD tensor tables a backend keeps (one per trainer sharing it).
+const SGD_TABLES: usize = 16;
+
 /// Most floats of split-K scratch a gemm may use (64 MB); beyond, its slices run in one block.
 const SPLITK_MAX_FLOATS: usize = 1 << 24;
 /// Block tile of `gemm_f32_rb` (rows = cols) and its k-tile.
@@ -502,6 +505,10 @@ struct ArgCache {
     ais_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
     /// SGD hyper-parameters: (lr, momentum, weight_decay) of each model, 3P f32.
     hyper: Option<(Vec<u64>, CudaSlice<f32>)>,
+    /// The tensor tables of `sgd_momentum_multi`, one per set of buffers (trainers sharing this
+    /// backend each keep theirs; at most SGD_TABLES, the oldest dropped first): per tensor the
+    /// param, grad and vel addresses, the slab length and the three slab strides (7 u64).
+    sgd_tables: Vec<(Vec<u64>, CudaSlice<u64>)>,
     /// The Gibbs keys a recorded `gibbs` reads ([`Backend::stage_gibbs_keys`]): each model's seed
     /// and stream, 2P u64, rewritten in place before every replay.
     staged_keys: Option<(Vec<u64>, CudaSlice<u64>)>,
@@ -1917,6 +1924,74 @@ impl Backend for Cuda {
         arg_opt(&mut lb, hyper_dev);
         lb.arg(&p_ps).arg(&g_ps).arg(&v_ps);
         self.launch(&mut lb, self.grid(n), "sgd_momentum")
+    }
+
+    /// One `sgd_momentum_multi` launch for every tensor (grid: blocks x tensors x models).
+    fn sgd_momentum_all(
+        &self,
+        params: &mut [CudaSlice<f32>],
+        grads: &[CudaSlice<f32>],
+        vels: &mut [CudaSlice<f32>],
+        hyper: &[SgdHyper<f32>],
+    ) -> Result<()> {
+        check_models("sgd_momentum hyper-parameters", hyper.len(), self.models)?;
+        if grads.len() != params.len() || vels.len() != params.len() {
+            return Err(Error::Shape(format!(
+                "sgd_momentum_all: {} parameter tensors, {} gradients, {} velocities",
+                params.len(),
+                grads.len(),
+                vels.len()
+            )));
+        }
+        if params.is_empty() {
+            return Ok(());
+        }
+        let mut table = Vec::with_capacity(7 * params.len());
+        let mut most = 0;
+        for ((p, g), v) in params.iter().zip(grads).zip(vels.iter()) {
+            let n = self.slab(p);
+            check("sgd grad", self.slab(g), n)?;
+            check("sgd vel", self.slab(v), n)?;
+            most = most.max(n);
+            let (pp, _p) = p.device_ptr(&self.stream);
+            let (gp, _g) = g.device_ptr(&self.stream);
+            let (vp, _v) = v.device_ptr(&self.stream);
+            table.extend([pp, gp, vp, n as u64, self.ps(p) as u64, self.ps(g) as u64, self.ps(v) as u64]);
+        }
+        let tensors = u32::try_from(params.len()).ok().filter(|&t| t as usize <= MAX_GRID_YZ);
+        let Some(tensors) = tensors else {
+            return Err(Error::Shape(format!("sgd_momentum_all: {} tensors exceed the grid", params.len())));
+        };
+        let SgdHyper { lr, momentum, weight_decay } = hyper[0];
+        let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
+        let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
+        let mut cache = self.arg_cache()?;
+        let at = match cache.sgd_tables.iter().position(|(t, _)| *t == table) {
+            Some(i) => i,
+            None => {
+                if cache.sgd_tables.len() >= SGD_TABLES {
+                    // a recording may hold the table dropped
+                    self.rec.replacing("replacing an SGD tensor table")?;
+                    cache.sgd_tables.remove(0);
+                } else {
+                    self.rec.not_recording("uploading an SGD tensor table")?;
+                }
+                let dev = drv("upload the SGD tensor table", self.stream.clone_htod(&table))?;
+                cache.sgd_tables.push((table, dev));
+                cache.sgd_tables.len() - 1
+            }
+        };
+        self.per_model(true, &mut cache.hyper, sig, &vals)?;
+        let table_d = &cache.sgd_tables[at].1;
+        let hyper_dev = if self.models == 1 { None } else { cache.hyper.as_ref().map(|(_, d)| d) };
+        let f = self.func("sgd_momentum_multi")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(table_d).arg(&lr).arg(&momentum).arg(&weight_decay);
+        arg_opt(&mut lb, hyper_dev);
+        let mut cfg = grid_for(most);
+        cfg.grid_dim.1 = tensors;
+        cfg.grid_dim.2 = self.models as u32;
+        self.launch(&mut lb, cfg, "sgd_momentum_multi")
     }
 
     fn scale(&self, x: &mut CudaSlice<f32>, alpha: &[f32]) -> Result<()> {
