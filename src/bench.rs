@@ -102,6 +102,16 @@ fn batch_ids(u: usize, batch: usize, chunks: usize) -> Vec<Option<usize>> {
     (0..batch).map(|i| Some((u * batch + i) % chunks)).collect()
 }
 
+/// Updates before the clock starts: `max(updates / 5, 2)`, or with recorded updates two passes
+/// over the `chunks` in batches of `batch`, so that every shape of update is recorded first.
+fn warm_up_updates(recorded: bool, chunks: usize, batch: usize, updates: usize) -> usize {
+    if recorded {
+        2 * chunks.div_ceil(batch)
+    } else {
+        (updates / 5).max(2)
+    }
+}
+
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
 /// `max(updates / 5, 2)` updates. With recorded updates (`RTRBM_GRAPHS=1`) the warm-up is two
@@ -127,8 +137,7 @@ pub fn train_workload<B: Backend>(
         Ok(())
     };
     let recorded = trainer.records_updates();
-    let warm_up = if recorded { 2 * chunks.len().div_ceil(batch) } else { (updates / 5).max(2) };
-    run(&mut trainer, warm_up)?;
+    run(&mut trainer, warm_up_updates(recorded, chunks.len(), batch, updates))?;
     be.synchronize()?;
     let mut times = vec![];
     for _ in 0..5 {
@@ -162,8 +171,7 @@ pub fn phase_workload<B: Backend>(
     let mut trainer = Trainer::new(be, cfg)?;
     let batch_at = |u: usize| batch_ids(u, batch, chunks.len());
     let recorded = trainer.records_updates();
-    let warm_up = if recorded { 2 * chunks.len().div_ceil(batch) } else { (updates / 5).max(2) };
-    for u in 0..warm_up {
+    for u in 0..warm_up_updates(recorded, chunks.len(), batch, updates) {
         trainer.step_store(&store, &batch_at(u), &[u as u64])?;
     }
     be.synchronize()?;

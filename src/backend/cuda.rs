@@ -29,7 +29,7 @@
 //! [`Backend::recording_generation`], after which older graphs are not replayed. Each `Cuda` has
 //! a stream of its own (created, not the legacy default stream, which cannot be captured).
 
-use super::{check_models, Backend, Dims, Mat, SgdHyper};
+use super::{check_models, check_tensor_lists, Backend, Dims, Mat, SgdHyper};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use cudarc::driver::{
@@ -558,6 +558,14 @@ fn cached<'a, T: DeviceRepr>(
 fn key_args(rng: &[RngKey]) -> (u64, u32, Vec<u64>) {
     let (seed, stream) = (rng[0].seed, rng[0].stream);
     (seed, stream, rng.iter().flat_map(|k| [k.seed, k.stream.wrapping_sub(stream) as u64]).collect())
+}
+
+/// The SGD hyper-parameters of `sgd_momentum*` for a pack: (lr, momentum, weight_decay) of each
+/// model as 3P floats, and their bits (the argument cache's signature).
+fn hyper_vals(hyper: &[SgdHyper<f32>]) -> (Vec<f32>, Vec<u64>) {
+    let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
+    let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
+    (vals, sig)
 }
 
 /// Every model's seed and stream, 2P u64: the staged keys of a recorded `gibbs` (the `keys`
@@ -1307,9 +1315,7 @@ impl Backend for Cuda {
         let mut cache = self.arg_cache()?;
         match &mut cache.staged_keys {
             Some((host, dev)) if dev.len() == vals.len() => {
-                if self.rec.active.load(Ordering::Relaxed) {
-                    return Err(Error::Cuda("stage_gibbs_keys while recording".into()));
-                }
+                self.rec.not_recording("staging the gibbs keys")?;
                 drv("staging the gibbs keys", self.stream.memcpy_htod(&vals, dev))?;
                 *host = vals;
             }
@@ -1912,8 +1918,7 @@ impl Backend for Cuda {
         check("sgd vel", self.slab(vel), n)?;
         // A lone model passes its hyper-parameters as scalars; a pack passes them all in `hyper`.
         let SgdHyper { lr, momentum, weight_decay } = hyper[0];
-        let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
-        let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
+        let (vals, sig) = hyper_vals(hyper);
         let mut cache = self.arg_cache()?;
         let hyper_dev = self.per_model(true, &mut cache.hyper, sig, &vals)?;
         let ni = n as i64;
@@ -1935,14 +1940,7 @@ impl Backend for Cuda {
         hyper: &[SgdHyper<f32>],
     ) -> Result<()> {
         check_models("sgd_momentum hyper-parameters", hyper.len(), self.models)?;
-        if grads.len() != params.len() || vels.len() != params.len() {
-            return Err(Error::Shape(format!(
-                "sgd_momentum_all: {} parameter tensors, {} gradients, {} velocities",
-                params.len(),
-                grads.len(),
-                vels.len()
-            )));
-        }
+        check_tensor_lists(params.len(), grads.len(), vels.len())?;
         if params.is_empty() {
             return Ok(());
         }
@@ -1963,9 +1961,9 @@ impl Backend for Cuda {
             return Err(Error::Shape(format!("sgd_momentum_all: {} tensors exceed the grid", params.len())));
         };
         let SgdHyper { lr, momentum, weight_decay } = hyper[0];
-        let vals: Vec<f32> = hyper.iter().flat_map(|h| [h.lr, h.momentum, h.weight_decay]).collect();
-        let sig = vals.iter().map(|x| x.to_bits() as u64).collect();
-        let mut cache = self.arg_cache()?;
+        let (vals, sig) = hyper_vals(hyper);
+        let mut guard = self.arg_cache()?;
+        let cache = &mut *guard;
         let at = match cache.sgd_tables.iter().position(|(t, _)| *t == table) {
             Some(i) => i,
             None => {
@@ -1981,9 +1979,8 @@ impl Backend for Cuda {
                 cache.sgd_tables.len() - 1
             }
         };
-        self.per_model(true, &mut cache.hyper, sig, &vals)?;
+        let hyper_dev = self.per_model(true, &mut cache.hyper, sig, &vals)?;
         let table_d = &cache.sgd_tables[at].1;
-        let hyper_dev = if self.models == 1 { None } else { cache.hyper.as_ref().map(|(_, d)| d) };
         let f = self.func("sgd_momentum_multi")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(table_d).arg(&lr).arg(&momentum).arg(&weight_decay);

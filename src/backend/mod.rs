@@ -81,6 +81,17 @@ pub fn check_models(what: &str, got: usize, models: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless [`Backend::sgd_momentum_all`] got one gradient and one velocity per parameter
+/// tensor.
+pub fn check_tensor_lists(params: usize, grads: usize, vels: usize) -> Result<()> {
+    if grads != params || vels != params {
+        return Err(crate::error::Error::Shape(format!(
+            "sgd_momentum_all: {params} parameter tensors, {grads} gradients, {vels} velocities"
+        )));
+    }
+    Ok(())
+}
+
 /// Fails unless `spans` (see [`Backend::gather_frames`]) holds B spans for each of `models`
 /// models, each at most `t_max` frames and within a store of `rows` frames.
 pub fn check_spans(spans: &[[u32; 2]], models: usize, b: usize, t_max: usize, rows: usize) -> Result<()> {
@@ -392,14 +403,7 @@ pub trait Backend: Send + Sync {
         vels: &mut [Self::Buf],
         hyper: &[SgdHyper<Self::F>],
     ) -> Result<()> {
-        if grads.len() != params.len() || vels.len() != params.len() {
-            return Err(crate::error::Error::Shape(format!(
-                "sgd_momentum_all: {} parameter tensors, {} gradients, {} velocities",
-                params.len(),
-                grads.len(),
-                vels.len()
-            )));
-        }
+        check_tensor_lists(params.len(), grads.len(), vels.len())?;
         for ((p, g), v) in params.iter_mut().zip(grads).zip(vels.iter_mut()) {
             self.sgd_momentum(p, g, v, hyper)?;
         }

@@ -215,6 +215,13 @@ CUresult refuse_in_capture(const char* what) {
     return CAPTURE_UNSUPPORTED;
 }
 
+// A host synchronisation (stream, context or event): counted; refused while this thread captures.
+CUresult host_sync(const char* what) {
+    if (capturing) return refuse_in_capture(what);
+    ++counters.syncs;
+    return OK;
+}
+
 // Stream operations: recorded when `s` is capturing, otherwise none of this function's business.
 bool recording(Stream* s) { return s && s->capture; }
 
@@ -325,11 +332,7 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     *d = current ? current->device : 0;
     return OK;
 }
-CUresult cuCtxSynchronize() {
-    if (capturing) return refuse_in_capture("cuCtxSynchronize");
-    ++counters.syncs;
-    return OK;
-}
+CUresult cuCtxSynchronize() { return host_sync("cuCtxSynchronize"); }
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     *free_bytes = kTotalMem / 2;
     *total = kTotalMem;
@@ -347,11 +350,7 @@ CUresult cuStreamDestroy_v2(Stream* s) {
     delete s;
     return OK;
 }
-CUresult cuStreamSynchronize(Stream*) {
-    if (capturing) return refuse_in_capture("cuStreamSynchronize");
-    ++counters.syncs;
-    return OK;
-}
+CUresult cuStreamSynchronize(Stream*) { return host_sync("cuStreamSynchronize"); }
 CUresult cuStreamQuery(Stream*) { return OK; }
 CUresult cuStreamWaitEvent(Stream* s, Event*, unsigned) {
     if (recording(s)) return refuse_in_capture("cuStreamWaitEvent (the emulator records no event nodes)");
@@ -370,11 +369,7 @@ CUresult cuEventRecord(Event* e, Stream* s) {
     e->recorded = true;
     return OK;
 }
-CUresult cuEventSynchronize(Event*) {
-    if (capturing) return refuse_in_capture("cuEventSynchronize");
-    ++counters.syncs;
-    return OK;
-}
+CUresult cuEventSynchronize(Event*) { return host_sync("cuEventSynchronize"); }
 CUresult cuEventQuery(Event*) { return OK; }
 CUresult cuEventElapsedTime(float* ms, Event* a, Event* b) {
     if (!a->recorded || !b->recorded) return INVALID_HANDLE;
