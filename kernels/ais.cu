@@ -5,7 +5,10 @@
 // shared memory when it fits. Each chain walks the WHOLE schedule in one launch:
 //   v ~ Bernoulli(sigma(bv)) with uniforms (counter, chain*V + i);
 //   for k = 1..S-1: x = v W; logw += sum_j softplus(beta_k x_j + bh_j) - softplus(beta_{k-1} x_j + bh_j)
-//   (summed in f32 per step, accumulated in f64); unless k is the last step, a transition at beta_k:
+//   (each unit's term by ais_unit of common.cuh, whose factors 1 + y multiply per lane as 1 + Y
+//   with one log1pf per lane and step, so that the tiny increments of a long schedule stay
+//   unbiased; summed over the warp in f32, accumulated in f64); unless k is the last step, a
+//   transition at beta_k:
 //   h_j ~ sigma(beta_k x_j + bh_j) (counter + 2k - 1, chain*H + j),
 //   v_i ~ sigma(beta_k (W h)_i + bv_i) (counter + 2k, chain*V + i).
 // Reference: Cpu::ais (src/backend/cpu.rs).
@@ -21,10 +24,8 @@
 // when RTRBM_KERNELS=v1). One warp per chain, blockDim = (32, CPB); lane l owns units l + 32 r.
 // v and h are ballot words in registers; x = v W and W h sum only the ON rows/columns (in
 // increasing order, so x and W h are bit-identical to ais_chains'); uniforms come 4 per Philox
-// block (warp_uniforms); the increment is sum_j log((1 + e^a_j) / (1 + e^b_j)) taken as one logf
-// per lane of a product of ratios (at most 4 ratios per log; exact softplus difference for a
-// unit with |a| or |b| >= 10), summed over the warp in f32 and accumulated in f64, and
-// h_j ~ e^a_j / (1 + e^a_j). Shared memory: W (V*ldw floats) then max(V,H) + 8 floats per warp.
+// block (warp_uniforms); the increment is ais_chains' (ais_unit, one log1pf per lane), and
+// h_j ~ sigma(a_j) as ais_unit returns it. Shared memory: W (V*ldw floats) then max(V,H) + 8 floats per warp.
 
 extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* __restrict__ bv_t,
                                       const float* __restrict__ bh_t, int N, int V, int H, int M,
@@ -52,12 +53,13 @@ extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* 
     double acc = 0.0;
     for (int k = 1; k < nbetas; ++k) {
         float bp = betas[k - 1], bk = betas[k];
-        float d = 0.0f;
+        float d = 0.0f, Y = 0.0f;
         for (int j = lane; j < H; j += 32) {
             float x = col_dot(Ws, ldw, sv, V, j, 0.0f);
             sx[j] = x;
-            d += softplusf_(bk * x + bh[j]) - softplusf_(bp * x + bh[j]);
+            ais_unit(x, bh[j], bp, bk - bp, bk, Y, d);
         }
+        d += log1pf(Y);
         d = warp_sum(d);
         acc += (double)d;
         if (k + 1 == nbetas) break;  // the last transition would not change the weight
@@ -121,26 +123,13 @@ __device__ __forceinline__ void ais_chains_v2_impl(const float* __restrict__ W, 
 #pragma unroll
         for (int r = 0; r < R; ++r) x[r] = 0.0f;
         acc_active<R, true>(smem, ldw, 1, vm, RV, (const float*)0, H, x);
-        float prod = 1.0f, d = 0.0f;
+        float d = 0.0f, Y = 0.0f;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             ph[r] = 0.0f;
-            if (lane + 32 * r < H) {
-                float a = bk * x[r] + bhr[r], b = bp * x[r] + bhr[r];
-                if (fabsf(a) < 10.0f && fabsf(b) < 10.0f) {
-                    float ea = expf(a), da = 1.0f + ea, db = 1.0f + expf(b);
-                    ph[r] = ea / da;
-                    prod *= da / db;  // correctly rounded: unbiased over 1000s of steps
-                } else {
-                    d += softplusf_(a) - softplusf_(b);
-                    ph[r] = sigmoidf_(a);
-                }
-            }
-            if ((r & 3) == 3 || r == R - 1) {  // each ratio is within e^(+-20): 4 fit a float
-                d += logf(prod);
-                prod = 1.0f;
-            }
+            if (lane + 32 * r < H) ph[r] = ais_unit(x[r], bhr[r], bp, bk - bp, bk, Y, d);
         }
+        d += log1pf(Y);
         d = warp_sum(d);
         acc += (double)d;
         if (k + 1 == nbetas) break;  // the last transition would not change the weight

@@ -33,12 +33,12 @@
 //   pair of shuffles with lane t ^ 1 hands each lane the two words of its units for both of its
 //   chains. Bit-identical to uniform01 (this is why V and H must be multiples of 4: a chain's
 //   first unit then starts a Philox block).
-// * The log-weight increment: each unit's factor (1 + e^a) / (1 + e^b) is kept as y = factor - 1
-//   = sigma(b) (e^(a-b) - 1) and a chain's factors multiply as 1 + Y (see tc_unit), so one log1pf
-//   per chain and lane per step replaces ais_chains_v2's logf of rounded ratios, and the
-//   increment keeps the relative accuracy of its small terms; units with |b| >= 10 or |a - b| >=
-//   1/8 take the exact softplus difference. Summed over the 4 lanes of a chain in f32,
-//   accumulated in f64. Probabilities (sampling, and sigma(b) in y) use rcp.approx (1 ulp).
+// * The log-weight increment: ais_unit of common.cuh (as ais.cu), with beta_{k-1}, beta_k -
+//   beta_{k-1} and beta_k divided by the scale s: each unit's factor (1 + e^a) / (1 + e^b) is kept
+//   as y = sigma(b) (e^(a-b) - 1) and a lane's factors multiply as 1 + Y, so one log1pf per chain
+//   and lane per step, with the relative accuracy of the small terms; units with |a - b| >= 1/8
+//   take the exact softplus difference. Summed over the 4 lanes of a chain in f32, accumulated
+//   in f64. Probabilities (sampling, and sigma(b) in y) use rcp.approx (1 ulp).
 //
 // The index arithmetic (fragments, staging, Philox words and shuffles) is emulated lane by lane
 // by scripts/emulate_ais_tc.py against a plain chain; tests/gpu_kernels.rs checks the kernel on a
@@ -159,64 +159,9 @@ __device__ __forceinline__ void tc_sample(u64 seed, u32 stream, u32 counter, u32
     s1 = (tc_u01(w1[0]) < p[2] ? TC_ONE_LO : 0u) | (tc_u01(w1[1]) < p[3] ? TC_ONE_HI : 0u);
 }
 
-// 1 / x to 1 ulp (MUFU.RCP): for sampling probabilities, where a draw moves only if |p - u| is
-// at the 1e-7 level, as with any change of rounding.
-__device__ __forceinline__ float tc_rcp(float x) {
-#ifdef RTRBM_CUDA_EMU
-    return emu::rcp_approx_ftz(x);
-#else
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-    return r;
-#endif
-}
-
 // sigma(z) for sampling (accurate expf; rcp.approx). sigma(-inf..-88) = 0 (rcp(inf) = 0).
 __device__ __forceinline__ float tc_sigmoid(float z) {
-    return tc_rcp(1.0f + expf(-z));
-}
-
-// The rare branch of the increment (|b| >= 10 or |z| >= 1/8), z = a - b: returns (softplus(a)
-// - softplus(b), sigma(a)). For a, b > 0 as z + log1p(e^-a) - log1p(e^-b), which keeps the
-// relative accuracy of a small z (the plain difference of two values near 10..80 would not).
-// Out of line (and by value, so that the caller's sums stay in registers): inlined 88 times it
-// would double the kernel's code.
-__device__ __noinline__ float2 tc_rare(float a, float b, float z) {
-    float d = (a > 0.0f && b > 0.0f) ? z + (log1pf(expf(-a)) - log1pf(expf(-b))) : softplusf_(a) - softplusf_(b);
-    return make_float2(d, sigmoidf_(a));
-}
-
-// One hidden unit of an AIS step: x = (v W)_j s (the scaled accumulator), bh its bias, bps =
-// beta_{k-1} / s, dls = (beta_k - beta_{k-1}) / s, bks = beta_k / s. With b = beta_{k-1} x + bh
-// and z = (beta_k - beta_{k-1}) x (so a = beta_k x + bh = b + z), the unit's factor of the weight
-// increment is
-//   (1 + e^a) / (1 + e^b) = 1 + y,  y = sigma(b) (e^z - 1),
-// and the chain's factors multiply into 1 + Y, kept as Y (Y <- Y + y + Y y): no rounding of
-// 1 + y, so the increment log1p(Y) keeps the relative accuracy of the small y (the ratio form of
-// ais_chains_v2 rounds each 1 + y to f32 before its log). e^z - 1 is a degree-6 Taylor
-// polynomial, relative error < 1e-9 for |z| < 1/8, and every factor then lies in
-// (e^-1/8, e^1/8), so the 2 NT <= 32 factors of a chain and lane stay far inside the float
-// range. sigma(b) and the returned sigma(a) = e^a / (1 + e^a), e^a = e^b (1 + (e^z - 1)), use
-// rcp.approx (1 ulp: harmless in y, whose terms are small). Outside |b| < 10, |z| < 1/8: tc_rare.
-__device__ __forceinline__ float tc_unit(float x, float bh, float bps, float dls, float bks, float& Y, float& d) {
-    float b = fmaf(bps, x, bh), z = dls * x;
-    if (fabsf(b) < 10.0f && fabsf(z) < 0.125f) {
-        float eb = expf(b);
-        float sb = eb * tc_rcp(1.0f + eb);
-        float em = fmaf(z, 1.0f / 720.0f, 1.0f / 120.0f);
-        em = fmaf(z, em, 1.0f / 24.0f);
-        em = fmaf(z, em, 1.0f / 6.0f);
-        em = fmaf(z, em, 0.5f);
-        em = fmaf(z, em, 1.0f);
-        em *= z;
-        float y = sb * em;
-        Y = fmaf(Y, y, Y + y);
-        float ea = fmaf(eb, em, eb);
-        return ea * tc_rcp(1.0f + ea);
-    }
-    float2 r = tc_rare(fmaf(bks, x, bh), b, z);
-    d += r.x;
-    return r.y;
+    return rcp_approx(1.0f + expf(-z));
 }
 
 // The sample word of tile nt (zero past the NT tiles: the upper half of an odd NT's last k-tile).
@@ -309,7 +254,7 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
         const float bk = betas[k], bks = bk * inv_s, bps = bp_ * inv_s, dls = (bk - bp_) * inv_s;
         // tile by tile: x = v W (scaled; the tile's 4 accumulators only, which keeps NT up to 12
         // free of spills at 168 registers), the increment and the hidden probabilities at beta_k
-        // (see tc_unit), and h
+        // (ais_unit), and h
         float d0 = 0.0f, d1 = 0.0f, y0 = 0.0f, y1 = 0.0f;
         const bool sample = k + 1 < nbetas;  // the last transition would not change the weight
         const u32 hctr = counter + 2u * (u32)k - 1u;
@@ -321,10 +266,10 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
                 float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (8 * nt + 2 * t < H) {
                     float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
-                    ph[0] = tc_unit(x[0], b0.x, bps, dls, bks, y0, d0);
-                    ph[1] = tc_unit(x[1], b0.y, bps, dls, bks, y0, d0);
-                    ph[2] = tc_unit(x[2], b1.x, bps, dls, bks, y1, d1);
-                    ph[3] = tc_unit(x[3], b1.y, bps, dls, bks, y1, d1);
+                    ph[0] = ais_unit(x[0], b0.x, bps, dls, bks, y0, d0);
+                    ph[1] = ais_unit(x[1], b0.y, bps, dls, bks, y0, d0);
+                    ph[2] = ais_unit(x[2], b1.x, bps, dls, bks, y1, d1);
+                    ph[3] = ais_unit(x[3], b1.y, bps, dls, bks, y1, d1);
                 }
                 if (sample) tc_sample(seed, stream, hctr, hblk0, hblk1, nt, t, ph, hs[nt][0], hs[nt][1]);
             }

@@ -73,6 +73,62 @@ __device__ __forceinline__ float bernoullif_(float u, float p) {
     return u < p ? 1.0f : 0.0f;
 }
 
+// 1 / x to 1 ulp (MUFU.RCP), for probabilities: a draw moves only where |p - u| is at the 1e-7
+// level, as with any change of rounding.
+__device__ __forceinline__ float rcp_approx(float x) {
+#ifdef RTRBM_CUDA_EMU  // the CPU emulator of tests/cuda-emu (g++ has no PTX)
+    return emu::rcp_approx_ftz(x);
+#else
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
+// ----- the AIS weight increment (ais.cu, ais_tc.cu; twin of ais_hidden in src/backend/cpu.rs) ---
+// e^z - 1 for |z| < 1/8: the degree-6 Taylor polynomial (relative error below 1e-9).
+__device__ __forceinline__ float expm1_small(float z) {
+    float p = fmaf(z, 1.0f / 720.0f, 1.0f / 120.0f);
+    p = fmaf(z, p, 1.0f / 24.0f);
+    p = fmaf(z, p, 1.0f / 6.0f);
+    p = fmaf(z, p, 0.5f);
+    return fmaf(z * z, p, z);
+}
+
+// softplus(a) - softplus(b) and sigma(a) for a unit outside ais_unit's range, z = a - b: for
+// a, b > 0 as z + log1p(e^-a) - log1p(e^-b), which keeps the relative accuracy of a small z (the
+// plain difference of two values near 10..80 would not). Out of line (and by value, so that the
+// caller's sums stay in registers): inlined once per unit it would double a kernel's code.
+static __device__ __noinline__ float2 ais_rare(float a, float b, float z) {
+    float d = (a > 0.0f && b > 0.0f) ? z + (log1pf(expf(-a)) - log1pf(expf(-b))) : softplusf_(a) - softplusf_(b);
+    return make_float2(d, sigmoidf_(a));
+}
+
+// One hidden unit of an AIS step. With b = bp x + bh and z = dl x (bp = beta_{k-1}, dl = beta_k -
+// beta_{k-1}, bk = beta_k, all three optionally divided by a power-of-two scale of x), a = b + z,
+// the unit's factor of the weight increment is
+//   (1 + e^a) / (1 + e^b) = 1 + y,  y = sigma(b) (e^z - 1),
+// and the factors of a lane multiply as 1 + Y, kept as Y (Y <- Y + y + Y y): no 1 + y is ever
+// rounded, so the caller's log1pf(Y) keeps the relative accuracy of the small y. (Rounding each
+// ratio near 1 to a float, as the first kernels did, biases the tiny increments of a long
+// schedule: -6e-7 nats per step on the JSB model, docs/EVALUATION.md.) Every factor lies in
+// (e^-1/8, e^1/8), so 600 units per lane stay inside the float range. sigma(b) = 1 / (1 + e^-b)
+// holds for any b (e^-b = inf gives 0). Returns sigma(a) = 1 / (1 + e^-b / (1 + (e^z - 1))).
+// Units with |z| >= 1/8 (a few in the first steps; NaN too) add their exact difference to d.
+__device__ __forceinline__ float ais_unit(float x, float bh, float bp, float dl, float bk, float& Y, float& d) {
+    float b = fmaf(bp, x, bh), z = dl * x;
+    if (fabsf(z) < 0.125f) {
+        float em = expm1_small(z);
+        float enb = expf(-b);
+        float y = em * rcp_approx(1.0f + enb);
+        Y = fmaf(Y, y, Y + y);
+        return rcp_approx(fmaf(enb, rcp_approx(1.0f + em), 1.0f));
+    }
+    float2 r = ais_rare(fmaf(bk, x, bh), b, z);
+    d += r.x;
+    return r.y;
+}
+
 // Sum over the 32 lanes of a warp (all lanes get the result).
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll

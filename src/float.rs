@@ -28,6 +28,8 @@ pub trait Float:
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    /// ln(1 + x), accurate for small x
+    fn ln_1p(self) -> Self;
     fn tanh(self) -> Self;
     fn sqrt(self) -> Self;
     fn is_finite(self) -> bool;
@@ -100,6 +102,10 @@ impl Float for f32 {
         f32::ln(self)
     }
     #[inline(always)]
+    fn ln_1p(self) -> Self {
+        f32::ln_1p(self)
+    }
+    #[inline(always)]
     fn tanh(self) -> Self {
         f32::tanh(self)
     }
@@ -132,6 +138,10 @@ impl Float for f64 {
     #[inline(always)]
     fn ln(self) -> Self {
         f64::ln(self)
+    }
+    #[inline(always)]
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
     }
     #[inline(always)]
     fn tanh(self) -> Self {

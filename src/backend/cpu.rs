@@ -212,12 +212,22 @@ fn dot_kernel<F: Float>(a: &[F], b: &[F]) -> F {
     ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 }
 
-/// The hidden half of an AIS step: with a_j = b_k x_j + bh_j and b_j = b_prev x_j + bh_j,
-/// writes `h[j] = sigma(a_j)` and returns `sum_j softplus(a_j) - softplus(b_j)` computed as
-/// `log prod_j (1 + e^a_j) / (1 + e^b_j)` (one logarithm, the product in f64), or `None` when an
-/// argument is too large for that (|a|, |b| > 80) so the caller takes the exact path.
+/// The hidden half of an AIS step (SPEC 4.1): with b_j = b_prev x_j + bh_j, z_j = (b_k - b_prev) x_j
+/// and a_j = b_j + z_j = b_k x_j + bh_j, writes `h[j] = sigma(a_j)` and returns the log-weight
+/// increment `sum_j softplus(a_j) - softplus(b_j)`.
+///
+/// The increments are tiny (|z| goes down to 1e-6 at 14,500 betas) and thousands of them add up,
+/// so none may be rounded in a biased way. The ratio (1 + e^a) / (1 + e^b) rounded to a float
+/// near 1 is (a chain that keeps its v repeats the same rounding of 1 + e^b step after step:
+/// -6e-7 nats per step on the JSB model, docs/EVALUATION.md). Instead each unit's factor is
+///   (1 + e^a) / (1 + e^b) = 1 + y,   y = sigma(b) expm1(z)   (|z| < 1/8: every unit but a few
+///                                                             in the first steps),
+/// the factors of a lane multiply as 1 + Y, kept as Y (Y <- Y + y + Y y, never rounding a 1 + y),
+/// and the increment is ln(1 + Y), with the relative accuracy of the small y. The other units
+/// take the exact difference ([`ais_rare_increment`]). The CUDA kernels compute the same
+/// (`ais_unit` in kernels/common.cuh).
 #[inline]
-fn ais_hidden<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+fn ais_hidden<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::float::has_avx2_fma() {
@@ -230,74 +240,111 @@ fn ais_hidden<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Op
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn ais_hidden_avx2<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+unsafe fn ais_hidden_avx2<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> f64 {
     ais_hidden_kernel(x, bh, b_prev, b_k, h)
 }
 
 #[inline(always)]
-fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> Option<f64> {
+fn ais_hidden_kernel<F: Float>(x: &[F], bh: &[F], b_prev: F, b_k: F, h: &mut [F]) -> f64 {
     const L: usize = 8;
+    // a lane's factors each lie in (e^-1/8, e^1/8): 256 of them keep 1 + Y far inside the range
+    const FLUSH: usize = 256;
     let n = h.len();
     let (x, bh) = (&x[..n], &bh[..n]);
-    let mut prod = [1f64; L];
-    let mut amax = [F::ZERO; L];
+    let dl = b_k - b_prev;
+    let mut ys = [F::ZERO; L];
+    let mut rare = [false; L];
+    let mut d = 0f64;
     let full = n / L * L;
-    for j0 in (0..full).step_by(L) {
-        ais_lanes::<F, L>(&x[j0..j0 + L], &bh[j0..j0 + L], b_prev, b_k, &mut h[j0..j0 + L], &mut prod, &mut amax);
+    for (c, j0) in (0..full).step_by(L).enumerate() {
+        ais_lanes::<F, L>(&x[j0..j0 + L], &bh[j0..j0 + L], b_prev, dl, &mut h[j0..j0 + L], &mut ys, &mut rare);
+        if c % FLUSH == FLUSH - 1 {
+            d += ys.iter().map(|y| y.to_f64().ln_1p()).sum::<f64>();
+            ys = [F::ZERO; L];
+        }
     }
     for j in full..n {
         let l = j - full;
-        let (p1, m1) = (&mut prod[l..l + 1], &mut amax[l..l + 1]);
+        let (y1, r1) = (&mut ys[l..l + 1], &mut rare[l..l + 1]);
         ais_lanes::<F, 1>(
             &x[j..j + 1],
             &bh[j..j + 1],
             b_prev,
-            b_k,
+            dl,
             &mut h[j..j + 1],
-            p1.try_into().unwrap(),
-            m1.try_into().unwrap(),
+            y1.try_into().unwrap(),
+            r1.try_into().unwrap(),
         );
     }
-    // `!(m < 80)` is true for NaN too: fall back to the exact formula then
-    if amax.iter().any(|&m| m.partial_cmp(&F::from_f64(80.0)) != Some(std::cmp::Ordering::Less)) {
-        return None;
+    d += ys.iter().map(|y| y.to_f64().ln_1p()).sum::<f64>();
+    if rare.iter().any(|&r| r) {
+        for j in 0..n {
+            let z = dl * x[j];
+            if !ais_common(z) {
+                let (a, b) = (b_k * x[j] + bh[j], b_prev * x[j] + bh[j]);
+                d += ais_rare_increment(a, b, z).to_f64();
+                h[j] = a.sigmoid();
+            }
+        }
     }
-    let p = ((prod[0] * prod[4]) * (prod[1] * prod[5])) * ((prod[2] * prod[6]) * (prod[3] * prod[7]));
-    if p.is_finite() && p > 0.0 {
-        Some(p.ln())
+    d
+}
+
+/// Whether a unit takes the product form of [`ais_hidden`]: |z| < 1/8 (false for NaN).
+#[inline(always)]
+fn ais_common<F: Float>(z: F) -> bool {
+    let e = F::from_f64(0.125);
+    z < e && z > -e
+}
+
+/// e^z - 1 for |z| < 1/8: the degree-6 Taylor polynomial (relative error below 1e-9).
+#[inline(always)]
+fn expm1_small<F: Float>(z: F) -> F {
+    let c = |x: f64| F::from_f64(x);
+    let p = c(1.0 / 120.0) + z * c(1.0 / 720.0);
+    let p = c(1.0 / 24.0) + z * p;
+    let p = c(1.0 / 6.0) + z * p;
+    let p = c(0.5) + z * p;
+    z + z * z * p
+}
+
+/// softplus(a) - softplus(b) for a unit outside the product form's range, z = a - b: for a, b > 0
+/// as z + ln(1 + e^-a) - ln(1 + e^-b), which keeps the relative accuracy of a small z (the plain
+/// difference of two values near 10..80 would not).
+fn ais_rare_increment<F: Float>(a: F, b: F, z: F) -> F {
+    if a > F::ZERO && b > F::ZERO {
+        z + ((-a).exp().ln_1p() - (-b).exp().ln_1p())
     } else {
-        None
+        a.softplus() - b.softplus()
     }
 }
 
-/// `N` units of [`ais_hidden_kernel`]: h = sigma(a), prod *= (1 + e^a) / (1 + e^b), amax = max |a|, |b|.
+/// `N` units of [`ais_hidden_kernel`], one per lane: h = sigma(a) with e^-a = e^-b / (1 + expm1(z))
+/// (a = b + z), and the unit's factor 1 + y, y = sigma(b) expm1(z), multiplied into the lane's
+/// 1 + Y; a unit outside the range (|z| >= 1/8) leaves Y as it is and marks its lane `rare`.
+/// e^-b is clamped by `exp_fast` (sigma(b) then rounds to 0 or 1 as it should).
 #[inline(always)]
 fn ais_lanes<F: Float, const N: usize>(
     x: &[F],
     bh: &[F],
     b_prev: F,
-    b_k: F,
+    dl: F,
     h: &mut [F],
-    prod: &mut [f64; N],
-    amax: &mut [F; N],
+    ys: &mut [F; N],
+    rare: &mut [bool; N],
 ) {
     let (x, bh, h) = (&x[..N], &bh[..N], &mut h[..N]);
-    let mut ratio = [F::ONE; N];
     for l in 0..N {
-        let a = b_k * x[l] + bh[l];
         let b = b_prev * x[l] + bh[l];
-        let m = if a < F::ZERO { -a } else { a };
-        let m = if b > m { b } else { m };
-        let m = if -b > m { -b } else { m };
-        amax[l] = if m > amax[l] { m } else { amax[l] };
-        let ea = a.exp_fast();
-        let da = F::ONE + ea;
-        let db = F::ONE + b.exp_fast();
-        h[l] = ea / da;
-        ratio[l] = da / db;
-    }
-    for l in 0..N {
-        prod[l] *= ratio[l].to_f64();
+        let z = dl * x[l];
+        let enb = (-b).exp_fast();
+        let em = expm1_small(z);
+        let y = em / (F::ONE + enb);
+        h[l] = F::ONE / (F::ONE + enb / (F::ONE + em));
+        let common = ais_common(z);
+        let yl = ys[l];
+        ys[l] = if common { yl + y + yl * y } else { yl };
+        rare[l] |= !common;
     }
 }
 
@@ -994,19 +1041,7 @@ impl<F: Float> Backend for Cpu<F> {
                     affine_rows(&v, w, &zero_h, &mut x);
                     // delta = sum_j softplus(b_k x_j + bh_j) - softplus(b_prev x_j + bh_j)
                     //       = log prod_j (1 + e^a_j) / (1 + e^b_j), and h holds sigma(a_j).
-                    acc += match ais_hidden(&x, bh, b_prev, b_k, &mut h) {
-                        Some(delta) => delta,
-                        None => {
-                            // large arguments: the exact softplus difference, unit by unit
-                            let mut delta = F::ZERO;
-                            for j in 0..nh {
-                                let a = b_k * x[j] + bh[j];
-                                delta += a.softplus() - (b_prev * x[j] + bh[j]).softplus();
-                                h[j] = a.sigmoid();
-                            }
-                            delta.to_f64()
-                        }
-                    };
+                    acc += ais_hidden(&x, bh, b_prev, b_k, &mut h);
                     if k + 1 == betas.len() {
                         break; // the last transition would not change the weight
                     }
