@@ -114,7 +114,7 @@ fn warm_up_updates(recorded: bool, chunks: usize, batch: usize, updates: usize) 
 
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
-/// `max(updates / 5, 2)` updates. With recorded updates (`RTRBM_GRAPHS=1`) the warm-up is two
+/// `max(updates / 5, 2)` updates. With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`) the warm-up is two
 /// passes over the chunks, so that every shape of update is recorded before the clock starts
 /// (a training run records each shape once and replays it for the rest of the run). Throughput
 /// is updates per second.
@@ -157,7 +157,7 @@ pub fn train_workload<B: Backend>(
 /// synchronised update time, the update is bound by the host or by a blocking copy) and the
 /// time per update with one synchronisation at the end. (2) Synchronised after each phase of the
 /// step (`Trainer::step_marked`): the mean wall time of each phase, device work included (the
-/// synchronisations themselves add a little to each). With recorded updates (`RTRBM_GRAPHS=1`),
+/// synchronisations themselves add a little to each). With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`),
 /// (1) replays recordings (warmed up as in [`train_workload`]); (2) never records.
 pub fn phase_workload<B: Backend>(
     be: &B,
@@ -279,13 +279,14 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
     let groups = groups.min(models);
     let reps = 3usize;
     let per_group: Vec<usize> = (0..groups).map(|g| (g..models).step_by(groups).count()).collect();
-    let times = std::thread::scope(|scope| -> Result<Vec<Vec<f64>>> {
+    // per thread: the times of its repetitions, and whether its trainers record their updates
+    let times = std::thread::scope(|scope| -> Result<Vec<(Vec<f64>, bool)>> {
         let handles: Vec<_> = per_group
             .iter()
             .enumerate()
             .map(|(g, &n)| {
                 let (data, make_backend) = (&data, &make_backend);
-                scope.spawn(move || -> Result<Vec<f64>> {
+                scope.spawn(move || -> Result<(Vec<f64>, bool)> {
                     let chunks: Vec<Vec<B::F>> = make_chunks(&data.train, 100);
                     // model i of this thread is model g + i*groups of the sweep
                     let ids: Vec<usize> = (0..n).map(|i| g + i * groups).collect();
@@ -322,15 +323,15 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
                             times.push(t0.elapsed().as_secs_f64()); // rep 0 is the warm-up
                         }
                     }
-                    Ok(times)
+                    Ok((times, trainers.iter().all(|(t, _)| t.records_updates())))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().map_err(|_| Error::msg("sweep worker panicked"))?).collect()
     })?;
     // the slowest group bounds each repetition
-    let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t[r]).fold(0.0, f64::max)).collect();
-    let tag = if crate::train::graphs_from_env() { ", recorded updates" } else { "" };
+    let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t.0[r]).fold(0.0, f64::max)).collect();
+    let tag = if times.iter().all(|t| t.1) { ", recorded updates" } else { "" };
     let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s){tag}");
     Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
 }

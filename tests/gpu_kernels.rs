@@ -301,8 +301,9 @@ fn elementwise_ops() {
     let Some(g) = gpu() else { return };
     let c = cpu();
     let mut r = HostRng::new(2, 0);
-    // sum_rows' tiles are 128 rows x 32 columns: partial tiles, one tile exactly, a batch-64 update
-    for (rows, cols) in [(1, 1), (37, 53), (3001, 88), (100, 352), (128, 33), (6400, 88)] {
+    // sum_rows' tiles are 128 rows x 32 columns: partial tiles, one tile and two exactly, an odd
+    // number of tiles, a batch-64 update
+    for (rows, cols) in [(1, 1), (37, 53), (3001, 88), (100, 352), (256, 33), (512, 40), (769, 88), (6400, 88)] {
         let n = rows * cols;
         let x = rand_vec(&mut r, n, 2.0);
         let y = rand_vec(&mut r, n, 2.0);
@@ -758,6 +759,34 @@ fn ais_tensor_cores_agree_with_v2_cpu_and_exact_log_z() {
         g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &[RngKey::new(1, 2)], 7).unwrap()
     };
     assert_eq!(run(&tc), run(&v2), "fallback to v2 must be exact");
+}
+
+/// No AIS kernel drifts from the f64 CPU over a long schedule on the same chains. The first v2
+/// kernel rounded each unit's factor (1 + e^a) / (1 + e^b) to a float near 1 and lost a biased part
+/// of the tiny increments (-6e-7 nats per step on the JSB model, an LL 0.006 nats per frame too
+/// high at 14,500 betas); every kernel now multiplies factors 1 + y kept as y (ais_unit in
+/// common.cuh). The median over chains of the difference from f64 is robust to the few chains
+/// whose paths part at a near-tie; the bound is a tenth of that old drift over 5,000 steps.
+#[test]
+fn ais_kernels_do_not_drift_from_f64_over_a_long_schedule() {
+    let (n, nv, nh, runs) = (1, 88, 88, 16);
+    let (w, bv, bh, _) = rbm_inputs(41, n, nv, nh);
+    let betas = rtrbm::eval::schedule::Schedule::scaled(5000).unwrap().betas;
+    let key = [RngKey::new(3, 4)];
+    let up = |x: &[f32]| x.iter().map(|&e| e as f64).collect::<Vec<f64>>();
+    let lw64 = Cpu::<f64>::new(2).ais(&up(&w), &up(&bv), &up(&bh), n, nv, nh, runs, &betas, &key, 0).unwrap();
+    for kernel in [AisKernel::V1, AisKernel::V2, AisKernel::TensorCore] {
+        let Some(g) = gpu() else { return };
+        let g = g.with_ais_kernel(kernel);
+        let name = g.ais_kernel_name(nv, nh);
+        let (gw, gbv, gbh) = (g.upload(&w).unwrap(), g.upload(&bv).unwrap(), g.upload(&bh).unwrap());
+        let lw = g.ais(&gw, &gbv, &gbh, n, nv, nh, runs, &betas, &key, 0).unwrap();
+        let mut d: Vec<f64> = lw.iter().zip(&lw64).map(|(a, b)| a - b).collect();
+        d.sort_by(|a, b| a.total_cmp(b));
+        let median = d[runs / 2];
+        eprintln!("{kernel:?} ({name}): median f32 - f64 {median:.3e} over {runs} chains (log w ~ {:.2})", lw64[0]);
+        assert!(median.abs() < 3e-4, "{kernel:?} ({name}): AIS drifts from f64 by {median:.3e} nats per chain");
+    }
 }
 
 /// A pack of 3 on the tensor-core AIS kernel equals each model alone, bit for bit (each block
@@ -1255,6 +1284,9 @@ fn packed_elementwise_ops_equal_lone() {
 #[test]
 fn packed_rbm_ops_equal_lone() {
     let Some(g) = gpu() else { return };
+    // AIS v2 for both: these bias slabs have odd lengths, on which a pack falls back from the
+    // tensor-core AIS to v2 (packed_ais_tensor_cores_equal_lone covers that kernel)
+    let g = g.with_ais_kernel(AisKernel::V2);
     let pk = g.packed(P).unwrap();
     let mut r = HostRng::new(43, 0);
     // (N, V, H): 88/88 and 37/53 take the v2 chain kernels, 300/200 the v1 ones

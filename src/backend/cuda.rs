@@ -144,8 +144,8 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Kernel files compiled on first use rather than when the backend opens: the tensor-core AIS
-/// kernels are large unrolled code (seconds of NVRTC and driver JIT) that only `RTRBM_KERNELS=ais-tc`
-/// or [`Cuda::with_ais_kernel`] needs.
+/// kernels are large unrolled code (about 10 s of NVRTC on a 2-core CI machine) that
+/// only an AIS needs.
 const LAZY_FILES: &[&str] = &["ais_tc.cu"];
 
 /// Kernels that use dynamic shared memory (their limit is raised to the device's opt-in maximum).
@@ -210,14 +210,15 @@ static NULL_PTR: u64 = 0;
 pub enum AisKernel {
     /// `ais_chains`: one warp per chain, plain dot products (`RTRBM_KERNELS=v1` or `chain-v1`).
     V1,
-    /// `ais_chains_v2_r{R}`: one warp per chain, ballot words, sums over the ON units only (the
-    /// default).
+    /// `ais_chains_v2_r{R}`: one warp per chain, ballot words, sums over the ON units only
+    /// (`RTRBM_KERNELS=ais-v2`; where the tensor-core kernel does not apply).
     V2,
     /// `ais_chains_tc_n{NT}` (kernels/ais_tc.cu): 16 chains per warp, both products on tensor
-    /// cores (`RTRBM_KERNELS=ais-tc`). Needs compute capability 8.0, V and H multiples of 4 and
-    /// at most 128, and bias slabs of even length (packed buffers); otherwise V2 runs, as it does
-    /// for the whole process when the kernels fail to compile. Opt-in until the GPU tests have
-    /// passed on a device.
+    /// cores, the default (`RTRBM_KERNELS=ais-v2` opts out). Needs compute capability 8.0, V and H
+    /// multiples of 4 and at most 128, and bias slabs of even length (packed buffers); otherwise
+    /// V2 runs, as it does for the whole process when the kernels fail to compile (compiled by
+    /// the first AIS that uses them, or when the backend opens under `RTRBM_KERNELS=ais-tc`).
+    /// Measured on an H100 (docs/GPU.md, sixth run): 1.6e9 chain-steps/s, 1.9x v2.
     TensorCore,
 }
 
@@ -430,7 +431,7 @@ pub struct Cuda {
     /// `RTRBM_KERNELS=v1` or `rec-v1`: use the sequential recurrent kernels (rtrbm_forward, ...,
     /// lstm_backward) instead of the split-K `*_v2` ones (for A/B timing).
     rec_v1: bool,
-    /// The AIS kernel (`RTRBM_KERNELS=ais-tc` picks the tensor-core one).
+    /// The AIS kernel (the tensor-core one unless `RTRBM_KERNELS=ais-v2`, `v1` or `chain-v1`).
     ais_kernel: AisKernel,
     /// Compute capability (major, minor).
     cc: (i32, i32),
@@ -679,10 +680,10 @@ impl Cuda {
         let rec_v1 = choice.iter().any(|&c| c == "v1" || c == "rec-v1");
         let ais_kernel = if kernels_v1 {
             AisKernel::V1
-        } else if choice.contains(&"ais-tc") {
-            AisKernel::TensorCore
-        } else {
+        } else if choice.contains(&"ais-v2") {
             AisKernel::V2
+        } else {
+            AisKernel::TensorCore
         };
         let tag = match (kernels_v1, rec_v1) {
             (true, true) => ", kernels v1",
@@ -690,7 +691,8 @@ impl Cuda {
             (false, true) => ", recurrent kernels v1",
             (false, false) => "",
         };
-        let tag = format!("{tag}{}", if ais_kernel == AisKernel::TensorCore { TC_TAG } else { "" });
+        let tc = ais_kernel == AisKernel::TensorCore && major >= 8;
+        let tag = format!("{tag}{}", if tc { TC_TAG } else { "" });
         let mut cuda = Cuda {
             ctx,
             stream,
@@ -710,13 +712,10 @@ impl Cuda {
             grid_z: MAX_GRID_YZ,
             rec: RecState::default(),
         };
-        if ais_kernel == AisKernel::TensorCore && cuda.cc.0 >= 8 {
-            // chosen for this process: compile now, so that no timed AIS pays for it; if that
-            // fails, say so and run AIS with v2 rather than lose the whole backend
-            if let Err(e) = cuda.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0])) {
-                eprintln!("warning: RTRBM_KERNELS=ais-tc: the tensor-core AIS kernels are unavailable ({e}); AIS runs ais_chains_v2");
-                cuda = cuda.with_ais_kernel(AisKernel::V2);
-            }
+        if tc && choice.contains(&"ais-tc") && !cuda.tc_ready() {
+            // asked for by name: compiled now (so that no timed AIS pays for it); without them
+            // AIS runs v2 rather than the whole backend failing
+            cuda = cuda.with_ais_kernel(AisKernel::V2);
         }
         Ok(cuda)
     }
@@ -857,6 +856,22 @@ impl Cuda {
         AisPlan::V1
     }
 
+    /// Whether the tensor-core AIS kernels are loaded: compiles them on the first call (they are
+    /// large unrolled code, compiled only when an AIS needs them); when that fails, warns once
+    /// and every later call says no, so AIS runs v2.
+    fn tc_ready(&self) -> bool {
+        let first = self.lazy.get().is_none();
+        match self.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0])) {
+            Ok(_) => true,
+            Err(e) => {
+                if first {
+                    eprintln!("warning: the tensor-core AIS kernels are unavailable ({e}); AIS runs ais_chains_v2");
+                }
+                false
+            }
+        }
+    }
+
     /// The tensor-core AIS kernel for V = nv, H = nh, if it applies: (NT, shared-memory bytes).
     fn tc_layout(&self, nv: usize, nh: usize) -> Option<(usize, u32)> {
         if self.ais_kernel != AisKernel::TensorCore
@@ -872,7 +887,7 @@ impl Cuda {
         let nt = *TC_TILES.iter().find(|&&t| t >= need)?;
         // both B operands, hi and lo: KT x NT tiles of 32 lanes x 16 bytes each
         let bytes = 2 * nt.div_ceil(2) * nt * 32 * 16;
-        (bytes <= self.smem_limit).then_some((nt, bytes as u32))
+        (bytes <= self.smem_limit && self.tc_ready()).then_some((nt, bytes as u32))
     }
 
     /// Elements of one model's slab of `buf` (its per-model length).
@@ -1278,6 +1293,10 @@ impl Backend for Cuda {
 
     /// Starts a stream capture (thread-local mode). Not while kernels are profiled (each launch
     /// then records events, which a graph would freeze): Ok(false).
+    fn records(&self) -> bool {
+        self.profile.is_none()
+    }
+
     fn begin_recording(&self) -> Result<bool> {
         if self.profile.is_some() {
             return Ok(false);

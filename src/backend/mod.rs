@@ -159,6 +159,11 @@ pub trait Backend: Send + Sync {
     fn begin_recording(&self) -> Result<bool> {
         Ok(false)
     }
+    /// Whether [`Backend::begin_recording`] records on this backend (CUDA, unless it profiles
+    /// kernels).
+    fn records(&self) -> bool {
+        false
+    }
     /// Ends the recording begun by [`Backend::begin_recording`] and returns it. Nothing it holds
     /// has run yet.
     fn end_recording(&self) -> Result<Self::Recording> {

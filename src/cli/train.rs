@@ -94,7 +94,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     if summary.recorded_shapes > 0 {
         eprintln!(
-            "recorded updates: {} shapes of update replayed as CUDA graphs (RTRBM_GRAPHS=1)",
+            "recorded updates: {} shapes of update replayed as CUDA graphs (RTRBM_GRAPHS=0 turns this off)",
             summary.recorded_shapes
         );
     }
