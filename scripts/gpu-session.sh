@@ -2,14 +2,18 @@
 # One GPU session in one call (the GPU machines have no Rust toolchain and little device time):
 # run inside the bundle made by scripts/gpu-check.sh, on the GPU machine:
 #     bash gpu-bundle/session.sh
-# 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks (AB=1: also the v1
-# kernels; the packed sweep curve for SWEEP_MODELS; with bin/rtrbm-prev (PREV_REV= for
-# gpu-check.sh), the same curve and phases for the previous version, same card, same call; with
-# bin/rtrbm-ab (AB_REV=), the paper protocol, batch 64 and kernel profile of that version), 3. a
-# sweep of 32 JSB runs as one pack unless SKIP_SWEEP, 4. the README's main command on the GPU
-# (LSTM-RTRBM on JSB, TRAIN_UPDATES updates, default 2000) unless SKIP_TRAIN, 5. only with EVALS=1
-# (minutes): full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder
-# (knobs EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default fits one call (estimated 6-7 minutes with the A/B rows; SKIP_TRAIN=1 or SKIP_SWEEP=1 save 1-3).
+# 1. the GPU tests (REQUIRE_CUDA=1: a missing GPU fails), 2. the benchmarks with the defaults
+# (recorded updates, AIS on tensor cores) and their A/B rows on the same card: RTRBM_GRAPHS=0
+# (unrecorded updates), RTRBM_KERNELS=ais-v2 (AIS benchmark and the full JSB test evaluation:
+# times, and LLs that must agree), REC_AB=1 the sequential recurrences, AB=1 all v1 kernels; the
+# packed sweep curve for SWEEP_MODELS; with bin/rtrbm-prev (PREV_REV= for gpu-check.sh) the same
+# curve and phases for that version; with bin/rtrbm-ab (AB_REV=) the paper protocol, batch 64 and
+# kernel profiles of that version beside this one's, both unrecorded, 3. a sweep of 32 JSB runs
+# as one pack unless SKIP_SWEEP, 4. the README's main command on the GPU (LSTM-RTRBM on JSB,
+# TRAIN_UPDATES updates, default 2000) unless SKIP_TRAIN, 5. only with EVALS=1 (minutes):
+# full-schedule evaluations of the checkpoints in ckpt/ and the AIS convergence ladder (knobs
+# EVAL_CKPTS, OTHER_BETAS, LADDER, SKIP_CONV). The default took 2 minutes on an H100 (sixth run,
+# with the prev and ab blocks); EVALS=1 adds about 3.
 # Everything lands in $OUT/session.tgz plus a summary on stdout.
 # REHEARSAL=1 shrinks every workload (and skips the 32-run sweep) so that the whole script runs in
 # a few minutes on the CUDA emulator (tests/cuda-emu) before a GPU session: it checks the script,
@@ -24,7 +28,7 @@ if [ -n "${REHEARSAL:-}" ]; then
 fi
 CHAINS=${CHAINS:-472500} BETAS=${BETAS:-100}   # bench AIS: the JSB test set x 100 runs
 U_ALL=${U_ALL:-100} U_B1=${U_B1:-200} U_B64=${U_B64:-20} U_SWEEP=${U_SWEEP:-10}   # updates per repetition
-REC_MODELS=${REC_MODELS:-64}   # the rec-v1 A/B of the packed sweep
+REC_MODELS=${REC_MODELS:-64}   # the packed sweep of the RTRBM_GRAPHS=0 and rec-v1 A/B rows
 EVAL_ARGS=${EVAL_ARGS:-}   # empty: the full schedule (14,500 betas x 100 runs)
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 W=/tmp/session; rm -rf "$W"; mkdir -p "$W/logs" "$W/evals"
@@ -35,13 +39,13 @@ step() { tar czf "$OUTDIR/session.tgz" -C "$W" logs evals 2>/dev/null; echo "== 
 
 step tests
 OUT="$W/logs" bash run.sh > "$W/logs/tests.txt" 2>&1; rc=$?; echo "tests rc=$rc"; cat "$W/logs/summary.txt"
-# The tensor-core AIS kernel (RTRBM_KERNELS=ais-tc, opt-in) has its own tests, which force it
-# whatever RTRBM_KERNELS says: their failure alone is no reason to fall back to older kernels.
+# The tensor-core AIS kernel (the default AIS) has its own tests, which force it whatever
+# RTRBM_KERNELS says: if only they fail, AIS runs v2 from here on (RTRBM_KERNELS=ais-v2).
 TC_OK=1
 grep -E '^test .*tensor_cores.* (FAILED|ok)$' "$W/logs/gpu_kernels.log"
 grep -qE '^test .*tensor_cores.* FAILED$' "$W/logs/gpu_kernels.log" && TC_OK=0
 if [ $rc -ne 0 ] && [ $TC_OK -eq 0 ] && ! grep -hE '^test .* FAILED$' "$W/logs/"*.log | grep -vq tensor_cores; then
-  echo "only the tensor-core AIS tests failed: the default kernels stay"; rc=0
+  echo "only the tensor-core AIS tests failed: AIS runs v2 (RTRBM_KERNELS=ais-v2)"; rc=0; export RTRBM_KERNELS=ais-v2
 fi
 if [ $rc -ne 0 ] && [ -z "${RTRBM_KERNELS:-}" ]; then
   echo "tests failed with the default kernels: re-running them with RTRBM_KERNELS=rec-v1 (sequential recurrences)"
@@ -61,30 +65,28 @@ timeout 100 $B bench phases --device cuda --batch 64 --updates "$U_B64" --json "
 # the device time of every kernel (CUDA events around each launch; not for throughput figures)
 RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --updates "$U_B1" > "$W/logs/profile-b1.txt" 2>&1; echo "profile b1 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b1.txt"
 RTRBM_PROFILE=1 timeout 100 $B bench phases --device cuda --batch 64 --updates "$U_B64" > "$W/logs/profile-b64.txt" 2>&1; echo "profile b64 rc=$?"; grep -A12 '^kernel profile' "$W/logs/profile-b64.txt"
-# A/B of the split-K recurrences: the same phases and paper protocol with the sequential ones
-if [ -z "${RTRBM_KERNELS:-}" ]; then
+# A/B of the split-K recurrences (REC_AB=1): the same phases and paper protocol with the
+# sequential ones (sixth run: 1,556 against 954 updates/s)
+if [ -n "${REC_AB:-}" ] && [ -z "${RTRBM_KERNELS:-}" ]; then
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1-rec-v1.json" 2>&1 | tee "$W/logs/bench-phases-b1-rec-v1.txt"
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-rec-v1.json" 2>&1 | grep "^train"
   RTRBM_KERNELS=rec-v1 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-rec-v1.json" 2>&1 | grep "^sweep"
 fi
-# A/B of recorded updates (Step 6, RTRBM_GRAPHS=1: after a shape's first two updates, each update
-# is two small copies, the gather and one CUDA graph launch): host issue time, the paper protocol,
-# batch 64 and the packed sweep, against the rows above (same card, same call). Their warm-up is
-# two passes over the chunks (every shape recorded before the clock starts): under REHEARSAL on
-# the emulator the phases and train rows run into their time limits, which says nothing.
-RTRBM_GRAPHS=1 timeout 100 $B bench phases --device cuda --updates "$U_B1" --json "$W/logs/bench-phases-b1-graphs.json" 2>&1 | tee "$W/logs/bench-phases-b1-graphs.txt" | grep -E "per update|host"
-RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-graphs.json" 2>&1 | grep "^train"
-RTRBM_GRAPHS=1 timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-graphs.json" 2>&1 | grep "^train"
-RTRBM_GRAPHS=1 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-graphs.json" 2>&1 | grep "^sweep"
-# A/B of the tensor-core AIS kernel (kernels/ais_tc.cu) on the benchmark's AIS, and on the full
-# JSB test evaluation (14,500 betas x 100 runs; target under 5 s): log-likelihoods must agree
-# within their standard errors, times are the comparison
+# A/B of recorded updates (the default: after a shape's first two updates, each update is two
+# small copies, the gather and one CUDA graph launch) against RTRBM_GRAPHS=0: the paper protocol,
+# batch 64 and the packed sweep, against the rows above (same card, same call)
+RTRBM_GRAPHS=0 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-nographs.json" 2>&1 | grep "^train"
+RTRBM_GRAPHS=0 timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-nographs.json" 2>&1 | grep "^train"
+RTRBM_GRAPHS=0 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-nographs.json" 2>&1 | grep "^sweep"
+# A/B of the AIS kernels (default: tensor cores, kernels/ais_tc.cu) against RTRBM_KERNELS=ais-v2
+# on the benchmark's AIS and on the full JSB test evaluation (14,500 betas x 100 runs; target
+# under 5 s): times, and log-likelihoods that must agree within their standard errors
 echo "ais-tc tests passed: $TC_OK"
-RTRBM_KERNELS=ais-tc timeout 100 $B bench ais --device cuda --chains "$CHAINS" --betas "$BETAS" --json "$W/logs/bench-ais-tc.json" 2>&1 | tee "$W/logs/bench-ais-tc.txt" | grep -v "per second"
+RTRBM_KERNELS=ais-v2 timeout 100 $B bench ais --device cuda --chains "$CHAINS" --betas "$BETAS" --json "$W/logs/bench-ais-v2.json" 2>&1 | tee "$W/logs/bench-ais-v2.txt" | grep -v "per second"
 if [ -e ckpt/jsb_lstm_rtrbm.safetensors ]; then
-  for k in default ais-tc; do
+  for k in default ais-v2; do
     s0=$(date +%s.%N)
-    RTRBM_KERNELS=$([ $k = default ] && echo "${RTRBM_KERNELS:-}" || echo ais-tc) timeout 100 $B eval --device cuda --checkpoint ckpt/jsb_lstm_rtrbm.safetensors --data jsb --no-acc $EVAL_ARGS --json "$W/evals/jsb_lstm_rtrbm.eval-$k.json" > "$W/logs/eval-jsb-$k.txt" 2>&1
+    RTRBM_KERNELS=$([ $k = default ] && echo "${RTRBM_KERNELS:-}" || echo ais-v2) timeout 100 $B eval --device cuda --checkpoint ckpt/jsb_lstm_rtrbm.safetensors --data jsb --no-acc $EVAL_ARGS --json "$W/evals/jsb_lstm_rtrbm.eval-$k.json" > "$W/logs/eval-jsb-$k.txt" 2>&1
     echo "JSB test eval ($k) rc=$? wall $(awk "BEGIN{print $(date +%s.%N) - $s0}") s (process, incl. kernel compiles): $(grep -E '^LL' "$W/logs/eval-jsb-$k.txt" | tr -s ' ' | cut -c1-110)"
   done
 fi
@@ -105,13 +107,15 @@ echo "prev phases b1 rc=$?"; grep -E "per update|load|negatives" "$W/logs/prev-b
 fi
 
 if [ -x bin/rtrbm-ab ]; then
-step "A/B: $(cat bin/rtrbm-ab.rev 2>/dev/null) (AB_REV) against this version, paper protocol, batch 64, kernel profile"
+step "A/B: $(cat bin/rtrbm-ab.rev 2>/dev/null) (AB_REV) against this version, both unrecorded: paper protocol, batch 64, kernel profiles"
 for bin in ./bin/rtrbm-ab $B; do
   tag=$([ "$bin" = "$B" ] && echo this || echo ab)
-  timeout 100 $bin bench train --device cuda --updates "$U_B1" --json "$W/logs/ab-$tag-train-b1.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
-  timeout 100 $bin bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/ab-$tag-train-b64.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
+  RTRBM_GRAPHS=0 timeout 100 $bin bench train --device cuda --updates "$U_B1" --json "$W/logs/ab-$tag-train-b1.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
+  RTRBM_GRAPHS=0 timeout 100 $bin bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/ab-$tag-train-b64.json" 2>&1 | grep "^train" | sed "s/^/$tag: /"
   RTRBM_PROFILE=1 timeout 100 $bin bench phases --device cuda --updates "$U_B1" > "$W/logs/ab-$tag-profile-b1.txt" 2>&1
   echo "$tag profile b1 rc=$?"; grep -A8 '^kernel profile' "$W/logs/ab-$tag-profile-b1.txt"
+  RTRBM_PROFILE=1 timeout 100 $bin bench phases --device cuda --batch 64 --updates "$U_B64" > "$W/logs/ab-$tag-profile-b64.txt" 2>&1
+  echo "$tag profile b64 rc=$?"; grep -A8 '^kernel profile' "$W/logs/ab-$tag-profile-b64.txt"
 done
 fi
 
