@@ -17,8 +17,8 @@
 // gemm_splitk_reduce: C = alpha (P[0] + P[1] + ... + P[splits-1]) + beta C, slices added in
 //              order (deterministic); beta == 0 overwrites C.
 // add_bias:    x[r, c] += bias[c], rows x cols.                       Reference: Cpu::add_bias
-// sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in order; beta == 0
-//              overwrites).                                           Reference: Cpu::sum_rows
+// sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in blocks of
+//              SUM_ROWS_BLOCK, as the CPU does; beta == 0 overwrites).  Reference: Cpu::sum_rows
 // axpy:        y += alpha x.                                          Reference: Cpu::axpy
 // masked_diff: out[r, c] = (scale mask[r]) (a[r, c] - b[r, c]).       Reference: Cpu::masked_diff
 // mask_rows:   x[r, c] *= mask[r].                                    Reference: Cpu::mask_rows
@@ -256,44 +256,50 @@ extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restri
     GRID_STRIDE(e, (long long)rows * cols) { x[e] += bias[e % cols]; }
 }
 
-// sum_rows: one block of (32, 8) threads per 32 columns (a lane per column). Warp 0 adds the
-// rows of its column one after another in increasing order, like the CPU, from a tile of 128 rows
-// in shared memory, while all 8 warps load the next tile into registers (16 loads in flight per
-// thread). A thread per column walking the rows itself kept ~16 loads in flight and paid one L2
-// round trip per 16 rows: 400 of them for the 6,400 rows of a batch-64 update, with 3 warps in
-// the whole GPU. Same order, same bits. grid = (ceil(cols / 32), P).
+// sum_rows: the rows are added in blocks of SUM_ROWS_BLOCK rows (defined by the host: 64), in
+// order within a block, and the block sums in order: Cpu::sum_rows' order, so the same bits. One
+// block of (32, 16) threads per 32 columns (a lane per column): in each round warp w sums row block
+// (16 round + w) straight from global memory (a lane's SUM_ROWS_BLOCK loads all issued before its
+// additions), and warp 0 adds the round's 16 block sums from shared memory in order. A batch-64
+// update's 6,400 rows take 7 rounds. (Adding row after row, the order until 2026-11-26, left one
+// warp per 32 columns adding 6,400 rows in a chain: 56 us on an H100.) grid = (ceil(cols / 32), P).
+#ifndef SUM_ROWS_BLOCK
+#error "SUM_ROWS_BLOCK must be defined (-DSUM_ROWS_BLOCK=..., as src/backend/cuda.rs compiles the kernels)"
+#endif
 #define SR_COLS 32
-#define SR_WARPS 8
-#define SR_TILE 128
+#define SR_WARPS 16
 extern "C" __global__ void __launch_bounds__(SR_COLS * SR_WARPS)
 sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float beta, float* __restrict__ out,
          long long x_ps, long long out_ps) {
-    __shared__ float tile[SR_TILE][SR_COLS];
+    __shared__ float part[SR_WARPS][SR_COLS];
     const long long model = blockIdx.y;
     x += model * x_ps;
     out += model * out_ps;
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * SR_COLS + tx;
     const bool col_ok = c < cols;
-    // this thread's rows of the tile at r0: r0 + ty + 8 m
-    float next[SR_TILE / SR_WARPS];
-    auto load = [&](int r0) {
-#pragma unroll
-        for (int m = 0; m < SR_TILE / SR_WARPS; ++m) {
-            const int r = r0 + ty + SR_WARPS * m;
-            next[m] = col_ok && r < rows ? x[(long long)r * cols + c] : 0.0f;
-        }
-    };
+    const int blocks = (rows + SUM_ROWS_BLOCK - 1) / SUM_ROWS_BLOCK;
     float acc = 0.0f;
-    load(0);
-    for (int r0 = 0; r0 < rows; r0 += SR_TILE) {
+    for (int b0 = 0; b0 < blocks; b0 += SR_WARPS) {
+        const int b = b0 + ty;
+        float p = 0.0f;
+        if (col_ok && b < blocks) {
+            const int r0 = b * SUM_ROWS_BLOCK;
+            const int n = rows - r0 < SUM_ROWS_BLOCK ? rows - r0 : SUM_ROWS_BLOCK;
+            const float* xc = x + (long long)r0 * cols + c;
+            float t[SUM_ROWS_BLOCK];
 #pragma unroll
-        for (int m = 0; m < SR_TILE / SR_WARPS; ++m) tile[ty + SR_WARPS * m][tx] = next[m];
+            for (int i = 0; i < SUM_ROWS_BLOCK; ++i) t[i] = i < n ? xc[(long long)i * cols] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < SUM_ROWS_BLOCK; ++i) {
+                if (i < n) p += t[i];
+            }
+        }
+        part[ty][tx] = p;
         __syncthreads();
-        if (r0 + SR_TILE < rows) load(r0 + SR_TILE);  // in flight while warp 0 adds this tile
         if (ty == 0) {
-            const int n = rows - r0 < SR_TILE ? rows - r0 : SR_TILE;
-            for (int i = 0; i < n; ++i) acc += tile[i][tx];
+            const int m = blocks - b0 < SR_WARPS ? blocks - b0 : SR_WARPS;
+            for (int w = 0; w < m; ++w) acc += part[w][tx];
         }
         __syncthreads();
     }

@@ -301,8 +301,8 @@ fn elementwise_ops() {
     let Some(g) = gpu() else { return };
     let c = cpu();
     let mut r = HostRng::new(2, 0);
-    // sum_rows' tiles are 128 rows x 32 columns: partial tiles, one tile and two exactly, an odd
-    // number of tiles, a batch-64 update
+    // sum_rows adds blocks of 64 rows, 16 blocks a round: partial blocks, whole ones, a round and
+    // a half, a batch-64 update (7 rounds)
     for (rows, cols) in [(1, 1), (37, 53), (3001, 88), (100, 352), (256, 33), (512, 40), (769, 88), (6400, 88)] {
         let n = rows * cols;
         let x = rand_vec(&mut r, n, 2.0);

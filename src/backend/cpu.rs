@@ -13,6 +13,11 @@ use crate::float::Float;
 use crate::rng::RngKey;
 use std::marker::PhantomData;
 
+/// Rows per block of [`Backend::sum_rows`]' summation order: the rows of each block are added in
+/// order and then the block sums in order, which the CUDA kernel can spread over many warps and
+/// still add exactly as the CPU does.
+pub const SUM_ROWS_BLOCK: usize = 64;
+
 /// The CPU backend over float type `F` (f32 for speed, f64 for gradient checks).
 #[derive(Clone, Debug)]
 pub struct Cpu<F: Float = f32> {
@@ -588,10 +593,22 @@ impl<F: Float> Backend for Cpu<F> {
     fn sum_rows(&self, x: &Vec<F>, rows: usize, cols: usize, alpha: F, beta: F, out: &mut Vec<F>) -> Result<()> {
         check_len("sum_rows x", x, rows * cols)?;
         check_len("sum_rows out", out, cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        // blocks of SUM_ROWS_BLOCK rows added in order, then the block sums in order (the CUDA
+        // kernel adds the same numbers in the same order)
         let mut acc = vec![F::ZERO; cols];
-        for row in x[..rows * cols].chunks(cols) {
-            for (a, &e) in acc.iter_mut().zip(row) {
-                *a += e;
+        let mut part = vec![F::ZERO; cols];
+        for block in x[..rows * cols].chunks(SUM_ROWS_BLOCK * cols) {
+            part.fill(F::ZERO);
+            for row in block.chunks(cols) {
+                for (p, &e) in part.iter_mut().zip(row) {
+                    *p += e;
+                }
+            }
+            for (a, &p) in acc.iter_mut().zip(&part) {
+                *a += p;
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {

@@ -190,6 +190,11 @@ const GEMM_RB_MIN_MACS: usize = 1 << 24;
 /// The k-slice of every gemm's summation order (`GEMM_KC` in kernels/linalg.cu; a multiple of
 /// both kernels' k-tiles).
 const GEMM_KC: usize = 128;
+
+/// The row blocks of `sum_rows`' summation order (`SUM_ROWS_BLOCK` in kernels/linalg.cu), the
+/// CPU's [`super::cpu::SUM_ROWS_BLOCK`] (a literal here: tests/cuda-emu/build.py reads it).
+const SUM_ROWS_BLOCK: usize = 64;
+const _: () = assert!(SUM_ROWS_BLOCK == super::cpu::SUM_ROWS_BLOCK);
 /// Most SGD tensor tables a backend keeps (one per trainer sharing it).
 const SGD_TABLES: usize = 16;
 
@@ -299,6 +304,7 @@ fn nvrtc_options(arch: &str) -> cudarc::nvrtc::CompileOptions {
             "--std=c++14".to_string(),
             // the gemm summation order's k-slice, from its one definition
             format!("-DGEMM_KC={GEMM_KC}"),
+            format!("-DSUM_ROWS_BLOCK={SUM_ROWS_BLOCK}"),
         ],
         ..Default::default()
     }
@@ -1530,10 +1536,10 @@ impl Backend for Cuda {
         let f = self.func("sum_rows")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out).arg(&x_ps).arg(&o_ps);
-        // 32 columns per block, 8 warps loading (kernels/linalg.cu, SR_COLS and SR_WARPS)
+        // 32 columns per block, 16 warps summing row blocks (kernels/linalg.cu, SR_COLS and SR_WARPS)
         let cfg = LaunchConfig {
             grid_dim: (cols.div_ceil(32) as u32, self.models as u32, 1),
-            block_dim: (32, 8, 1),
+            block_dim: (32, 16, 1),
             shared_mem_bytes: 0,
         };
         self.launch(&mut lb, cfg, "sum_rows")

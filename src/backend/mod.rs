@@ -234,7 +234,9 @@ pub trait Backend: Send + Sync {
     /// `x[r, :] += bias` for each of `rows` rows of width `cols`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
-    /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`.
+    /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`, the
+    /// rows added in blocks of [`cpu::SUM_ROWS_BLOCK`] (in order within a block, then the block
+    /// sums in order).
     fn sum_rows(
         &self,
         x: &Self::Buf,
