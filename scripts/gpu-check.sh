@@ -82,6 +82,7 @@ exit $overall
 RUN
 chmod +x "$BUNDLE/run.sh"
 cp scripts/gpu-session.sh "$BUNDLE/session.sh"
+cp scripts/gpu-quick.sh "$BUNDLE/quick.sh"
 # the sweep that session.sh trains as one pack, with the config it builds on
 mkdir -p "$BUNDLE/sweeps" "$BUNDLE/configs"
 cp sweeps/jsb-32-packed.yaml "$BUNDLE/sweeps/"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# A short GPU run (2 minutes at most; the eighth run of docs/GPU.md took 52 s), for checking one
+# change: inside the bundle of scripts/gpu-check.sh (AB_REV=<the revision before the change>),
+#     bash gpu-bundle/quick.sh
+# the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
+# updates, the kernel profiles of batch 64, then the paper protocol and the packed sweep of 64 and
+# 256 models. Everything lands in $OUT/quick.tgz.
+cd "$(dirname "$0")"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
+L=/tmp/q; rm -rf $L; mkdir -p $L/logs
+pack() { tar czf "${OUT:-$L}/quick.tgz" -C $L logs; }
+OUT=$L/logs bash run.sh > $L/logs/tests.txt 2>&1; echo "tests rc=$?"; cat $L/logs/summary.txt; pack
+for i in 1 2; do for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
+  tag=$([ $bin = ./bin/rtrbm ] && echo this || echo ab)
+  timeout 60 $bin bench train --device cuda --batch 64 --updates 20 --json $L/logs/$tag-b64-$i.json 2>&1 | grep "^train" | sed "s/^/$tag: /"
+done; done; pack
+for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
+  tag=$([ $bin = ./bin/rtrbm ] && echo this || echo ab)
+  RTRBM_PROFILE=1 timeout 60 $bin bench phases --device cuda --batch 64 --updates 20 > $L/logs/$tag-profile-b64.txt 2>&1
+  echo "$tag profile b64 rc=$?"; grep -A9 '^kernel profile' $L/logs/$tag-profile-b64.txt
+done; pack
+timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/this-b1.json 2>&1 | grep "^train"
+for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/this-sweep-$n.json 2>&1 | grep "^sweep"; done
+pack; echo done
