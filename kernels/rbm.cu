@@ -1,6 +1,7 @@
 // rbm.cu: conditional RBMs sharing W (SPEC 1). Shapes: W [V,H], v and bv_t [N,V], bh_t [N,H].
 //
-// hidden_probs: out[n, j] = sigma(bh_t[n, j] + sum_i v[n, i] W[i, j]); one thread per (n, j).
+// hidden_probs: out[n, j] = sigma(bh_t[n, j] + sum_i v[n, i] W[i, j]); one thread per (n, j)
+//               (hidden_probs_v2_r{R}, below: one warp per row, nonzero v only, same bits).
 //               Reference: Cpu::hidden_probs (src/backend/cpu.rs).
 // gibbs_chain:  K block-Gibbs steps in ONE launch. One warp per chain, blockDim = (32, CPB)
 //               (CPB chains per block), W staged in shared memory when it fits (else read from
@@ -320,6 +321,57 @@ __device__ __forceinline__ void gibbs_marginals_v2_impl(const float* __restrict_
         gibbs_marginals_v2_impl<R>(W, bv_t, bh_t, N, V, H, chains, burn_in, samples, seed, stream, counter, norm, ldw, \
                                    out, w_ps, bv_ps, bh_ps, out_ps);                                                   \
     }
+// hidden_probs_v2_r{R}: hidden_probs for V, H <= 32 R, one warp per row n (blockDim = (32, 8)):
+// lane l owns units l + 32 r; the row's nonzero visibles are found by ballots and only their rows
+// of W are added (acc_active, reading W from global memory), in increasing order with col_dot's
+// expression, so every output is BIT-IDENTICAL to hidden_probs'. A row of 0/1 samples has a few
+// nonzeros (JSB: ~4 of 88), where hidden_probs' thread per output walked all V.
+template <int R>
+__device__ __forceinline__ void hidden_probs_v2_impl(const float* __restrict__ W, const float* __restrict__ v,
+                                                     const float* __restrict__ bh_t, int N, int V, int H,
+                                                     float* __restrict__ out, long long w_ps, long long v_ps,
+                                                     long long bh_ps, long long out_ps) {
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    v += model * v_ps;
+    bh_t += model * bh_ps;
+    out += model * out_ps;
+    const long long n = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (n >= N) return;  // the whole warp: n is the warp's row
+    const int lane = threadIdx.x;
+    const float* vr = v + n * V;
+    u32 m[R];
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int i = lane + 32 * r, j = lane + 32 * r;
+        m[r] = __ballot_sync(0xffffffffu, i < V && vr[i] != 0.0f);
+        acc[r] = j < H ? bh_t[n * H + j] : 0.0f;
+    }
+    acc_active<R, false>(W, H, 1, m, (V + 31) >> 5, vr, H, acc);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int j = lane + 32 * r;
+        if (j < H) out[n * H + j] = sigmoidf_(acc[r]);
+    }
+}
+
+#define HIDDEN_V2(R)                                                                                           \
+    extern "C" __global__ void hidden_probs_v2_r##R(const float* __restrict__ W, const float* __restrict__ v, \
+                                                    const float* __restrict__ bh_t, int N, int V, int H,      \
+                                                    float* __restrict__ out, long long w_ps, long long v_ps,   \
+                                                    long long bh_ps, long long out_ps) {                       \
+        hidden_probs_v2_impl<R>(W, v, bh_t, N, V, H, out, w_ps, v_ps, bh_ps, out_ps);                          \
+    }
+HIDDEN_V2(1)
+HIDDEN_V2(2)
+HIDDEN_V2(3)
+HIDDEN_V2(4)
+HIDDEN_V2(5)
+HIDDEN_V2(6)
+HIDDEN_V2(7)
+HIDDEN_V2(8)
+
 GIBBS_V2(1)
 GIBBS_V2(2)
 GIBBS_V2(3)

@@ -403,6 +403,20 @@ fn hidden_probs_and_free_energy() {
         g.hidden_probs(&gw, &gv, &gbh, n, nv, nh, &mut go).unwrap();
         c.hidden_probs(&w, &v, &bh, n, nv, nh, &mut co).unwrap();
         assert_close(&format!("hidden_probs N{n} V{nv} H{nh}"), &g.download(&go).unwrap(), &co, 2e-6, 1e-5);
+        // hidden_probs_v2 (one warp per row, nonzero visibles only) against the first kernel:
+        // the same bits, for 0/1 rows and for real-valued ones
+        let g1 = gpu().unwrap().with_chain_kernels_v1(true);
+        let vr = rand_vec(&mut HostRng::new(5, n as u32), n * nv, 2.0);
+        for (what, vh) in [("binary", &v), ("real", &vr)] {
+            let (gw1, gbh1, gv1, gvv) =
+                (g1.upload(&w).unwrap(), g1.upload(&bh).unwrap(), g1.upload(vh).unwrap(), g.upload(vh).unwrap());
+            let (mut o2, mut o1) = (poisoned(&g, n * nh), poisoned(&g1, n * nh));
+            g.hidden_probs(&gw, &gvv, &gbh, n, nv, nh, &mut o2).unwrap();
+            g1.hidden_probs(&gw1, &gv1, &gbh1, n, nv, nh, &mut o1).unwrap();
+            let (a, b) = (g.download(&o2).unwrap(), g1.download(&o1).unwrap());
+            let bad = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(bad, 0, "hidden_probs v2 against v1, {what} v, N{n} V{nv} H{nh}: {bad} outputs differ");
+        }
         for gaussian in [false, true] {
             let mut go = poisoned(&g, n);
             let mut co = vec![0f32; n];

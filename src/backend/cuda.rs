@@ -89,6 +89,14 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "gibbs_marginals_v2_r6",
             "gibbs_marginals_v2_r7",
             "gibbs_marginals_v2_r8",
+            "hidden_probs_v2_r1",
+            "hidden_probs_v2_r2",
+            "hidden_probs_v2_r3",
+            "hidden_probs_v2_r4",
+            "hidden_probs_v2_r5",
+            "hidden_probs_v2_r6",
+            "hidden_probs_v2_r7",
+            "hidden_probs_v2_r8",
         ],
     ),
     (
@@ -190,6 +198,9 @@ const GEMM_RB_MIN_MACS: usize = 1 << 24;
 /// The k-slice of every gemm's summation order (`GEMM_KC` in kernels/linalg.cu; a multiple of
 /// both kernels' k-tiles).
 const GEMM_KC: usize = 128;
+
+/// Rows (warps) per block of `hidden_probs_v2_r{R}`.
+const HIDDEN_ROWS_PER_BLOCK: usize = 8;
 
 /// The row blocks of `sum_rows`' summation order (`SUM_ROWS_BLOCK` in kernels/linalg.cu), the
 /// CPU's [`super::cpu::SUM_ROWS_BLOCK`] (a literal here: tests/cuda-emu/build.py reads it).
@@ -772,6 +783,14 @@ impl Cuda {
     /// This backend with the blocked gemm's launches limited to `z` blocks in grid z (at least 1;
     /// a launch still holds one model's split-K slices): it then launches a pack's models in
     /// smaller groups. For tests of that path; the default is the device limit.
+    /// This backend with the first chain kernels (`gibbs_chain`, `gibbs_marginals`,
+    /// `hidden_probs`) where a v2 one would apply, as `RTRBM_KERNELS=chain-v1` (tests and A/B;
+    /// AIS follows [`Cuda::with_ais_kernel`]).
+    pub fn with_chain_kernels_v1(mut self, on: bool) -> Cuda {
+        self.kernels_v1 = on;
+        self
+    }
+
     pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
         self.grid_z = z.clamp(1, MAX_GRID_YZ);
         self
@@ -1615,11 +1634,24 @@ impl Backend for Cuda {
         }
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
         let (w_ps, v_ps, bh_ps, o_ps) = (self.ps(w), self.ps(v), self.ps(bh_t), self.ps(out));
-        let f = self.func("hidden_probs")?;
+        // one warp per row, nonzero visibles only (same bits), unless RTRBM_KERNELS=v1 or
+        // max(V, H) > 32 V2_MAX_R
+        let r = nv.max(nh).div_ceil(32);
+        let (name, cfg) = if !self.kernels_v1 && r <= V2_MAX_R {
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(HIDDEN_ROWS_PER_BLOCK) as u32, self.models as u32, 1),
+                block_dim: (32, HIDDEN_ROWS_PER_BLOCK as u32, 1),
+                shared_mem_bytes: 0,
+            };
+            (format!("hidden_probs_v2_r{r}"), cfg)
+        } else {
+            ("hidden_probs".to_string(), self.grid(n * nh))
+        };
+        let f = self.func(&name)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
         lb.arg(&w_ps).arg(&v_ps).arg(&bh_ps).arg(&o_ps);
-        self.launch(&mut lb, self.grid(n * nh), "hidden_probs")
+        self.launch(&mut lb, cfg, &name)
     }
 
     fn gibbs(
