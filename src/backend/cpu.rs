@@ -324,10 +324,10 @@ fn ais_rare_increment<F: Float>(a: F, b: F, z: F) -> F {
     }
 }
 
-/// `N` units of [`ais_hidden_kernel`], one per lane: h = sigma(a) with e^-a = e^-b / (1 + expm1(z))
-/// (a = b + z), and the unit's factor 1 + y, y = sigma(b) expm1(z), multiplied into the lane's
-/// 1 + Y; a unit outside the range (|z| >= 1/8) leaves Y as it is and marks its lane `rare`.
-/// e^-b is clamped by `exp_fast` (sigma(b) then rounds to 0 or 1 as it should).
+/// `N` units of [`ais_hidden_kernel`], one per lane: h = sigma(a) = e^z / (e^z + e^-b) (a = b + z),
+/// and the unit's factor 1 + y, y = sigma(b) expm1(z), multiplied into the lane's 1 + Y; a unit
+/// outside the range (|z| >= 1/8) leaves Y as it is and marks its lane `rare`. e^-b is clamped by
+/// `exp_fast` (sigma(b) then rounds to 0 or 1 as it should).
 #[inline(always)]
 fn ais_lanes<F: Float, const N: usize>(
     x: &[F],
@@ -345,7 +345,8 @@ fn ais_lanes<F: Float, const N: usize>(
         let enb = (-b).exp_fast();
         let em = expm1_small(z);
         let y = em / (F::ONE + enb);
-        h[l] = F::ONE / (F::ONE + enb / (F::ONE + em));
+        let ez = F::ONE + em;
+        h[l] = ez / (ez + enb);
         let common = ais_common(z);
         let yl = ys[l];
         ys[l] = if common { yl + y + yl * y } else { yl };
