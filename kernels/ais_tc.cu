@@ -184,6 +184,23 @@ __device__ __forceinline__ void tc_tile(float* acc, const u32 (&S)[NT][2], const
     }
 }
 
+// Stages both B operands (hi, lo) in fragment order, scaled by the block's s (returned): bx, x =
+// v W, and bp, W h, each [KT][NT][32]. Both layers are padded to NT tiles (zero weights; units
+// past V or H are never on). Every thread of the block calls it; it ends with a barrier.
+template <int NT>
+__device__ __forceinline__ float tc_stage(const float* __restrict__ W, int V, int H, uint4* bx, uint4* bp, float* red) {
+    constexpr int KT = (NT + 1) / 2;
+    const float s = tc_scale(W, V * H, red);
+    int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
+    for (int e = tid; e < KT * NT * 32; e += nthreads) {
+        int tile = e >> 5;
+        bx[e] = tc_b_fragment(W, V, H, H, 1, s, tile / NT, tile % NT, e & 31);
+        bp[e] = tc_b_fragment(W, H, V, 1, H, s, tile / NT, tile % NT, e & 31);
+    }
+    __syncthreads();
+    return s;
+}
+
 template <int NT>
 __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
                                                    const float* __restrict__ bh_t, int N, int V, int H, int M,
@@ -198,21 +215,11 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
     logw += model * N * M;
     chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
 
-    // stage both B operands (hi, lo) in fragment order
-    // Both layers are padded to NT tiles (zero weights; units past V or H are never on).
     const int ntv = (V + 7) >> 3, nth = (H + 7) >> 3;
     uint4* bx = tc_smem;                 // [KT][NT][32]: x = v W
     uint4* bp = tc_smem + KT * NT * 32;  // [KT][NT][32]: W h
-    const float s = tc_scale(W, V * H, red), inv_s = 1.0f / s;  // powers of two: exact
-    {
-        int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
-        for (int e = tid; e < KT * NT * 32; e += nthreads) {
-            int tile = e >> 5;
-            bx[e] = tc_b_fragment(W, V, H, H, 1, s, tile / NT, tile % NT, e & 31);
-            bp[e] = tc_b_fragment(W, H, V, 1, H, s, tile / NT, tile % NT, e & 31);
-        }
-    }
-    __syncthreads();  // no barrier after this: warps past the last chain may leave
+    const float s = tc_stage<NT>(W, V, H, bx, bp, red), inv_s = 1.0f / s;  // powers of two: exact
+    // no barrier after this: warps past the last chain may leave
 
     const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
     const long long total = (long long)N * M;
@@ -307,6 +314,150 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
         if (chain1 < total) logw[chain1] = acc1;
     }
 }
+
+// gibbs_chain_tc_n{NT} (opt-in, RTRBM_KERNELS=gibbs-tc; docs/PERFORMANCE.md "Next steps"): K
+// block-Gibbs steps of N chains with gibbs_chain_v2's uniforms (step k: h_j at counter + 2k, index
+// n H + j; v_i at counter + 2k + 1, index n V + i) and both products on tensor cores, 16 chains per
+// warp, with ais_chains_tc's staging, fragments, scale and Philox words. Binary visibles only
+// (the host runs v2 for Gaussian ones); a starting v that is not 0/1 (any chain of the warp) has
+// its first product v W summed in f32 from global memory instead. Chains with mask 0 (padding)
+// are drawn but not written, and a block of padding only returns at once. Probabilities differ
+// from v2's by a few ulps (the tensor cores' f32 accumulation, rcp.approx), so a draw can differ
+// where |p - u| is at the 1e-6 level, and that chain's path with it.
+// Shapes: W [V,H], bv_t and v [N,V], bh_t [N,H], mask [N] or null. Reference: Cpu::gibbs.
+template <int NT>
+__device__ __forceinline__ void gibbs_chain_tc_impl(const float* __restrict__ W, const float* __restrict__ bv_t,
+                                                    const float* __restrict__ bh_t, float* __restrict__ v, int N, int V,
+                                                    int H, int K, u64 seed, u32 stream, u32 counter,
+                                                    const u64* __restrict__ keys, const float* __restrict__ mask,
+                                                    long long w_ps, long long bv_ps, long long bh_ps, long long v_ps,
+                                                    long long mask_ps) {
+    constexpr int KT = (NT + 1) / 2;
+    extern __shared__ uint4 tc_smem[];
+    __shared__ float red[32];
+    const long long model = blockIdx.y;
+    v += model * v_ps;
+    if (mask) mask += model * mask_ps;
+    chain_model(model, W, bv_t, bh_t, w_ps, bv_ps, bh_ps, keys, seed, stream);
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const long long base = ((long long)blockIdx.x * blockDim.y + threadIdx.y) * 16;
+    const long long chain0 = base + g, chain1 = base + g + 8;
+    const bool on0 = chain_active(chain0, N, mask, 0), on1 = chain_active(chain1, N, mask, 0);
+    if (!__syncthreads_or(on0 || on1)) return;  // every chain of the block is padding
+    const int ntv = (V + 7) >> 3, nth = (H + 7) >> 3;
+    uint4* bx = tc_smem;
+    uint4* bp = tc_smem + KT * NT * 32;
+    const float s = tc_stage<NT>(W, V, H, bx, bp, red), inv_s = 1.0f / s;
+    if (base >= N) return;  // no barrier after this
+    const long long c0 = chain0 < N ? chain0 : N - 1, c1 = chain1 < N ? chain1 : N - 1;
+    const float* bv0 = bv_t + c0 * V + 2 * t;
+    const float* bv1 = bv_t + c1 * V + 2 * t;
+    const float* bh0 = bh_t + c0 * H + 2 * t;
+    const float* bh1 = bh_t + c1 * H + 2 * t;
+    const u32 vblk0 = ((u32)(chain0 * V)) >> 2, vblk1 = ((u32)(chain1 * V)) >> 2;
+    const u32 hblk0 = ((u32)(chain0 * H)) >> 2, hblk1 = ((u32)(chain1 * H)) >> 2;
+    // the starting v as .f16x2 samples (units past V: off); `binary`: every chain of the warp 0/1
+    u32 vs[NT][2], hs[NT][2];
+    bool binary = true;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        vs[nt][0] = vs[nt][1] = 0u;
+        hs[nt][0] = hs[nt][1] = 0u;
+        if (nt < ntv && 8 * nt + 2 * t < V) {
+            float2 a = *(const float2*)(v + c0 * V + 2 * t + 8 * nt), b = *(const float2*)(v + c1 * V + 2 * t + 8 * nt);
+            binary = binary && (a.x == 0.0f || a.x == 1.0f) && (a.y == 0.0f || a.y == 1.0f) &&
+                     (b.x == 0.0f || b.x == 1.0f) && (b.y == 0.0f || b.y == 1.0f);
+            vs[nt][0] = (a.x != 0.0f ? TC_ONE_LO : 0u) | (a.y != 0.0f ? TC_ONE_HI : 0u);
+            vs[nt][1] = (b.x != 0.0f ? TC_ONE_LO : 0u) | (b.y != 0.0f ? TC_ONE_HI : 0u);
+        }
+    }
+    binary = __all_sync(0xffffffffu, binary);
+    for (int k = 0; k < K; ++k) {
+        const u32 hctr = counter + 2u * (u32)k;
+        // h = [u < sigma(v W + bh)], tile by tile
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            if (nt < nth) {
+                float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (k == 0 && !binary) {
+                    // the first product of a real-valued v: in f32, in increasing i, scaled like
+                    // the accumulators (s is a power of two)
+                    const int j = 8 * nt + 2 * t;
+                    if (j < H) {
+                        for (int i = 0; i < V; ++i) {
+                            const float w0 = W[(long long)i * H + j], w1 = W[(long long)i * H + j + 1];
+                            const float v0 = v[c0 * V + i], v1 = v[c1 * V + i];
+                            x[0] += v0 * w0;
+                            x[1] += v0 * w1;
+                            x[2] += v1 * w0;
+                            x[3] += v1 * w1;
+                        }
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) x[q] *= s;
+                    }
+                } else {
+                    tc_tile<NT>(x, vs, bx, nt, lane);
+                }
+                float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (8 * nt + 2 * t < H) {
+                    float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
+                    ph[0] = tc_sigmoid(fmaf(inv_s, x[0], b0.x));
+                    ph[1] = tc_sigmoid(fmaf(inv_s, x[1], b0.y));
+                    ph[2] = tc_sigmoid(fmaf(inv_s, x[2], b1.x));
+                    ph[3] = tc_sigmoid(fmaf(inv_s, x[3], b1.y));
+                }
+                tc_sample(seed, stream, hctr, hblk0, hblk1, nt, t, ph, hs[nt][0], hs[nt][1]);
+            }
+        }
+        // v = [u < sigma(W h + bv)]
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            if (nt < ntv) {
+                float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                tc_tile<NT>(y, hs, bp, nt, lane);
+                float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (8 * nt + 2 * t < V) {
+                    float2 b0 = *(const float2*)(bv0 + 8 * nt), b1 = *(const float2*)(bv1 + 8 * nt);
+                    p[0] = tc_sigmoid(fmaf(inv_s, y[0], b0.x));
+                    p[1] = tc_sigmoid(fmaf(inv_s, y[1], b0.y));
+                    p[2] = tc_sigmoid(fmaf(inv_s, y[2], b1.x));
+                    p[3] = tc_sigmoid(fmaf(inv_s, y[3], b1.y));
+                }
+                tc_sample(seed, stream, hctr + 1u, vblk0, vblk1, nt, t, p, vs[nt][0], vs[nt][1]);
+            }
+        }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        if (nt < ntv && 8 * nt + 2 * t < V) {
+            if (on0)
+                *(float2*)(v + chain0 * V + 2 * t + 8 * nt) =
+                    make_float2((vs[nt][0] & 0xffffu) ? 1.0f : 0.0f, (vs[nt][0] >> 16) ? 1.0f : 0.0f);
+            if (on1)
+                *(float2*)(v + chain1 * V + 2 * t + 8 * nt) =
+                    make_float2((vs[nt][1] & 0xffffu) ? 1.0f : 0.0f, (vs[nt][1] >> 16) ? 1.0f : 0.0f);
+        }
+    }
+}
+
+#define GIBBS_TC(NT, MINB)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(256, MINB) gibbs_chain_tc_n##NT(                                  \
+        const float* __restrict__ W, const float* __restrict__ bv_t, const float* __restrict__ bh_t,                \
+        float* __restrict__ v, int N, int V, int H, int K, u64 seed, u32 stream, u32 counter,                       \
+        const u64* __restrict__ keys, const float* __restrict__ mask, long long w_ps, long long bv_ps,              \
+        long long bh_ps, long long v_ps, long long mask_ps) {                                                       \
+        gibbs_chain_tc_impl<NT>(W, bv_t, bh_t, v, N, V, H, K, seed, stream, counter, keys, mask, w_ps, bv_ps, bh_ps, \
+                                v_ps, mask_ps);                                                                     \
+    }
+GIBBS_TC(2, 2)
+GIBBS_TC(4, 2)
+GIBBS_TC(6, 2)
+GIBBS_TC(8, 2)
+GIBBS_TC(10, 2)
+GIBBS_TC(11, 2)
+GIBBS_TC(12, 2)
+GIBBS_TC(14, 2)
+GIBBS_TC(16, 1)
 
 #define AIS_TC(NT, MINB)                                                                                           \
     extern "C" __global__ void __launch_bounds__(256, MINB) ais_chains_tc_n##NT(                                     \

@@ -4,7 +4,8 @@
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
 # updates, the kernel profiles of batch 64, then the paper protocol and the packed sweep of 64 and
-# 256 models. Everything lands in $OUT/quick.tgz.
+# 256 models, and the same with the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc).
+# Everything lands in $OUT/quick.tgz.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 L=/tmp/q; rm -rf $L; mkdir -p $L/logs
@@ -21,4 +22,12 @@ for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
 done; pack
 timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/this-b1.json 2>&1 | grep "^train"
 for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/this-sweep-$n.json 2>&1 | grep "^sweep"; done
+pack
+# the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc) against the rows above
+export RTRBM_KERNELS=gibbs-tc
+timeout 60 ./bin/rtrbm bench train --device cuda --batch 64 --updates 20 --json $L/logs/gtc-b64.json 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
+timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/gtc-b1.json 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
+for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/gtc-sweep-$n.json 2>&1 | grep "^sweep" | sed "s/^/gibbs-tc: /"; done
+RTRBM_PROFILE=1 timeout 60 ./bin/rtrbm bench phases --device cuda --batch 64 --updates 20 > $L/logs/gtc-profile-b64.txt 2>&1
+echo "gibbs-tc profile b64 rc=$?"; grep -A6 '^kernel profile' $L/logs/gtc-profile-b64.txt
 pack; echo done

@@ -78,6 +78,13 @@ fi
 RTRBM_GRAPHS=0 timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-nographs.json" 2>&1 | grep "^train"
 RTRBM_GRAPHS=0 timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-nographs.json" 2>&1 | grep "^train"
 RTRBM_GRAPHS=0 timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-nographs.json" 2>&1 | grep "^sweep"
+# the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc, not yet run on a GPU) against the
+# default rows: their tests are in the suite above (gibbs_tensor_cores_agree_with_v2)
+if [ -z "${RTRBM_KERNELS:-}" ]; then
+  RTRBM_KERNELS=gibbs-tc timeout 100 $B bench train --device cuda --updates "$U_B1" --json "$W/logs/bench-train-gibbs-tc.json" 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
+  RTRBM_KERNELS=gibbs-tc timeout 100 $B bench train --device cuda --batch 64 --updates "$U_B64" --json "$W/logs/bench-train-b64-gibbs-tc.json" 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
+  RTRBM_KERNELS=gibbs-tc timeout 100 $B bench sweep --device cuda --models "$REC_MODELS" --pack "$REC_MODELS" --threads 1 --updates "$U_SWEEP" --json "$W/logs/bench-sweep-$REC_MODELS-gibbs-tc.json" 2>&1 | grep "^sweep" | sed "s/^/gibbs-tc: /"
+fi
 # A/B of the AIS kernels (default: tensor cores, kernels/ais_tc.cu) against RTRBM_KERNELS=ais-v2
 # on the benchmark's AIS and on the full JSB test evaluation (14,500 betas x 100 runs; target
 # under 5 s): times, and log-likelihoods that must agree within their standard errors

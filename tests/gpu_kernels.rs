@@ -803,6 +803,65 @@ fn ais_kernels_do_not_drift_from_f64_over_a_long_schedule() {
     }
 }
 
+/// The tensor-core Gibbs kernel (opt-in, `RTRBM_KERNELS=gibbs-tc`) against gibbs_chain_v2: the
+/// same chains and uniforms with probabilities a few ulps apart, so whole chains agree except where
+/// a draw met a near-tie; the frame mask leaves padded chains untouched and the others as drawn
+/// without it; a real-valued starting v takes the f32 first product; a pack of 3 with a mask
+/// equals each model alone, bit for bit.
+#[test]
+fn gibbs_tensor_cores_agree_with_v2() {
+    let (Some(g), Some(tc)) = (gpu(), gpu()) else { return };
+    let tc = tc.with_gibbs_tc(true);
+    let key = RngKey::new(0xbeef, 3);
+    for (n, nv, nh) in [(300, 88, 88), (77, 12, 20)] {
+        let name = tc.gibbs_kernel_name(nv, nh);
+        assert!(name.starts_with("gibbs_chain_tc_n"), "the tensor-core kernel must apply, got {name}");
+        assert!(g.gibbs_kernel_name(nv, nh).starts_with("gibbs_chain_v2_r"));
+        let (w, bv, bh, v) = rbm_inputs(31 + n as u64, n, nv, nh);
+        let vr = rand_vec(&mut HostRng::new(9, n as u32), n * nv, 1.0);
+        let mask: Vec<f32> = (0..n).map(|c| if c % 5 == 2 { 0.0 } else { 1.0 }).collect();
+        for k in [1usize, 25] {
+            let run = |b: &Cuda, v0: &[f32], m: Option<&[f32]>| -> Vec<f32> {
+                let (gw, gbv, gbh) = (b.upload(&w).unwrap(), b.upload(&bv).unwrap(), b.upload(&bh).unwrap());
+                let mut gv = b.upload(v0).unwrap();
+                let gm = m.map(|m| b.upload(m).unwrap());
+                b.gibbs(&gw, &gbv, &gbh, &mut gv, gm.as_ref(), n, nv, nh, k, false, &[key], 11).unwrap();
+                b.download(&gv).unwrap()
+            };
+            let chains_equal =
+                |a: &[f32], b: &[f32]| (0..n).filter(|&c| a[c * nv..(c + 1) * nv] == b[c * nv..(c + 1) * nv]).count();
+            for (what, v0) in [("0/1", &v), ("real", &vr)] {
+                let (a, b) = (run(&tc, v0, None), run(&g, v0, None));
+                assert!(a.iter().all(|&x| x == 0.0 || x == 1.0), "{what} K{k}: samples must be 0/1");
+                let same = chains_equal(&a, &b);
+                eprintln!("gibbs tc N{n} V{nv} H{nh} K{k} {what} start: {same}/{n} chains equal v2's");
+                assert!(same as f64 >= 0.9 * n as f64, "{what} K{k} N{n}: only {same}/{n} chains equal v2's");
+                if what == "0/1" {
+                    let am = run(&tc, v0, Some(&mask));
+                    for c in 0..n {
+                        let want = if mask[c] == 0.0 { &v0[c * nv..(c + 1) * nv] } else { &a[c * nv..(c + 1) * nv] };
+                        assert_eq!(&am[c * nv..(c + 1) * nv], want, "masked K{k}: chain {c}");
+                    }
+                }
+            }
+        }
+    }
+    // a pack of 3 (its own W, biases, starting v, mask and key per model) against each alone
+    let pk = tc.packed(P).unwrap();
+    let (g1, mut r) = (gpu().unwrap().with_gibbs_tc(true), HostRng::new(77, 0));
+    let (n, nv, nh, k) = (40, 88, 88, 5);
+    let (w, bv, bh) = (per_model(&mut r, nv * nh, 0.5), per_model(&mut r, n * nv, 1.5), per_model(&mut r, n * nh, 1.5));
+    let (v, masks) = (per_model_bin(&mut r, n * nv, 0.2), per_model_bin(&mut r, n, 0.8));
+    let keys: Vec<RngKey> = (0..P).map(|p| RngKey::new(3 + p as u64, 7 * p as u32)).collect();
+    let ((pw, lw), (pbv, lbv), (pbh, lbh)) = (up(&g1, &pk, &w), up(&g1, &pk, &bv), up(&g1, &pk, &bh));
+    let ((mut pv, mut lv), (pm, lm)) = (up(&g1, &pk, &v), up(&g1, &pk, &masks));
+    pk.gibbs(&pw, &pbv, &pbh, &mut pv, Some(&pm), n, nv, nh, k, false, &keys, 11).unwrap();
+    for p in 0..P {
+        g1.gibbs(&lw[p], &lbv[p], &lbh[p], &mut lv[p], Some(&lm[p]), n, nv, nh, k, false, &keys[p..=p], 11).unwrap();
+    }
+    same("packed gibbs on tensor cores", &g1, &pk, &pv, &lv);
+}
+
 /// A pack of 3 on the tensor-core AIS kernel equals each model alone, bit for bit (each block
 /// computes its own model's scale).
 #[test]

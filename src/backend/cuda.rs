@@ -147,6 +147,15 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "ais_chains_tc_n12",
             "ais_chains_tc_n14",
             "ais_chains_tc_n16",
+            "gibbs_chain_tc_n2",
+            "gibbs_chain_tc_n4",
+            "gibbs_chain_tc_n6",
+            "gibbs_chain_tc_n8",
+            "gibbs_chain_tc_n10",
+            "gibbs_chain_tc_n11",
+            "gibbs_chain_tc_n12",
+            "gibbs_chain_tc_n14",
+            "gibbs_chain_tc_n16",
         ],
     ),
 ];
@@ -450,6 +459,9 @@ pub struct Cuda {
     rec_v1: bool,
     /// The AIS kernel (the tensor-core one unless `RTRBM_KERNELS=ais-v2`, `v1` or `chain-v1`).
     ais_kernel: AisKernel,
+    /// `RTRBM_KERNELS=gibbs-tc`: binary Gibbs chains on tensor cores (`gibbs_chain_tc_n{NT}`,
+    /// opt-in until measured on a GPU) where they apply, else v2.
+    gibbs_tc: bool,
     /// Compute capability (major, minor).
     cc: (i32, i32),
     /// Per-kernel timing (`RTRBM_PROFILE=1`, [`Cuda::with_kernel_profile`]), shared by forks and
@@ -708,8 +720,10 @@ impl Cuda {
             (false, true) => ", recurrent kernels v1",
             (false, false) => "",
         };
+        let gibbs_tc = !kernels_v1 && choice.contains(&"gibbs-tc");
         let tc = ais_kernel == AisKernel::TensorCore && major >= 8;
-        let tag = format!("{tag}{}", if tc { TC_TAG } else { "" });
+        let gtag = if gibbs_tc && major >= 8 { ", Gibbs on tensor cores" } else { "" };
+        let tag = format!("{tag}{}{gtag}", if tc { TC_TAG } else { "" });
         let mut cuda = Cuda {
             ctx,
             stream,
@@ -720,6 +734,7 @@ impl Cuda {
             kernels_v1,
             rec_v1,
             ais_kernel,
+            gibbs_tc,
             cc: (major, minor),
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
@@ -769,6 +784,7 @@ impl Cuda {
             kernels_v1: self.kernels_v1,
             rec_v1: self.rec_v1,
             ais_kernel: self.ais_kernel,
+            gibbs_tc: self.gibbs_tc,
             cc: self.cc,
             profile: self.profile.clone(),
             sm_count: self.sm_count,
@@ -788,6 +804,13 @@ impl Cuda {
     /// AIS follows [`Cuda::with_ais_kernel`]).
     pub fn with_chain_kernels_v1(mut self, on: bool) -> Cuda {
         self.kernels_v1 = on;
+        self
+    }
+
+    /// This backend with binary Gibbs chains on tensor cores where they apply (as
+    /// `RTRBM_KERNELS=gibbs-tc`; tests and A/B timing).
+    pub fn with_gibbs_tc(mut self, on: bool) -> Cuda {
+        self.gibbs_tc = on;
         self
     }
 
@@ -897,15 +920,37 @@ impl Cuda {
         }
     }
 
+    /// The tensor-core Gibbs kernel for V = nv, H = nh, if it is chosen and applies (`even`: the
+    /// slabs of v and the biases start 8-byte aligned): (NT, shared-memory bytes).
+    fn gibbs_tc_plan(&self, nv: usize, nh: usize, gaussian: bool, even: bool) -> Option<(usize, u32)> {
+        (!gaussian && self.gibbs_tc && even).then(|| self.tc_tiles(nv, nh)).flatten()
+    }
+
+    /// The kernel [`Backend::gibbs`] launches for binary visibles, V = nv, H = nh, on this backend
+    /// (tests; aligned slabs assumed, as [`Cuda::ais_kernel_name`] does).
+    pub fn gibbs_kernel_name(&self, nv: usize, nh: usize) -> String {
+        match self.gibbs_tc_plan(nv, nh, false, true) {
+            Some((nt, _)) => format!("gibbs_chain_tc_n{nt}"),
+            None => match self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
+                Some((r, _, _)) => format!("gibbs_chain_v2_r{r}"),
+                None => "gibbs_chain".into(),
+            },
+        }
+    }
+
     /// The tensor-core AIS kernel for V = nv, H = nh, if it applies: (NT, shared-memory bytes).
     fn tc_layout(&self, nv: usize, nh: usize) -> Option<(usize, u32)> {
-        if self.ais_kernel != AisKernel::TensorCore
-            || self.cc.0 < 8
-            || !nv.is_multiple_of(4)
-            || !nh.is_multiple_of(4)
-            || nv == 0
-            || nh == 0
-        {
+        if self.ais_kernel != AisKernel::TensorCore {
+            return None;
+        }
+        self.tc_tiles(nv, nh)
+    }
+
+    /// The tensor-core kernels' layout for V = nv, H = nh (ais_tc.cu: compute capability 8.0, V
+    /// and H multiples of 4, both operands in shared memory), compiling them on first use:
+    /// (NT, shared-memory bytes), or None.
+    fn tc_tiles(&self, nv: usize, nh: usize) -> Option<(usize, u32)> {
+        if self.cc.0 < 8 || !nv.is_multiple_of(4) || !nh.is_multiple_of(4) || nv == 0 || nh == 0 {
             return None;
         }
         let need = nv.max(nh).div_ceil(8);
@@ -1700,6 +1745,24 @@ impl Backend for Cuda {
             (seed, stream, self.per_model(false, &mut cache.keys, key_vals.clone(), &key_vals)?)
         };
         let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
+        // tensor cores (opt-in): their float2 loads need 8-byte aligned slabs of v and the biases
+        let even = self.models == 1 || [v_ps, bv_ps, bh_ps].iter().all(|p| p % 2 == 0);
+        if let Some((nt, smem)) = self.gibbs_tc_plan(nv, nh, gaussian, even) {
+            let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
+            let name = format!("gibbs_chain_tc_n{nt}");
+            let mut lb = self.stream.launch_builder(self.lazy_func(&name)?);
+            lb.arg(w).arg(bv_t).arg(bh_t).arg(v).arg(&ni).arg(&vi).arg(&hi).arg(&ki);
+            lb.arg(&seed).arg(&stream).arg(&counter);
+            arg_opt(&mut lb, keys);
+            arg_opt(&mut lb, mask);
+            lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
+                block_dim: (32, TC_WARPS as u32, 1),
+                shared_mem_bytes: smem,
+            };
+            return self.launch(&mut lb, cfg, &name);
+        }
         if !gaussian {
             if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
                 let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
