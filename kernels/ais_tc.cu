@@ -184,6 +184,32 @@ __device__ __forceinline__ void tc_tile(float* acc, const u32 (&S)[NT][2], const
     }
 }
 
+// Samples one layer of the lane's two chains tile by tile: for the `ntiles` tiles of a layer of n
+// units, y = S B (the other layer's samples S times the staged operand B, scaled by s), the
+// probabilities sigma(c y + b) with c = beta / s and the chains' bias pairs b0p / b1p (offset by
+// 2t), and the draws with the uniforms at `counter` (whole warp: shuffles and mma).
+template <int NT>
+__device__ __forceinline__ void tc_sample_layer(const u32 (&S)[NT][2], const uint4* B, int ntiles, int n, float c,
+                                                const float* b0p, const float* b1p, u64 seed, u32 stream,
+                                                u32 counter, u32 blk0, u32 blk1, int lane, int t, u32 (&out)[NT][2]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        if (nt < ntiles) {
+            float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            tc_tile<NT>(y, S, B, nt, lane);
+            float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (8 * nt + 2 * t < n) {
+                float2 b0 = *(const float2*)(b0p + 8 * nt), b1 = *(const float2*)(b1p + 8 * nt);
+                p[0] = tc_sigmoid(fmaf(c, y[0], b0.x));
+                p[1] = tc_sigmoid(fmaf(c, y[1], b0.y));
+                p[2] = tc_sigmoid(fmaf(c, y[2], b1.x));
+                p[3] = tc_sigmoid(fmaf(c, y[3], b1.y));
+            }
+            tc_sample(seed, stream, counter, blk0, blk1, nt, t, p, out[nt][0], out[nt][1]);
+        }
+    }
+}
+
 // Stages both B operands (hi, lo) in fragment order, scaled by the block's s (returned): bx, x =
 // v W, and bp, W h, each [KT][NT][32]. Both layers are padded to NT tiles (zero weights; units
 // past V or H are never on). Every thread of the block calls it; it ends with a barrier.
@@ -292,22 +318,7 @@ __device__ __forceinline__ void ais_chains_tc_impl(const float* __restrict__ W, 
         bp_ = bk;
         if (!sample) break;
         // W h (scaled), then v at beta_k
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            if (nt < ntv) {
-                float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                tc_tile<NT>(y, hs, bp, nt, lane);
-                float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (8 * nt + 2 * t < V) {
-                    float2 b0 = *(const float2*)(bv0 + 8 * nt), b1 = *(const float2*)(bv1 + 8 * nt);
-                    p[0] = tc_sigmoid(fmaf(bks, y[0], b0.x));
-                    p[1] = tc_sigmoid(fmaf(bks, y[1], b0.y));
-                    p[2] = tc_sigmoid(fmaf(bks, y[2], b1.x));
-                    p[3] = tc_sigmoid(fmaf(bks, y[3], b1.y));
-                }
-                tc_sample(seed, stream, hctr + 1u, vblk0, vblk1, nt, t, p, vs[nt][0], vs[nt][1]);
-            }
-        }
+        tc_sample_layer<NT>(hs, bp, ntv, V, bks, bv0, bv1, seed, stream, hctr + 1u, vblk0, vblk1, lane, t, vs);
     }
     if (t == 0) {
         if (chain0 < total) logw[chain0] = acc0;
@@ -347,7 +358,7 @@ __device__ __forceinline__ void gibbs_chain_tc_impl(const float* __restrict__ W,
     const int ntv = (V + 7) >> 3, nth = (H + 7) >> 3;
     uint4* bx = tc_smem;
     uint4* bp = tc_smem + KT * NT * 32;
-    const float s = tc_stage<NT>(W, V, H, bx, bp, red), inv_s = 1.0f / s;
+    const float inv_s = 1.0f / tc_stage<NT>(W, V, H, bx, bp, red);  // a power of two: exact
     if (base >= N) return;  // no barrier after this
     const long long c0 = chain0 < N ? chain0 : N - 1, c1 = chain1 < N ? chain1 : N - 1;
     const float* bv0 = bv_t + c0 * V + 2 * t;
@@ -374,16 +385,16 @@ __device__ __forceinline__ void gibbs_chain_tc_impl(const float* __restrict__ W,
     binary = __all_sync(0xffffffffu, binary);
     for (int k = 0; k < K; ++k) {
         const u32 hctr = counter + 2u * (u32)k;
-        // h = [u < sigma(v W + bh)], tile by tile
+        // h = [u < sigma(v W + bh)]
+        if (k == 0 && !binary) {
+            // the first product of a real-valued v: in f32, in increasing i, from global memory
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            if (nt < nth) {
-                float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (k == 0 && !binary) {
-                    // the first product of a real-valued v: in f32, in increasing i, scaled like
-                    // the accumulators (s is a power of two)
+            for (int nt = 0; nt < NT; ++nt) {
+                if (nt < nth) {
                     const int j = 8 * nt + 2 * t;
+                    float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                     if (j < H) {
+                        float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                         for (int i = 0; i < V; ++i) {
                             const float w0 = W[(long long)i * H + j], w1 = W[(long long)i * H + j + 1];
                             const float v0 = v[c0 * V + i], v1 = v[c1 * V + i];
@@ -392,40 +403,20 @@ __device__ __forceinline__ void gibbs_chain_tc_impl(const float* __restrict__ W,
                             x[2] += v1 * w0;
                             x[3] += v1 * w1;
                         }
-#pragma unroll
-                        for (int q = 0; q < 4; ++q) x[q] *= s;
+                        float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
+                        ph[0] = tc_sigmoid(x[0] + b0.x);
+                        ph[1] = tc_sigmoid(x[1] + b0.y);
+                        ph[2] = tc_sigmoid(x[2] + b1.x);
+                        ph[3] = tc_sigmoid(x[3] + b1.y);
                     }
-                } else {
-                    tc_tile<NT>(x, vs, bx, nt, lane);
+                    tc_sample(seed, stream, hctr, hblk0, hblk1, nt, t, ph, hs[nt][0], hs[nt][1]);
                 }
-                float ph[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (8 * nt + 2 * t < H) {
-                    float2 b0 = *(const float2*)(bh0 + 8 * nt), b1 = *(const float2*)(bh1 + 8 * nt);
-                    ph[0] = tc_sigmoid(fmaf(inv_s, x[0], b0.x));
-                    ph[1] = tc_sigmoid(fmaf(inv_s, x[1], b0.y));
-                    ph[2] = tc_sigmoid(fmaf(inv_s, x[2], b1.x));
-                    ph[3] = tc_sigmoid(fmaf(inv_s, x[3], b1.y));
-                }
-                tc_sample(seed, stream, hctr, hblk0, hblk1, nt, t, ph, hs[nt][0], hs[nt][1]);
             }
+        } else {
+            tc_sample_layer<NT>(vs, bx, nth, H, inv_s, bh0, bh1, seed, stream, hctr, hblk0, hblk1, lane, t, hs);
         }
         // v = [u < sigma(W h + bv)]
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            if (nt < ntv) {
-                float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                tc_tile<NT>(y, hs, bp, nt, lane);
-                float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (8 * nt + 2 * t < V) {
-                    float2 b0 = *(const float2*)(bv0 + 8 * nt), b1 = *(const float2*)(bv1 + 8 * nt);
-                    p[0] = tc_sigmoid(fmaf(inv_s, y[0], b0.x));
-                    p[1] = tc_sigmoid(fmaf(inv_s, y[1], b0.y));
-                    p[2] = tc_sigmoid(fmaf(inv_s, y[2], b1.x));
-                    p[3] = tc_sigmoid(fmaf(inv_s, y[3], b1.y));
-                }
-                tc_sample(seed, stream, hctr + 1u, vblk0, vblk1, nt, t, p, vs[nt][0], vs[nt][1]);
-            }
-        }
+        tc_sample_layer<NT>(hs, bp, ntv, V, inv_s, bv0, bv1, seed, stream, hctr + 1u, vblk0, vblk1, lane, t, vs);
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
