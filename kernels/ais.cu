@@ -25,7 +25,8 @@
 // v and h are ballot words in registers; x = v W and W h sum only the ON rows/columns (in
 // increasing order, so x and W h are bit-identical to ais_chains'); uniforms come 4 per Philox
 // block (warp_uniforms); the increment is ais_chains' (ais_unit, one log1pf per lane), and
-// h_j ~ sigma(a_j) as ais_unit returns it. Shared memory: W (V*ldw floats) then max(V,H) + 8 floats per warp.
+// h_j ~ sigma(a_j) as ais_unit returns it. Shared memory: W (V*ldw floats) then max(V,H) + 8
+// floats per warp.
 
 extern "C" __global__ void ais_chains(const float* __restrict__ W, const float* __restrict__ bv_t,
                                       const float* __restrict__ bh_t, int N, int V, int H, int M,

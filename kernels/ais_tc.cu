@@ -9,7 +9,7 @@
 // against (tests/gpu_kernels.rs).
 //
 // ais_chains_tc_n{NT} (NT = 8-unit tiles, max(V, H) <= 8 NT <= 128; V and H multiples of 4;
-// sm_80 or newer; blocks of 8 warps; Cuda::ais launches it under RTRBM_KERNELS=ais-tc):
+// sm_80 or newer; blocks of 8 warps; Cuda::ais launches it unless RTRBM_KERNELS=ais-v2):
 // * One warp runs 16 chains, the 16 rows of mma.sync.m16n8k16 (f16 inputs, f32 accumulation).
 //   Lane l (group g = l / 4, t = l % 4) owns chains base + g and base + g + 8 and, in every
 //   8-unit tile nt of a layer, units 8 nt + 2t and 8 nt + 2t + 1: the accumulator layout of the

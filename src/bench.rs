@@ -114,10 +114,10 @@ fn warm_up_updates(recorded: bool, chunks: usize, batch: usize, updates: usize) 
 
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
 /// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
-/// `max(updates / 5, 2)` updates. With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`) the warm-up is two
-/// passes over the chunks, so that every shape of update is recorded before the clock starts
-/// (a training run records each shape once and replays it for the rest of the run). Throughput
-/// is updates per second.
+/// `max(updates / 5, 2)` updates. With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`) the
+/// warm-up is two passes over the chunks, so that every shape of update is recorded before the
+/// clock starts (a training run records each shape once and replays it for the rest of the run).
+/// Throughput is updates per second.
 pub fn train_workload<B: Backend>(
     be: &B,
     kind: ModelKind,
@@ -157,8 +157,9 @@ pub fn train_workload<B: Backend>(
 /// synchronised update time, the update is bound by the host or by a blocking copy) and the
 /// time per update with one synchronisation at the end. (2) Synchronised after each phase of the
 /// step (`Trainer::step_marked`): the mean wall time of each phase, device work included (the
-/// synchronisations themselves add a little to each). With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`),
-/// (1) replays recordings (warmed up as in [`train_workload`]); (2) never records.
+/// synchronisations themselves add a little to each). With recorded updates (CUDA, unless
+/// `RTRBM_GRAPHS=0`), (1) replays recordings (warmed up as in [`train_workload`]); (2) never
+/// records.
 pub fn phase_workload<B: Backend>(
     be: &B,
     kind: ModelKind,

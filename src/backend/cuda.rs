@@ -796,9 +796,6 @@ impl Cuda {
         }
     }
 
-    /// This backend with the blocked gemm's launches limited to `z` blocks in grid z (at least 1;
-    /// a launch still holds one model's split-K slices): it then launches a pack's models in
-    /// smaller groups. For tests of that path; the default is the device limit.
     /// This backend with the first chain kernels (`gibbs_chain`, `gibbs_marginals`,
     /// `hidden_probs`) where a v2 one would apply, as `RTRBM_KERNELS=chain-v1` (tests and A/B;
     /// AIS follows [`Cuda::with_ais_kernel`]).
@@ -814,6 +811,9 @@ impl Cuda {
         self
     }
 
+    /// This backend with the blocked gemm's launches limited to `z` blocks in grid z (at least 1;
+    /// a launch still holds one model's split-K slices): it then launches a pack's models in
+    /// smaller groups. For tests of that path; the default is the device limit.
     pub fn with_grid_z_limit(mut self, z: usize) -> Cuda {
         self.grid_z = z.clamp(1, MAX_GRID_YZ);
         self
@@ -904,20 +904,41 @@ impl Cuda {
         AisPlan::V1
     }
 
-    /// Whether the tensor-core AIS kernels are loaded: compiles them on the first call (they are
-    /// large unrolled code, compiled only when an AIS needs them); when that fails, warns once
-    /// and every later call says no, so AIS runs v2.
+    /// Whether the tensor-core kernels (ais_tc.cu: AIS and the opt-in Gibbs chains) are loaded:
+    /// compiles them on the first call (large unrolled code, compiled only when a launch needs
+    /// them); when that fails, warns once and every later call says no, so v2 runs instead.
     fn tc_ready(&self) -> bool {
         let first = self.lazy.get().is_none();
         match self.lazy_func(&format!("ais_chains_tc_n{}", TC_TILES[0])) {
             Ok(_) => true,
             Err(e) => {
                 if first {
-                    eprintln!("warning: the tensor-core AIS kernels are unavailable ({e}); AIS runs ais_chains_v2");
+                    eprintln!("warning: the tensor-core kernels (kernels/ais_tc.cu) are unavailable ({e}); AIS and Gibbs run v2");
                 }
                 false
             }
         }
+    }
+
+    /// Whether per-model slabs with these strides (elements) start 8-byte aligned, as the
+    /// tensor-core kernels' float2 loads of biases and samples need (a lone model always does).
+    fn slabs_even(&self, strides: &[i64]) -> bool {
+        self.models == 1 || strides.iter().all(|p| p % 2 == 0)
+    }
+
+    /// The launch of a tensor-core kernel over `chains` chains: 16 per warp, TC_WARPS warps per
+    /// block, the models in grid y.
+    fn tc_cfg(&self, chains: usize, smem: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
+            block_dim: (32, TC_WARPS as u32, 1),
+            shared_mem_bytes: smem,
+        }
+    }
+
+    /// `gibbs_chain_v2`'s layout for V = nv, H = nh (see [`Cuda::v2_layout`]).
+    fn gibbs_v2_layout(&self, nv: usize, nh: usize) -> Option<(usize, i32, u32)> {
+        self.v2_layout(nv, nh, nv.max(nh) + 8 + nv)
     }
 
     /// The tensor-core Gibbs kernel for V = nv, H = nh, if it is chosen and applies (`even`: the
@@ -931,7 +952,7 @@ impl Cuda {
     pub fn gibbs_kernel_name(&self, nv: usize, nh: usize) -> String {
         match self.gibbs_tc_plan(nv, nh, false, true) {
             Some((nt, _)) => format!("gibbs_chain_tc_n{nt}"),
-            None => match self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
+            None => match self.gibbs_v2_layout(nv, nh) {
                 Some((r, _, _)) => format!("gibbs_chain_v2_r{r}"),
                 None => "gibbs_chain".into(),
             },
@@ -1361,12 +1382,12 @@ impl Backend for Cuda {
     type Store = CudaSlice<f32>;
     type Recording = CudaRecording;
 
-    /// Starts a stream capture (thread-local mode). Not while kernels are profiled (each launch
-    /// then records events, which a graph would freeze): Ok(false).
     fn records(&self) -> bool {
         self.profile.is_none()
     }
 
+    /// Starts a stream capture (thread-local mode). Not while kernels are profiled (each launch
+    /// then records events, which a graph would freeze): Ok(false).
     fn begin_recording(&self) -> Result<bool> {
         if self.profile.is_some() {
             return Ok(false);
@@ -1745,9 +1766,8 @@ impl Backend for Cuda {
             (seed, stream, self.per_model(false, &mut cache.keys, key_vals.clone(), &key_vals)?)
         };
         let (w_ps, bv_ps, bh_ps, v_ps) = (self.ps(w), self.ps(bv_t), self.ps(bh_t), self.ps(v));
-        // tensor cores (opt-in): their float2 loads need 8-byte aligned slabs of v and the biases
-        let even = self.models == 1 || [v_ps, bv_ps, bh_ps].iter().all(|p| p % 2 == 0);
-        if let Some((nt, smem)) = self.gibbs_tc_plan(nv, nh, gaussian, even) {
+        // tensor cores (opt-in)
+        if let Some((nt, smem)) = self.gibbs_tc_plan(nv, nh, gaussian, self.slabs_even(&[v_ps, bv_ps, bh_ps])) {
             let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
             let name = format!("gibbs_chain_tc_n{nt}");
             let mut lb = self.stream.launch_builder(self.lazy_func(&name)?);
@@ -1756,15 +1776,10 @@ impl Backend for Cuda {
             arg_opt(&mut lb, keys);
             arg_opt(&mut lb, mask);
             lb.arg(&w_ps).arg(&bv_ps).arg(&bh_ps).arg(&v_ps).arg(&mask_ps);
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
-                block_dim: (32, TC_WARPS as u32, 1),
-                shared_mem_bytes: smem,
-            };
-            return self.launch(&mut lb, cfg, &name);
+            return self.launch(&mut lb, self.tc_cfg(n, smem), &name);
         }
         if !gaussian {
-            if let Some((r, ldw, smem)) = self.v2_layout(nv, nh, nv.max(nh) + 8 + nv) {
+            if let Some((r, ldw, smem)) = self.gibbs_v2_layout(nv, nh) {
                 let (ni, vi, hi, ki) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?, i32_of("K", k)?);
                 let name = format!("gibbs_chain_v2_r{r}");
                 let f = self.func(&name)?;
@@ -2245,17 +2260,10 @@ impl Backend for Cuda {
         // the kernel (tensor cores, v2 or v1), its launch shape, and the arguments by which the
         // three signatures differ (between `counter` and `logw`); the tensor-core kernel reads
         // bias pairs as float2, so each model's slab must be 8-byte aligned
-        let plan = self.ais_plan(nv, nh, self.models == 1 || (bv_ps % 2 == 0 && bh_ps % 2 == 0));
+        let plan = self.ais_plan(nv, nh, self.slabs_even(&[bv_ps, bh_ps]));
         let name = plan.name();
         let (func, cfg, extra) = match plan {
-            AisPlan::TensorCore { smem, .. } => {
-                let cfg = LaunchConfig {
-                    grid_dim: (chains.div_ceil(16 * TC_WARPS) as u32, self.models as u32, 1),
-                    block_dim: (32, TC_WARPS as u32, 1),
-                    shared_mem_bytes: smem,
-                };
-                (self.lazy_func(&name)?, cfg, vec![])
-            }
+            AisPlan::TensorCore { smem, .. } => (self.lazy_func(&name)?, self.tc_cfg(chains, smem), vec![]),
             AisPlan::V2 { ldw, smem, .. } => {
                 (self.func(&name)?, self.chain_cfg(chains, CHAINS_PER_BLOCK_V2, smem), vec![ldw])
             }
