@@ -17,6 +17,7 @@
 // gemm_splitk_reduce: C = alpha (P[0] + P[1] + ... + P[splits-1]) + beta C, slices added in
 //              order (deterministic); beta == 0 overwrites C.
 // add_bias:    x[r, c] += bias[c], rows x cols.                       Reference: Cpu::add_bias
+// broadcast_rows: x[r, c] = bias[c], rows x cols.                    Reference: Cpu::broadcast_rows
 // sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in blocks of
 //              SUM_ROWS_BLOCK, as the CPU does; beta == 0 overwrites).  Reference: Cpu::sum_rows
 // axpy:        y += alpha x.                                          Reference: Cpu::axpy
@@ -254,6 +255,14 @@ extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restri
     x += model * x_ps;
     bias += model * bias_ps;
     GRID_STRIDE(e, (long long)rows * cols) { x[e] += bias[e % cols]; }
+}
+
+extern "C" __global__ void broadcast_rows(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols,
+                                          long long x_ps, long long bias_ps) {
+    const long long model = blockIdx.y;
+    x += model * x_ps;
+    bias += model * bias_ps;
+    GRID_STRIDE(e, (long long)rows * cols) { x[e] = bias[e % cols]; }
 }
 
 // sum_rows: the rows are added in blocks of SUM_ROWS_BLOCK rows (defined by the host: 64), in

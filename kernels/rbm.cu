@@ -3,6 +3,12 @@
 // hidden_probs: out[n, j] = sigma(bh_t[n, j] + sum_i v[n, i] W[i, j]); one thread per (n, j)
 //               (hidden_probs_v2_r{R}, below: one warp per row, nonzero v only, same bits).
 //               Reference: Cpu::hidden_probs (src/backend/cpu.rs).
+// cd_stats:     the CD statistics of a training update (Backend::cd_stats): phneg[n, j] =
+//               sigma(bh_t[n, j] + sum_i vneg[n, i] W[i, j]), dbh_t[n, j] = wmask[n] (phneg[n, j] -
+//               sigma(bh_t[n, j] + sum_i v[n, i] W[i, j])), dbv_t[n, i] = wmask[n] (vneg[n, i] -
+//               v[n, i]); hidden_probs' and masked_diff's expressions, one thread per output
+//               (cd_stats_v2_r{R}, below: one warp per row, nonzero visibles only, same bits).
+//               Reference: Cpu::cd_stats.
 // gibbs_chain:  K block-Gibbs steps in ONE launch. One warp per chain, blockDim = (32, CPB)
 //               (CPB chains per block), W staged in shared memory when it fits (else read from
 //               global memory), v and h of each chain in shared memory. Step k: h_j = [u < sigma(
@@ -51,6 +57,31 @@ extern "C" __global__ void hidden_probs(const float* __restrict__ W, const float
         int j = (int)(e % H);
         out[e] = sigmoidf_(col_dot(W, H, v + n * V, V, j, bh_t[e]));
     }
+}
+
+extern "C" __global__ void cd_stats(const float* __restrict__ W, const float* __restrict__ v,
+                                    const float* __restrict__ vneg, const float* __restrict__ bh_t,
+                                    const float* __restrict__ wmask, int N, int V, int H, float* __restrict__ phneg,
+                                    float* __restrict__ dbh_t, float* __restrict__ dbv_t, long long w_ps,
+                                    long long v_ps, long long vneg_ps, long long bh_ps, long long wmask_ps,
+                                    long long phneg_ps, long long dbh_ps, long long dbv_ps) {
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    v += model * v_ps;
+    vneg += model * vneg_ps;
+    bh_t += model * bh_ps;
+    wmask += model * wmask_ps;
+    phneg += model * phneg_ps;
+    dbh_t += model * dbh_ps;
+    dbv_t += model * dbv_ps;
+    GRID_STRIDE(e, (long long)N * H) {
+        long long n = e / H;
+        int j = (int)(e % H);
+        float pn = sigmoidf_(col_dot(W, H, vneg + n * V, V, j, bh_t[e]));
+        phneg[e] = pn;
+        dbh_t[e] = wmask[n] * (pn - sigmoidf_(col_dot(W, H, v + n * V, V, j, bh_t[e])));
+    }
+    GRID_STRIDE(e, (long long)N * V) { dbv_t[e] = wmask[e / V] * (vneg[e] - v[e]); }
 }
 
 // One Gibbs step of the chain held by this warp (sv [V], sh [H] in shared memory). When pv is
@@ -371,6 +402,77 @@ HIDDEN_V2(5)
 HIDDEN_V2(6)
 HIDDEN_V2(7)
 HIDDEN_V2(8)
+
+// cd_stats_v2_r{R}: cd_stats for V, H <= 32 R, one warp per row n (blockDim = (32, 8)), the two
+// products as hidden_probs_v2's (acc_active over the row's nonzero visibles, in increasing order:
+// the same bits as cd_stats and as hidden_probs followed by masked_diff). Replaces two
+// hidden_probs, two masked_diff and two mask_rows launches of a training update.
+template <int R>
+__device__ __forceinline__ void cd_stats_v2_impl(const float* __restrict__ W, const float* __restrict__ v,
+                                                 const float* __restrict__ vneg, const float* __restrict__ bh_t,
+                                                 const float* __restrict__ wmask, int N, int V, int H,
+                                                 float* __restrict__ phneg, float* __restrict__ dbh_t,
+                                                 float* __restrict__ dbv_t, long long w_ps, long long v_ps,
+                                                 long long vneg_ps, long long bh_ps, long long wmask_ps,
+                                                 long long phneg_ps, long long dbh_ps, long long dbv_ps) {
+    const long long model = blockIdx.y;
+    W += model * w_ps;
+    v += model * v_ps;
+    vneg += model * vneg_ps;
+    bh_t += model * bh_ps;
+    wmask += model * wmask_ps;
+    phneg += model * phneg_ps;
+    dbh_t += model * dbh_ps;
+    dbv_t += model * dbv_ps;
+    const long long n = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (n >= N) return;  // the whole warp: n is the warp's row
+    const int lane = threadIdx.x;
+    const float* vr = v + n * V;
+    const float* nr = vneg + n * V;
+    const float m = wmask[n];
+    u32 mv[R], mn[R];
+    float a[R], an[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int i = lane + 32 * r, j = lane + 32 * r;
+        const float x = i < V ? vr[i] : 0.0f, xn = i < V ? nr[i] : 0.0f;
+        mv[r] = __ballot_sync(0xffffffffu, x != 0.0f);
+        mn[r] = __ballot_sync(0xffffffffu, xn != 0.0f);
+        if (i < V) dbv_t[n * V + i] = m * (xn - x);
+        a[r] = j < H ? bh_t[n * H + j] : 0.0f;
+        an[r] = a[r];
+    }
+    acc_active<R, false>(W, H, 1, mv, (V + 31) >> 5, vr, H, a);
+    acc_active<R, false>(W, H, 1, mn, (V + 31) >> 5, nr, H, an);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int j = lane + 32 * r;
+        if (j < H) {
+            const float pn = sigmoidf_(an[r]);
+            phneg[n * H + j] = pn;
+            dbh_t[n * H + j] = m * (pn - sigmoidf_(a[r]));
+        }
+    }
+}
+
+#define CD_STATS_V2(R)                                                                                            \
+    extern "C" __global__ void cd_stats_v2_r##R(                                                                \
+        const float* __restrict__ W, const float* __restrict__ v, const float* __restrict__ vneg,                \
+        const float* __restrict__ bh_t, const float* __restrict__ wmask, int N, int V, int H,                    \
+        float* __restrict__ phneg, float* __restrict__ dbh_t, float* __restrict__ dbv_t, long long w_ps,         \
+        long long v_ps, long long vneg_ps, long long bh_ps, long long wmask_ps, long long phneg_ps,              \
+        long long dbh_ps, long long dbv_ps) {                                                                    \
+        cd_stats_v2_impl<R>(W, v, vneg, bh_t, wmask, N, V, H, phneg, dbh_t, dbv_t, w_ps, v_ps, vneg_ps, bh_ps,   \
+                            wmask_ps, phneg_ps, dbh_ps, dbv_ps);                                                 \
+    }
+CD_STATS_V2(1)
+CD_STATS_V2(2)
+CD_STATS_V2(3)
+CD_STATS_V2(4)
+CD_STATS_V2(5)
+CD_STATS_V2(6)
+CD_STATS_V2(7)
+CD_STATS_V2(8)
 
 GIBBS_V2(1)
 GIBBS_V2(2)

@@ -3,8 +3,9 @@
 # change: inside the bundle of scripts/gpu-check.sh (AB_REV=<the revision before the change>),
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
-# updates, the kernel profiles of batch 64, then the paper protocol and the packed sweep of 64 and
-# 256 models, and the same with the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc).
+# updates, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
+# (both versions), 256 models (this one), and the same with the opt-in tensor-core Gibbs chains
+# (RTRBM_KERNELS=gibbs-tc).
 # Everything lands in $OUT/quick.tgz.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
@@ -20,8 +21,12 @@ for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
   RTRBM_PROFILE=1 timeout 60 $bin bench phases --device cuda --batch 64 --updates 20 > $L/logs/$tag-profile-b64.txt 2>&1
   echo "$tag profile b64 rc=$?"; grep -A9 '^kernel profile' $L/logs/$tag-profile-b64.txt
 done; pack
-timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/this-b1.json 2>&1 | grep "^train"
-for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/this-sweep-$n.json 2>&1 | grep "^sweep"; done
+for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
+  tag=$([ $bin = ./bin/rtrbm ] && echo this || echo ab)
+  timeout 60 $bin bench train --device cuda --updates 200 --json $L/logs/$tag-b1.json 2>&1 | grep "^train" | sed "s/^/$tag: /"
+  timeout 60 $bin bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json $L/logs/$tag-sweep-64.json 2>&1 | grep "^sweep" | sed "s/^/$tag: /"
+done
+timeout 60 ./bin/rtrbm bench sweep --device cuda --models 256 --pack 256 --threads 1 --updates 10 --json $L/logs/this-sweep-256.json 2>&1 | grep "^sweep"
 pack
 # the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc) against the rows above
 export RTRBM_KERNELS=gibbs-tc

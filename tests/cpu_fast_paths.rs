@@ -104,6 +104,37 @@ fn hidden_probs_match_naive() {
     }
 }
 
+/// `cd_stats` is, bit for bit, `hidden_probs` of v and v* followed by `masked_diff` (scale 1) of
+/// the probabilities and of the visibles: the launches it replaced in a training update.
+#[test]
+fn cd_stats_equal_hidden_probs_and_masked_diff() {
+    let (nv, nh, n) = (88, 88, 50);
+    let (w, _, bh) = random_rbm(nv, nh, n, 6, 0.3, -2.0, -1.0);
+    let mut r = HostRng::new(7, 0);
+    let mut bin = |p: f64| if r.next_f64() < p { 1.0f32 } else { 0.0 };
+    let v: Vec<f32> = (0..n * nv).map(|_| bin(0.2)).collect();
+    let vneg: Vec<f32> = (0..n * nv).map(|_| bin(0.2)).collect();
+    let wmask: Vec<f32> = (0..n).map(|_| bin(0.7) / 37.0).collect();
+    let be = Cpu::<f32>::new(1);
+    let (mut pn, mut dh, mut dv) = (vec![f32::NAN; n * nh], vec![f32::NAN; n * nh], vec![f32::NAN; n * nv]);
+    be.cd_stats(&w, &v, &vneg, &bh, &wmask, n, nv, nh, &mut pn, &mut dh, &mut dv).unwrap();
+    let (mut ph, mut pn0, mut dh0, mut dv0) =
+        (vec![0.0; n * nh], vec![0.0; n * nh], vec![0.0; n * nh], vec![0.0; n * nv]);
+    be.hidden_probs(&w, &v, &bh, n, nv, nh, &mut ph).unwrap();
+    be.hidden_probs(&w, &vneg, &bh, n, nv, nh, &mut pn0).unwrap();
+    be.masked_diff(&pn0, &ph, &wmask, 1.0, n, nh, &mut dh0).unwrap();
+    be.masked_diff(&vneg, &v, &wmask, 1.0, n, nv, &mut dv0).unwrap();
+    let bits = |x: &[f32]| x.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&pn), bits(&pn0), "phneg");
+    assert_eq!(bits(&dh), bits(&dh0), "dbh_t");
+    assert_eq!(bits(&dv), bits(&dv0), "dbv_t");
+    assert!(dh.iter().any(|&x| x != 0.0) && dv.iter().any(|&x| x != 0.0), "the test needs nonzero gradients");
+    // broadcast_rows over NaN: every row is the bias
+    let mut x = vec![f32::NAN; n * nh];
+    be.broadcast_rows(&mut x, &bh[..nh].to_vec(), n, nh).unwrap();
+    assert!(x.chunks(nh).all(|row| bits(row) == bits(&bh[..nh])), "broadcast_rows");
+}
+
 #[test]
 fn gibbs_matches_naive_except_near_ties() {
     let (nv, nh, n, k) = (88, 88, 64, 10);

@@ -320,6 +320,13 @@ fn elementwise_ops() {
         g.add_bias(&mut gt, &gbias, rows, cols).unwrap();
         c.add_bias(&mut ct, &bias, rows, cols).unwrap();
         tol("add_bias", &gt, &ct);
+        // broadcast_rows, over a poisoned buffer: every element is the bias, bit for bit
+        let mut gt = poisoned(&g, n);
+        let mut ct = vec![f32::NAN; n];
+        g.broadcast_rows(&mut gt, &gbias, rows, cols).unwrap();
+        c.broadcast_rows(&mut ct, &bias, rows, cols).unwrap();
+        assert_bits(&format!("broadcast_rows {rows}x{cols}"), &g.download(&gt).unwrap(), &ct);
+        assert_bits(&format!("broadcast_rows {rows}x{cols} = the bias"), &ct[n - cols..], &bias);
         // sum_rows (beta = 0 on a poisoned output, and beta != 0)
         let mut go = poisoned(&g, cols);
         let mut co = vec![0f32; cols];
@@ -388,6 +395,49 @@ fn rbm_inputs(seed: u64, n: usize, nv: usize, nh: usize) -> (Vec<f32>, Vec<f32>,
         rand_vec(&mut r, n * nh, 1.5),
         bin_vec(&mut r, n * nv, 0.2),
     )
+}
+
+/// `cd_stats` (the CD statistics of a training update in one launch) gives, bit for bit, what
+/// the launches it replaced give: `hidden_probs` of v and of v*, then `masked_diff` of each (scale
+/// 1), on the warp-per-row kernels and on the v1 ones (RTRBM_KERNELS=v1, or V or H > 256); and it
+/// matches the CPU within the tolerance of `hidden_probs`.
+#[test]
+fn cd_stats_equal_hidden_probs_and_masked_diff() {
+    let Some(g) = gpu() else { return };
+    let g1 = gpu().unwrap().with_chain_kernels_v1(true);
+    let c = cpu();
+    for (n, nv, nh) in [(1, 1, 1), (500, 88, 88), (1001, 37, 53), (7, 300, 129)] {
+        let (w, _, bh, v) = rbm_inputs(40 + n as u64, n, nv, nh);
+        let mut r = HostRng::new(41, n as u32);
+        // weights: padded rows 0, real ones 1/frames; negatives 0/1, and real-valued (Gaussian)
+        let wmask: Vec<f32> = bin_vec(&mut r, n, 0.7).iter().map(|m| m / 321.0).collect();
+        let vneg_bin = bin_vec(&mut r, n * nv, 0.2);
+        let vneg_real = rand_vec(&mut r, n * nv, 2.0);
+        for (what, vneg) in [("binary", &vneg_bin), ("real", &vneg_real)] {
+            let case = format!("{what} v*, N{n} V{nv} H{nh}");
+            for (kern, gb) in [("v2", &g), ("v1", &g1)] {
+                let up = |x: &[f32]| gb.upload(x).unwrap();
+                let (gw, gv, gvn, gbh, gm) = (up(&w), up(&v), up(vneg), up(&bh), up(&wmask));
+                let (mut pn, mut dh, mut dv) = (poisoned(gb, n * nh), poisoned(gb, n * nh), poisoned(gb, n * nv));
+                gb.cd_stats(&gw, &gv, &gvn, &gbh, &gm, n, nv, nh, &mut pn, &mut dh, &mut dv).unwrap();
+                let (mut ph, mut pn0, mut dh0, mut dv0) =
+                    (poisoned(gb, n * nh), poisoned(gb, n * nh), poisoned(gb, n * nh), poisoned(gb, n * nv));
+                gb.hidden_probs(&gw, &gv, &gbh, n, nv, nh, &mut ph).unwrap();
+                gb.hidden_probs(&gw, &gvn, &gbh, n, nv, nh, &mut pn0).unwrap();
+                gb.masked_diff(&pn0, &ph, &gm, 1.0, n, nh, &mut dh0).unwrap();
+                gb.masked_diff(&gvn, &gv, &gm, 1.0, n, nv, &mut dv0).unwrap();
+                let got = |x: &<Cuda as Backend>::Buf| gb.download(x).unwrap();
+                assert_bits(&format!("cd_stats {kern} phneg, {case}"), &got(&pn), &got(&pn0));
+                assert_bits(&format!("cd_stats {kern} dbh_t, {case}"), &got(&dh), &got(&dh0));
+                assert_bits(&format!("cd_stats {kern} dbv_t, {case}"), &got(&dv), &got(&dv0));
+                let (mut cpn, mut cdh, mut cdv) = (vec![0f32; n * nh], vec![0f32; n * nh], vec![0f32; n * nv]);
+                c.cd_stats(&w, &v, vneg, &bh, &wmask, n, nv, nh, &mut cpn, &mut cdh, &mut cdv).unwrap();
+                assert_close(&format!("cd_stats {kern} phneg vs CPU, {case}"), &got(&pn), &cpn, 2e-6, 1e-5);
+                assert_close(&format!("cd_stats {kern} dbh_t vs CPU, {case}"), &got(&dh), &cdh, 8e-8, 1e-5);
+                assert_bits(&format!("cd_stats {kern} dbv_t vs CPU, {case}"), &got(&dv), &cdv);
+            }
+        }
+    }
 }
 
 #[test]
@@ -1288,6 +1338,11 @@ fn packed_elementwise_ops_equal_lone() {
         pk.add_bias(&mut pt, &pbias, rows, cols).unwrap();
         (0..P).for_each(|p| g.add_bias(&mut lt[p], &lbias[p], rows, cols).unwrap());
         same(&what("add_bias"), &g, &pk, &pt, &lt);
+        // broadcast_rows
+        let (mut pt, mut lt) = up(&g, &pk, &y);
+        pk.broadcast_rows(&mut pt, &pbias, rows, cols).unwrap();
+        (0..P).for_each(|p| g.broadcast_rows(&mut lt[p], &lbias[p], rows, cols).unwrap());
+        same(&what("broadcast_rows"), &g, &pk, &pt, &lt);
         // sum_rows, beta = 0 over NaN and beta != 0
         for beta in [0.0f32, 0.9] {
             let o0: Vec<Vec<f32>> = per_model(&mut r, cols + 1, 1.0)
@@ -1377,6 +1432,21 @@ fn packed_rbm_ops_equal_lone() {
         pk.hidden_probs(&pw, &pv, &pbh, n, nv, nh, &mut po).unwrap();
         (0..P).for_each(|p| g.hidden_probs(&lw[p], &lv[p], &lbh[p], n, nv, nh, &mut lo[p]).unwrap());
         same(&what("hidden_probs"), &g, &pk, &po, &lo);
+        // cd_stats (v* = the biases' signs: another 0/1 matrix), with per-model weights
+        let vneg: Vec<Vec<f32>> = bv.iter().map(|b| b.iter().map(|&x| (x > 0.5) as u8 as f32).collect()).collect();
+        let wm = per_model_bin(&mut r, n + 1, 0.7);
+        let ((pvn, lvn), (pwm, lwm)) = (up(&g, &pk, &vneg), up(&g, &pk, &wm));
+        let outs = |len: usize| up(&g, &pk, &vec![vec![f32::NAN; len]; P]);
+        let ((mut ppn, mut lpn), (mut pdh, mut ldh), (mut pdv, mut ldv)) =
+            (outs(n * nh + 1), outs(n * nh + 2), outs(n * nv + 3));
+        pk.cd_stats(&pw, &pv, &pvn, &pbh, &pwm, n, nv, nh, &mut ppn, &mut pdh, &mut pdv).unwrap();
+        for p in 0..P {
+            g.cd_stats(&lw[p], &lv[p], &lvn[p], &lbh[p], &lwm[p], n, nv, nh, &mut lpn[p], &mut ldh[p], &mut ldv[p])
+                .unwrap();
+        }
+        same(&what("cd_stats phneg"), &g, &pk, &ppn, &lpn);
+        same(&what("cd_stats dbh_t"), &g, &pk, &pdh, &ldh);
+        same(&what("cd_stats dbv_t"), &g, &pk, &pdv, &ldv);
         // free_energy
         for gaussian in [false, true] {
             let o0 = vec![vec![f32::NAN; n + 1]; P];
@@ -1924,7 +1994,7 @@ fn a_training_update_copies_back_and_synchronises_nothing() {
         assert_eq!((d[8], d[9]), (0, 0), "{what}: allocations or frees inside updates");
         assert_eq!(d[1], 3, "{what}: host-to-device copies in 3 updates");
         assert_eq!(d[2], 3 * 8 * (batch * pack) as u64, "{what}: bytes copied to the device in 3 updates");
-        assert!((3 * 30..=3 * 64).contains(&d[0]), "{what}: {} launches in 3 updates", d[0]);
+        assert!((3 * 20..=3 * 64).contains(&d[0]), "{what}: {} launches in 3 updates", d[0]);
         // host work per launch: cudarc's event tracking is off for these streams
         assert_eq!((d[10], d[11]), (0, 0), "{what}: event records and stream waits inside updates");
         assert_eq!(d[12], 0, "{what}: graph launches without recording");

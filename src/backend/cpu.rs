@@ -591,6 +591,15 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
+    fn broadcast_rows(&self, x: &mut Vec<F>, bias: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
+        check_len("broadcast_rows x", x, rows * cols)?;
+        check_len("broadcast_rows bias", bias, cols)?;
+        for row in x[..rows * cols].chunks_mut(cols) {
+            row.copy_from_slice(&bias[..cols]);
+        }
+        Ok(())
+    }
+
     fn sum_rows(&self, x: &Vec<F>, rows: usize, cols: usize, alpha: F, beta: F, out: &mut Vec<F>) -> Result<()> {
         check_len("sum_rows x", x, rows * cols)?;
         check_len("sum_rows out", out, cols)?;
@@ -679,6 +688,51 @@ impl<F: Float> Backend for Cpu<F> {
             // a = v W + bh_t, out = sigma(a)
             affine_rows(&v[r * nv..(r + 1) * nv], w, &bh_t[r * nh..(r + 1) * nh], o);
             F::sigmoid_slice(o);
+        }
+        Ok(())
+    }
+
+    /// Reference of `cd_stats` and `cd_stats_v2_r{R}` in `kernels/rbm.cu`: per row, the
+    /// expressions of `hidden_probs` (twice) and `masked_diff` (scale 1, twice).
+    fn cd_stats(
+        &self,
+        w: &Vec<F>,
+        v: &Vec<F>,
+        vneg: &Vec<F>,
+        bh_t: &Vec<F>,
+        wmask: &Vec<F>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        phneg: &mut Vec<F>,
+        dbh_t: &mut Vec<F>,
+        dbv_t: &mut Vec<F>,
+    ) -> Result<()> {
+        check_len("cd_stats W", w, nv * nh)?;
+        check_len("cd_stats v", v, n * nv)?;
+        check_len("cd_stats vneg", vneg, n * nv)?;
+        check_len("cd_stats bh_t", bh_t, n * nh)?;
+        check_len("cd_stats wmask", wmask, n)?;
+        check_len("cd_stats phneg", phneg, n * nh)?;
+        check_len("cd_stats dbh_t", dbh_t, n * nh)?;
+        check_len("cd_stats dbv_t", dbv_t, n * nv)?;
+        let mut ph = vec![F::ZERO; nh];
+        for (r, &m) in wmask.iter().enumerate().take(n) {
+            let (vr, nr) = (&v[r * nv..(r + 1) * nv], &vneg[r * nv..(r + 1) * nv]);
+            let bh = &bh_t[r * nh..(r + 1) * nh];
+            let pn = &mut phneg[r * nh..(r + 1) * nh];
+            // ph* = sigma(v* W + bh_t), ph = sigma(v W + bh_t)
+            affine_rows(nr, w, bh, pn);
+            F::sigmoid_slice(pn);
+            affine_rows(vr, w, bh, &mut ph);
+            F::sigmoid_slice(&mut ph);
+            // d cost / d bh_t (direct) = m (ph* - ph), d cost / d bv_t = m (v* - v)
+            for ((d, &a), &b) in dbh_t[r * nh..(r + 1) * nh].iter_mut().zip(pn.iter()).zip(&ph) {
+                *d = m * (a - b);
+            }
+            for ((d, &a), &b) in dbv_t[r * nv..(r + 1) * nv].iter_mut().zip(nr).zip(vr) {
+                *d = m * (a - b);
+            }
         }
         Ok(())
     }

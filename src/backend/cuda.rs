@@ -52,6 +52,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "gemm_f32_rb",
             "gemm_splitk_reduce",
             "add_bias",
+            "broadcast_rows",
             "sum_rows",
             "axpy",
             "masked_diff",
@@ -69,6 +70,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
         include_str!("../../kernels/rbm.cu"),
         &[
             "hidden_probs",
+            "cd_stats",
             "gibbs_chain",
             "gibbs_marginals",
             "free_energy",
@@ -97,6 +99,14 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "hidden_probs_v2_r6",
             "hidden_probs_v2_r7",
             "hidden_probs_v2_r8",
+            "cd_stats_v2_r1",
+            "cd_stats_v2_r2",
+            "cd_stats_v2_r3",
+            "cd_stats_v2_r4",
+            "cd_stats_v2_r5",
+            "cd_stats_v2_r6",
+            "cd_stats_v2_r7",
+            "cd_stats_v2_r8",
         ],
     ),
     (
@@ -1602,6 +1612,20 @@ impl Backend for Cuda {
         self.launch(&mut lb, self.grid(rows * cols), "add_bias")
     }
 
+    fn broadcast_rows(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+        check("broadcast_rows x", self.slab(x), rows * cols)?;
+        check("broadcast_rows bias", self.slab(bias), cols)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
+        let f = self.func("broadcast_rows")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
+        self.launch(&mut lb, self.grid(rows * cols), "broadcast_rows")
+    }
+
     fn sum_rows(
         &self,
         x: &CudaSlice<f32>,
@@ -1717,6 +1741,58 @@ impl Backend for Cuda {
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
         lb.arg(&w_ps).arg(&v_ps).arg(&bh_ps).arg(&o_ps);
+        self.launch(&mut lb, cfg, &name)
+    }
+
+    fn cd_stats(
+        &self,
+        w: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        vneg: &CudaSlice<f32>,
+        bh_t: &CudaSlice<f32>,
+        wmask: &CudaSlice<f32>,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        phneg: &mut CudaSlice<f32>,
+        dbh_t: &mut CudaSlice<f32>,
+        dbv_t: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check("cd_stats W", self.slab(w), nv * nh)?;
+        check("cd_stats v", self.slab(v), n * nv)?;
+        check("cd_stats vneg", self.slab(vneg), n * nv)?;
+        check("cd_stats bh_t", self.slab(bh_t), n * nh)?;
+        check("cd_stats wmask", self.slab(wmask), n)?;
+        check("cd_stats phneg", self.slab(phneg), n * nh)?;
+        check("cd_stats dbh_t", self.slab(dbh_t), n * nh)?;
+        check("cd_stats dbv_t", self.slab(dbv_t), n * nv)?;
+        if n * nv.max(nh) == 0 {
+            return Ok(());
+        }
+        let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
+        i32_of("N*max(V,H)", n * nv.max(nh))?;
+        // one warp per row, nonzero visibles only (same bits), unless RTRBM_KERNELS=v1 or
+        // max(V, H) > 32 V2_MAX_R (as hidden_probs)
+        let r = nv.max(nh).div_ceil(32);
+        let (name, cfg) = if !self.kernels_v1 && r <= V2_MAX_R {
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(HIDDEN_ROWS_PER_BLOCK) as u32, self.models as u32, 1),
+                block_dim: (32, HIDDEN_ROWS_PER_BLOCK as u32, 1),
+                shared_mem_bytes: 0,
+            };
+            (format!("cd_stats_v2_r{r}"), cfg)
+        } else {
+            ("cd_stats".to_string(), self.grid(n * nv.max(nh)))
+        };
+        let ps = [w, v, vneg, bh_t, wmask].map(|b| self.ps(b));
+        let out_ps = [self.ps(phneg), self.ps(dbh_t), self.ps(dbv_t)];
+        let f = self.func(&name)?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(w).arg(v).arg(vneg).arg(bh_t).arg(wmask).arg(&ni).arg(&vi).arg(&hi);
+        lb.arg(phneg).arg(dbh_t).arg(dbv_t);
+        for p in ps.iter().chain(&out_ps) {
+            lb.arg(p);
+        }
         self.launch(&mut lb, cfg, &name)
     }
 

@@ -234,6 +234,10 @@ pub trait Backend: Send + Sync {
     /// `x[r, :] += bias` for each of `rows` rows of width `cols`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
+    /// `x[r, :] = bias` for each of `rows` rows of width `cols`: a bias broadcast over the frames
+    /// (one pass, where `fill` then `add_bias` took two).
+    fn broadcast_rows(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+
     /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`, the
     /// rows added in blocks of [`cpu::SUM_ROWS_BLOCK`] (in order within a block, then the block
     /// sums in order).
@@ -281,6 +285,29 @@ pub trait Backend: Send + Sync {
         nv: usize,
         nh: usize,
         out: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// The per-frame statistics of the CD gradient (SPEC 3) in one pass over N rows, from the
+    /// data `v` and the negatives `vneg` (`[N, V]`) under the dynamic biases `bh_t` `[N, H]`,
+    /// each row weighted by the cost weight `wmask[n]` (mask / frames):
+    /// `phneg = sigma(vneg W + bh_t)`, `dbh_t = wmask * (phneg - sigma(v W + bh_t))` `[N, H]` and
+    /// `dbv_t = wmask * (vneg - v)` `[N, V]`. Every value is bit for bit what `hidden_probs`
+    /// and `masked_diff` (scale 1) give; the update's `dW = dbv_t^T phneg + v^T G` needs nothing
+    /// else of the CD part (see `Model::backward`).
+    #[allow(clippy::too_many_arguments)]
+    fn cd_stats(
+        &self,
+        w: &Self::Buf,
+        v: &Self::Buf,
+        vneg: &Self::Buf,
+        bh_t: &Self::Buf,
+        wmask: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        phneg: &mut Self::Buf,
+        dbh_t: &mut Self::Buf,
+        dbv_t: &mut Self::Buf,
     ) -> Result<()>;
 
     /// K steps of block Gibbs sampling for N conditional RBMs sharing W (SPEC 1), in place:

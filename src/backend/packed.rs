@@ -196,6 +196,10 @@ impl<B: Backend> Backend for Packed<B> {
         self.each(x.iter_mut().collect(), |p, x| self.inner.add_bias(x, &bias[p], rows, cols))
     }
 
+    fn broadcast_rows(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
+        self.each(x.iter_mut().collect(), |p, x| self.inner.broadcast_rows(x, &bias[p], rows, cols))
+    }
+
     fn sum_rows(
         &self,
         x: &Self::Buf,
@@ -240,6 +244,26 @@ impl<B: Backend> Backend for Packed<B> {
         out: &mut Self::Buf,
     ) -> Result<()> {
         self.each(out.iter_mut().collect(), |p, o| self.inner.hidden_probs(&w[p], &v[p], &bh_t[p], n, nv, nh, o))
+    }
+
+    fn cd_stats(
+        &self,
+        w: &Self::Buf,
+        v: &Self::Buf,
+        vneg: &Self::Buf,
+        bh_t: &Self::Buf,
+        wmask: &Self::Buf,
+        n: usize,
+        nv: usize,
+        nh: usize,
+        phneg: &mut Self::Buf,
+        dbh_t: &mut Self::Buf,
+        dbv_t: &mut Self::Buf,
+    ) -> Result<()> {
+        let outs = phneg.iter_mut().zip(dbh_t.iter_mut()).zip(dbv_t.iter_mut()).collect();
+        self.each(outs, |p, ((pn, dh), dv)| {
+            self.inner.cd_stats(&w[p], &v[p], &vneg[p], &bh_t[p], &wmask[p], n, nv, nh, pn, dh, dv)
+        })
     }
 
     fn gibbs(

@@ -185,9 +185,8 @@ pub struct Workspace<B: Backend> {
     /// RNN-RBM: pre-activations `[T,B,U]`, states `u` `[T+1,B,U]`
     pub pre_u: B::Buf,
     pub u: B::Buf,
-    /// negative samples `[T,B,V]`, hidden probabilities of data and samples `[T,B,H]`
+    /// negative samples `[T,B,V]` and their hidden probabilities `[T,B,H]`
     pub vneg: B::Buf,
-    pub ph: B::Buf,
     pub phneg: B::Buf,
     /// backward scratch: dbv_t `[T,B,V]`, dbh_t, g, tmp_h `[T,B,H]`, du `[T+1,B,U]`,
     /// dpre `[T,B,4U]`, dz/e `[T,B,U]`, dstate0 `[2,B,U]`, dfe `[T*B]`
@@ -201,8 +200,8 @@ pub struct Workspace<B: Backend> {
     pub e: B::Buf,
     pub dstate0: B::Buf,
     pub fe: B::Buf,
-    /// zeros `[B, max(H,U)]`, never written: the initial states without a learned one (copied,
-    /// so that no update allocates)
+    /// zeros `[B, max(H,U)]`, never written: the initial states without a learned one and the
+    /// zero last frame of the backward's `du` / `e` (copied, so that no update allocates)
     pub zero_state: B::Buf,
 }
 
@@ -229,7 +228,6 @@ impl<B: Backend> Workspace<B> {
             pre_u: be.zeros(n * u)?,
             u: be.zeros(s * u)?,
             vneg: be.zeros(n * v)?,
-            ph: be.zeros(n * h)?,
             phneg: be.zeros(n * h)?,
             dbv_t: be.zeros(n * v)?,
             dbh_t: be.zeros(n * h)?,
@@ -421,10 +419,7 @@ impl<B: Backend> Model<B> {
         let one = B::F::ONE;
         let zero = B::F::ZERO;
         // bv_t = bv (every model but RNN-RBM)
-        let broadcast = |be: &B, dst: &mut B::Buf, bias: &B::Buf, width: usize| -> Result<()> {
-            be.fill(dst, zero)?;
-            be.add_bias(dst, bias, n, width)
-        };
+        let broadcast = |be: &B, dst: &mut B::Buf, bias: &B::Buf, width: usize| be.broadcast_rows(dst, bias, n, width);
         match self.spec.kind {
             ModelKind::Rbm => {
                 broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
@@ -481,7 +476,8 @@ impl<B: Backend> Model<B> {
     }
 
     /// CD-K negative samples: `vneg` = last visible of a K-step Gibbs chain started at each data
-    /// frame under its own RBM (SPEC 3), with one key per packed model. Padded frames are zeroed.
+    /// frame under its own RBM (SPEC 3), with one key per packed model. Padded frames keep their
+    /// data frame (zero), and their cost weight is 0.
     pub fn negatives(
         &self,
         be: &B,
@@ -499,7 +495,7 @@ impl<B: Backend> Model<B> {
             &ws.bv_t,
             &ws.bh_t,
             &mut ws.vneg,
-            Some(&ws.mask), // padded frames draw nothing; mask_rows zeroes them below
+            Some(&ws.mask), // padded frames draw nothing and keep their (zero) data frame
             n,
             d.v,
             d.h,
@@ -507,8 +503,7 @@ impl<B: Backend> Model<B> {
             self.spec.gaussian,
             rng,
             counter,
-        )?;
-        be.mask_rows(&mut ws.vneg, &ws.mask, n, d.v)
+        )
     }
 
     /// The gradient of the SPEC 3 cost `(1/frames) sum_t m_t [F_t(v_t) - F_t(v*_t)]` with the
@@ -521,24 +516,21 @@ impl<B: Backend> Model<B> {
         let w = p.get("W")?;
         let (one, zero) = (B::F::ONE, B::F::ZERO);
 
-        // --- CD part (SPEC 3): ph = sigma(v W + bh_t), ph* = sigma(v* W + bh_t)
-        be.hidden_probs(w, &ws.v, &ws.bh_t, n, nv, nh, &mut ws.ph)?;
-        be.hidden_probs(w, &ws.vneg, &ws.bh_t, n, nv, nh, &mut ws.phneg)?;
-        // d cost / d bv_t = (v* - v) / frames, d cost / d bh_t (direct) = (ph* - ph) / frames
-        be.masked_diff(&ws.vneg, &ws.v, &ws.wmask, one, n, nv, &mut ws.dbv_t)?;
-        be.masked_diff(&ws.phneg, &ws.ph, &ws.wmask, one, n, nh, &mut ws.dbh_t)?;
-        be.mask_rows(&mut ws.ph, &ws.wmask, n, nh)?;
-        be.mask_rows(&mut ws.phneg, &ws.wmask, n, nh)?;
-        // dW = (v*^T ph* - v^T ph) / frames (the 1/frames is in the masked ph, ph*)
-        let dw = grads.get_mut("W")?;
-        be.gemm(nv, nh, n, one, m(&ws.vneg, 0, true), m(&ws.phneg, 0, false), zero, dw, 0)?;
-        be.gemm(nv, nh, n, -one, m(&ws.v, 0, true), m(&ws.ph, 0, false), one, dw, 0)?;
+        // --- CD part (SPEC 3), weights w_t = m_t / frames: ph* = sigma(v* W + bh_t),
+        // d cost / d bh_t (direct) = w_t (ph* - ph), d cost / d bv_t = w_t (v* - v)
+        be.cd_stats(w, &ws.v, &ws.vneg, &ws.bh_t, &ws.wmask, n, nv, nh, &mut ws.phneg, &mut ws.dbh_t, &mut ws.dbv_t)?;
+        // dW = sum_t w_t (v*_t^T ph*_t - v_t^T ph_t) [+ sum_t v_t^T (g_t - dbh_t), the RTRBM's
+        // path through r_t]. Since w (v*^T ph* - v^T ph) = w (v* - v)^T ph* + v^T w (ph* - ph):
+        //   dW = dbv_t^T ph* + v^T G,  G = dbh_t (RBM, RNN-RBM) or g (RTRBM, LSTM-RTRBM),
+        // two products over the frames instead of three, with no masked copies of ph and ph*.
+        be.gemm(nv, nh, n, one, m(&ws.dbv_t, 0, true), m(&ws.phneg, 0, false), zero, grads.get_mut("W")?, 0)?;
         // dbv = sum_t dbv_t (RNN-RBM adds its own path below, too)
         be.sum_rows(&ws.dbv_t, n, nv, one, zero, grads.get_mut("bv")?)?;
 
         match self.spec.kind {
             ModelKind::Rbm => {
                 be.sum_rows(&ws.dbh_t, n, nh, one, zero, grads.get_mut("bh")?)?;
+                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.dbh_t, 0, false), one, grads.get_mut("W")?, 0)?;
             }
             ModelKind::Rtrbm | ModelKind::LstmRtrbm => {
                 // g_t = total d cost / d bh_t, through r_t into later frames (BPTT)
@@ -546,10 +538,8 @@ impl<B: Backend> Model<B> {
                 be.sum_rows(&ws.g, n, nh, one, zero, grads.get_mut("bh")?)?;
                 // dWR = sum_t r_{t-1}^T g_t
                 be.gemm(nh, nh, n, one, m(&ws.r, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WR")?, 0)?;
-                // dW += sum_t v_t^T (g_t - dbh_t): the path through r_t = sigma(v_t W + bh_t)
-                be.copy(&ws.g, 0, &mut ws.tmp_h, 0, n * nh)?;
-                be.axpy(-one, &ws.dbh_t, &mut ws.tmp_h)?;
-                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.tmp_h, 0, false), one, grads.get_mut("W")?, 0)?;
+                // dW += v^T g (the direct CD term v^T dbh_t and the path through r_t, see above)
+                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.g, 0, false), one, grads.get_mut("W")?, 0)?;
                 if let Some(dr0) = grads.find_mut("r0") {
                     // d r_0 = sum_b g_1 WR^T
                     be.gemm(b, nh, nh, one, m(&ws.g, 0, false), m(p.get("WR")?, 0, true), zero, &mut ws.tmp_h, 0)?;
@@ -558,8 +548,8 @@ impl<B: Backend> Model<B> {
                 if self.spec.kind == ModelKind::LstmRtrbm {
                     // dWL = sum_t l_{t-1}^T g_t; d l_{t-1} = g_t WL^T (row T of dl is 0)
                     be.gemm(nu, nh, n, one, m(&ws.l, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WL")?, 0)?;
-                    be.fill(&mut ws.du, zero)?;
                     be.gemm(n, nu, nh, one, m(&ws.g, 0, false), m(p.get("WL")?, 0, true), zero, &mut ws.du, 0)?;
+                    be.copy(&ws.zero_state, 0, &mut ws.du, n * nu, b * nu)?;
                     if let Some(dp) = grads.find_mut("lstm_peep") {
                         be.fill(dp, zero)?;
                     }
@@ -611,6 +601,7 @@ impl<B: Backend> Model<B> {
             }
             ModelKind::RnnRbm => {
                 be.sum_rows(&ws.dbh_t, n, nh, one, zero, grads.get_mut("bh")?)?;
+                be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.dbh_t, 0, false), one, grads.get_mut("W")?, 0)?;
                 // dWuv = sum_t u_{t-1}^T dbv_t, dWuh = sum_t u_{t-1}^T dbh_t
                 be.gemm(nu, nv, n, one, m(&ws.u, 0, true), m(&ws.dbv_t, 0, false), zero, grads.get_mut("Wuv")?, 0)?;
                 be.gemm(nu, nh, n, one, m(&ws.u, 0, true), m(&ws.dbh_t, 0, false), zero, grads.get_mut("Wuh")?, 0)?;
@@ -618,10 +609,10 @@ impl<B: Backend> Model<B> {
                 be.gemm(n, nu, nv, one, m(&ws.dbv_t, 0, false), m(p.get("Wuv")?, 0, true), zero, &mut ws.du, 0)?;
                 be.gemm(n, nu, nh, one, m(&ws.dbh_t, 0, false), m(p.get("Wuh")?, 0, true), one, &mut ws.du, 0)?;
                 // e[s] = du[s+1]: the outside gradient at u[s+1]; zero for the last frame
-                be.fill(&mut ws.e, zero)?;
                 if t > 1 {
                     be.copy(&ws.du, b * nu, &mut ws.e, 0, (n - b) * nu)?;
                 }
+                be.copy(&ws.zero_state, 0, &mut ws.e, (n - b) * nu, b * nu)?;
                 be.rnn_backward(p.get("Wuu")?, &ws.u, &ws.e, &mut ws.dz, d)?;
                 // dWuu = sum_t u_{t-1}^T dz_t, dWvu = sum_t v_t^T dz_t, dbu = sum_t dz_t
                 be.gemm(nu, nu, n, one, m(&ws.u, 0, true), m(&ws.dz, 0, false), zero, grads.get_mut("Wuu")?, 0)?;
