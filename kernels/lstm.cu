@@ -21,7 +21,8 @@
 // tests' tolerances), identically for a model alone or packed. Each frame's inputs from global
 // memory (the forward's pre, the backward cell's gates, states and outside gradient) are loaded
 // before a dot product they do not depend on, so that their latency overlaps it (same
-// arithmetic, same bits); the backward (both versions) loads frame s-1's during frame s.
+// arithmetic, same bits); the backward (both versions) loads frame s-1's during frame s, and
+// the v2 forward frame s+1's during frame s (frames in pairs, lstm_forward_frame).
 //
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P) (the
 // reduce: (blocks, P)); the trailing `*_ps` arguments are the slab strides (elements) of the
@@ -246,6 +247,57 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
                        peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
 }
 
+// The four gate inputs pre[s] of unit j (a frame's loads, independent of the recurrence).
+struct LstmPre {
+    float i, f, o, g;
+};
+
+__device__ __forceinline__ LstmPre lstm_pre(const float* __restrict__ pre, long long grow, int U, int j) {
+    return LstmPre{pre[grow + j], pre[grow + U + j], pre[grow + 2 * U + j], pre[grow + 3 * U + j]};
+}
+
+// One frame s of lstm_forward_v2 for unit j (lane q of its group of S): l[s] Wl for the four
+// gates (`lc`, shared), then the cell from the gate inputs `in` (in registers) and c[s] (`cc`)
+// into l, c[s+1] (global and ln, cn) and the gates. When `ld` is set, frame s+1's gate inputs are
+// first loaded into `ld_in` (Step 9 of docs/PERFORMANCE.md, as recurrent_forward_frame).
+__device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, const float* __restrict__ peep,
+                                                   int has_peep, const float* __restrict__ pre, float* __restrict__ l,
+                                                   float* __restrict__ c, float* __restrict__ gates, int B, int U,
+                                                   int S, int b, int s, int j, int q, const float* lc, const float* cc,
+                                                   float* ln, float* cn, LstmPre in, bool ld, LstmPre& ld_in) {
+    const int G = 4 * U;
+    const long long next = ((long long)(s + 1) * B + b) * U;
+    const long long grow = ((long long)s * B + b) * G;
+    if (ld) ld_in = lstm_pre(pre, grow + (long long)B * G, U, j);
+    // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
+    // (unrolled by four with a stepping pointer, as lane_dot in common.cuh)
+    float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
+    if (j < U) {
+        const float* wr = Ws + (long long)q * ldw + j;
+        const long long step = (long long)S * ldw;
+#pragma unroll 4
+        for (int k = q; k < U; k += S, wr += step) {
+            float x = lc[k];
+            ai += x * wr[0];
+            af += x * wr[U];
+            ao += x * wr[2 * U];
+            ag += x * wr[3 * U];
+        }
+    }
+    ai = group_sum(ai, S);
+    af = group_sum(af, S);
+    ao = group_sum(ao, S);
+    ag = group_sum(ag, S);
+    if (j < U && q == 0) {
+        float zi = in.i + ai, zf = in.f + af, zo = in.o + ao, zg = in.g + ag;
+        lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
+    }
+}
+
+// With one pass (U <= blockDim / S: every model of configs/), group j owns unit j in every frame
+// and frames run in pairs, so that frame s+1's gate inputs, loaded at the top of frame s, are
+// waited for only in frame s+1's cell (as recurrent_forward_v2); otherwise units go in passes and
+// each frame loads its inputs before its dot products. Same arithmetic either way.
 extern "C" __global__ void __launch_bounds__(1024)
 lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
                 const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates,
@@ -270,44 +322,39 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
         lc[j] = l[(long long)b * U + j];
         cc[j] = c[(long long)b * U + j];
     }
+    if (U <= per_pass) {
+        const int j = threadIdx.x / S;
+        const bool loads = j < U && q == 0;
+        LstmPre a{0.0f, 0.0f, 0.0f, 0.0f}, bb{0.0f, 0.0f, 0.0f, 0.0f};  // frames s (a) and s+1 (bb)
+        if (loads && T > 0) a = lstm_pre(pre, (long long)b * G, U, j);
+        __syncthreads();
+        for (int s = 0; s < T; s += 2) {
+            lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn, a,
+                               loads && s + 1 < T, bb);
+            __syncthreads();
+            float* t = lc; lc = ln; ln = t;
+            t = cc; cc = cn; cn = t;
+            if (s + 1 < T) {
+                lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s + 1, j, q, lc, cc, ln, cn,
+                                   bb, loads && s + 2 < T, a);
+                __syncthreads();
+                t = lc; lc = ln; ln = t;
+                t = cc; cc = cn; cn = t;
+            }
+        }
+        return;
+    }
     __syncthreads();
     for (int s = 0; s < T; ++s) {
-        long long next = ((long long)(s + 1) * B + b) * U;
         long long grow = ((long long)s * B + b) * G;
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
             // the gates' inputs do not depend on the recurrence: loaded before the dot products,
             // their latency overlaps them instead of following them on the frame's critical path
-            float pi = 0.0f, pf = 0.0f, po = 0.0f, pg = 0.0f;
-            if (j < U && q == 0) {
-                pi = pre[grow + j];
-                pf = pre[grow + U + j];
-                po = pre[grow + 2 * U + j];
-                pg = pre[grow + 3 * U + j];
-            }
-            // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
-            // (unrolled by four with a stepping pointer, as lane_dot in common.cuh)
-            float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
-            if (j < U) {
-                const float* wr = Ws + (long long)q * ldw + j;
-                const long long step = (long long)S * ldw;
-#pragma unroll 4
-                for (int k = q; k < U; k += S, wr += step) {
-                    float x = lc[k];
-                    ai += x * wr[0];
-                    af += x * wr[U];
-                    ao += x * wr[2 * U];
-                    ag += x * wr[3 * U];
-                }
-            }
-            ai = group_sum(ai, S);
-            af = group_sum(af, S);
-            ao = group_sum(ao, S);
-            ag = group_sum(ag, S);
-            if (j < U && q == 0) {
-                float zi = pi + ai, zf = pf + af, zo = po + ao, zg = pg + ag;
-                lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
-            }
+            LstmPre in{0.0f, 0.0f, 0.0f, 0.0f}, unused{0.0f, 0.0f, 0.0f, 0.0f};
+            if (j < U && q == 0) in = lstm_pre(pre, grow, U, j);
+            lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn, in,
+                               false, unused);
         }
         __syncthreads();
         float* t = lc; lc = ln; ln = t;
