@@ -20,6 +20,7 @@
 // broadcast_rows: x[r, c] = bias[c], rows x cols.                    Reference: Cpu::broadcast_rows
 // sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in blocks of
 //              SUM_ROWS_BLOCK, as the CPU does; beta == 0 overwrites).  Reference: Cpu::sum_rows
+//              (sum_rows_blocks + sum_rows_finish: the same sums in two launches, for many rows)
 // axpy:        y += alpha x.                                          Reference: Cpu::axpy
 // masked_diff: out[r, c] = (scale mask[r]) (a[r, c] - b[r, c]).       Reference: Cpu::masked_diff
 // mask_rows:   x[r, c] *= mask[r].                                    Reference: Cpu::mask_rows
@@ -277,6 +278,21 @@ extern "C" __global__ void broadcast_rows(float* __restrict__ x, const float* __
 #endif
 #define SR_COLS 32
 #define SR_WARPS 16
+
+// Row block b of column c (rows b*SUM_ROWS_BLOCK ... of x, `cols` wide, xc = &x[r0][c]): its n
+// rows added in order, all loads issued before the additions.
+__device__ __forceinline__ float sum_rows_block(const float* __restrict__ xc, int n, int cols) {
+    float t[SUM_ROWS_BLOCK];
+#pragma unroll
+    for (int i = 0; i < SUM_ROWS_BLOCK; ++i) t[i] = i < n ? xc[(long long)i * cols] : 0.0f;
+    float p = 0.0f;
+#pragma unroll
+    for (int i = 0; i < SUM_ROWS_BLOCK; ++i) {
+        if (i < n) p += t[i];
+    }
+    return p;
+}
+
 extern "C" __global__ void __launch_bounds__(SR_COLS * SR_WARPS)
 sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float beta, float* __restrict__ out,
          long long x_ps, long long out_ps) {
@@ -295,14 +311,7 @@ sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float bet
         if (col_ok && b < blocks) {
             const int r0 = b * SUM_ROWS_BLOCK;
             const int n = rows - r0 < SUM_ROWS_BLOCK ? rows - r0 : SUM_ROWS_BLOCK;
-            const float* xc = x + (long long)r0 * cols + c;
-            float t[SUM_ROWS_BLOCK];
-#pragma unroll
-            for (int i = 0; i < SUM_ROWS_BLOCK; ++i) t[i] = i < n ? xc[(long long)i * cols] : 0.0f;
-#pragma unroll
-            for (int i = 0; i < SUM_ROWS_BLOCK; ++i) {
-                if (i < n) p += t[i];
-            }
+            p = sum_rows_block(x + (long long)r0 * cols + c, n, cols);
         }
         part[ty][tx] = p;
         __syncthreads();
@@ -313,6 +322,40 @@ sum_rows(const float* __restrict__ x, int rows, int cols, float alpha, float bet
         __syncthreads();
     }
     if (ty == 0 && col_ok) out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
+}
+
+// sum_rows in two launches, for more than SR_WARPS row blocks (a batch-64 update's 6,400 rows: 100
+// blocks, 7 rounds of the kernel above, one after another): sum_rows_blocks writes every block
+// sum at once, part[b][c] (grid = (ceil(cols / 32), ceil(blocks / 16), P), blockDim (32, 16): warp
+// w of grid row y sums block 16 y + w), then sum_rows_finish adds column c's block sums in order
+// (a thread per column). The same additions in the same order as sum_rows: the same bits.
+extern "C" __global__ void __launch_bounds__(SR_COLS * SR_WARPS)
+sum_rows_blocks(const float* __restrict__ x, int rows, int cols, float* __restrict__ part, long long x_ps,
+                long long part_ps) {
+    const long long model = blockIdx.z;
+    x += model * x_ps;
+    part += model * part_ps;
+    const int c = blockIdx.x * SR_COLS + threadIdx.x;
+    const int b = blockIdx.y * SR_WARPS + threadIdx.y;
+    const int blocks = (rows + SUM_ROWS_BLOCK - 1) / SUM_ROWS_BLOCK;
+    if (c >= cols || b >= blocks) return;
+    const int r0 = b * SUM_ROWS_BLOCK;
+    const int n = rows - r0 < SUM_ROWS_BLOCK ? rows - r0 : SUM_ROWS_BLOCK;
+    part[(long long)b * cols + c] = sum_rows_block(x + (long long)r0 * cols + c, n, cols);
+}
+
+extern "C" __global__ void sum_rows_finish(const float* __restrict__ part, int blocks, int cols, float alpha,
+                                           float beta, float* __restrict__ out, long long part_ps,
+                                           long long out_ps) {
+    const long long model = blockIdx.y;
+    part += model * part_ps;
+    out += model * out_ps;
+    GRID_STRIDE(c, cols) {
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int b = 0; b < blocks; ++b) acc += part[(long long)b * cols + c];
+        out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
+    }
 }
 
 extern "C" __global__ void axpy(long long n, float alpha, const float* __restrict__ x, float* __restrict__ y,

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# A short GPU run (2 minutes at most; the eighth run of docs/GPU.md took 52 s), for checking one
-# change: inside the bundle of scripts/gpu-check.sh (AB_REV=<the revision before the change>),
+# A short GPU run (about 2 minutes, plus up to 3 with Nsight Compute; the eighth run of
+# docs/GPU.md took 52 s), for checking one change: inside the bundle of scripts/gpu-check.sh
+# (AB_REV=<the revision before the change>),
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
 # updates, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
 # (both versions), 256 models (this one), and the same with the opt-in tensor-core Gibbs chains
-# (RTRBM_KERNELS=gibbs-tc).
-# Everything lands in $OUT/quick.tgz.
+# (RTRBM_KERNELS=gibbs-tc), and, where Nsight Compute is installed, the stall reasons of the
+# serial kernels. Everything lands in $OUT/quick.tgz.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 L=/tmp/q; rm -rf $L; mkdir -p $L/logs
@@ -35,4 +36,19 @@ timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/gt
 for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/gtc-sweep-$n.json 2>&1 | grep "^sweep" | sed "s/^/gibbs-tc: /"; done
 RTRBM_PROFILE=1 timeout 60 ./bin/rtrbm bench phases --device cuda --batch 64 --updates 20 > $L/logs/gtc-profile-b64.txt 2>&1
 echo "gibbs-tc profile b64 rc=$?"; grep -A6 '^kernel profile' $L/logs/gtc-profile-b64.txt
+pack
+# Where a frame of the serial kernels (and a Gibbs step) spends its time, for the next step:
+# Nsight Compute's stall reasons and hottest instructions at batch 64, if the machine has it
+# (one update's kernels; RTRBM_GRAPHS=0 so that each is a plain launch).
+unset RTRBM_KERNELS
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$NCU" ]; then
+  RTRBM_GRAPHS=0 timeout 180 "$NCU" --target-processes all --kernel-name regex:'lstm_forward_v2|lstm_backward_v2|rtrbm_forward_v2|rtrbm_backward_v2|gibbs_chain' \
+    --launch-count 5 --section SpeedOfLight --section Occupancy --section LaunchStats --section SchedulerStats \
+    --section WarpStateStats --section SourceCounters \
+    ./bin/rtrbm bench train --device cuda --batch 64 --updates 1 > $L/logs/ncu-b64.txt 2>&1
+  echo "ncu rc=$?"; grep -E "^  [a-z_0-9]+(_v2|_r[0-9])? ?\(|Warp Cycles Per Issued|Issue Slots Busy|Stall|Duration" $L/logs/ncu-b64.txt | head -60
+else
+  echo "no Nsight Compute (ncu) on this machine"
+fi
 pack; echo done

@@ -302,8 +302,11 @@ fn elementwise_ops() {
     let c = cpu();
     let mut r = HostRng::new(2, 0);
     // sum_rows adds blocks of 64 rows, 16 blocks a round: partial blocks, whole ones, a round and
-    // a half, a batch-64 update (7 rounds)
-    for (rows, cols) in [(1, 1), (37, 53), (3001, 88), (100, 352), (256, 33), (512, 40), (769, 88), (6400, 88)] {
+    // a half; beyond 16 blocks (1,025 rows: 17 blocks, the last of one row; 3,001; a batch-64
+    // update's 6,400) the two-launch path (every block sum at once, then their sum in order)
+    for (rows, cols) in
+        [(1, 1), (37, 53), (3001, 88), (100, 352), (256, 33), (512, 40), (769, 88), (1025, 33), (6400, 88)]
+    {
         let n = rows * cols;
         let x = rand_vec(&mut r, n, 2.0);
         let y = rand_vec(&mut r, n, 2.0);

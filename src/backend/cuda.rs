@@ -54,6 +54,8 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "add_bias",
             "broadcast_rows",
             "sum_rows",
+            "sum_rows_blocks",
+            "sum_rows_finish",
             "axpy",
             "masked_diff",
             "mask_rows",
@@ -225,6 +227,9 @@ const HIDDEN_ROWS_PER_BLOCK: usize = 8;
 /// CPU's [`super::cpu::SUM_ROWS_BLOCK`] (a literal here: tests/cuda-emu/build.py reads it).
 const SUM_ROWS_BLOCK: usize = 64;
 const _: () = assert!(SUM_ROWS_BLOCK == super::cpu::SUM_ROWS_BLOCK);
+/// Warps of a `sum_rows` block (`SR_WARPS` in kernels/linalg.cu): each adds one row block a
+/// round; with more row blocks than this, `sum_rows` takes the two-launch path.
+const SUM_ROWS_WARPS: usize = 16;
 /// Most SGD tensor tables a backend keeps (one per trainer sharing it).
 const SGD_TABLES: usize = 16;
 
@@ -482,6 +487,9 @@ pub struct Cuda {
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
     /// one buffer serves every launch).
     splitk: Mutex<Option<CudaSlice<f32>>>,
+    /// Row-block sums of the two-launch `sum_rows` (`sum_rows_blocks`), grown on demand as
+    /// `splitk`.
+    sumrows: Mutex<Option<CudaSlice<f32>>>,
     /// Models packed into every buffer and launch (1 for a lone model; see [`Cuda::packed`]).
     models: usize,
     /// Device copies of the per-model arguments of packed launches (boxed: keeps `Cuda` small).
@@ -749,6 +757,7 @@ impl Cuda {
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
             splitk: Mutex::new(None),
+            sumrows: Mutex::new(None),
             models: 1,
             args: Box::default(),
             grid_z: MAX_GRID_YZ,
@@ -799,6 +808,7 @@ impl Cuda {
             profile: self.profile.clone(),
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
+            sumrows: Mutex::new(None),
             models,
             args: Box::default(),
             grid_z: self.grid_z,
@@ -1642,13 +1652,40 @@ impl Backend for Cuda {
         }
         let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
         let (x_ps, o_ps) = (self.ps(x), self.ps(out));
+        let blocks = rows.div_ceil(SUM_ROWS_BLOCK);
+        if blocks > SUM_ROWS_WARPS {
+            // every row block at once, then the block sums in order (kernels/linalg.cu)
+            let need = self.models * blocks * cols;
+            let mut guard = self.sumrows.lock().map_err(|_| Error::Cuda("sum_rows scratch: lock poisoned".into()))?;
+            if guard.as_ref().is_none_or(|p| p.len() < need) {
+                self.rec.replacing("growing the sum_rows scratch")?;
+                *guard = Some(drv("alloc sum_rows scratch", self.stream.alloc_zeros::<f32>(need))?);
+            }
+            let part = guard.as_mut().ok_or_else(|| Error::Cuda("sum_rows scratch missing".into()))?;
+            let (bi, p_ps) = (i32_of("row blocks", blocks)?, (blocks * cols) as i64);
+            {
+                let f = self.func("sum_rows_blocks")?;
+                let mut lb = self.stream.launch_builder(f);
+                lb.arg(x).arg(&r).arg(&c).arg(&mut *part).arg(&x_ps).arg(&p_ps);
+                let cfg = LaunchConfig {
+                    grid_dim: (cols.div_ceil(32) as u32, blocks.div_ceil(SUM_ROWS_WARPS) as u32, self.models as u32),
+                    block_dim: (32, SUM_ROWS_WARPS as u32, 1),
+                    shared_mem_bytes: 0,
+                };
+                self.launch(&mut lb, cfg, "sum_rows_blocks")?;
+            }
+            let f = self.func("sum_rows_finish")?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(&*part).arg(&bi).arg(&c).arg(&alpha).arg(&beta).arg(out).arg(&p_ps).arg(&o_ps);
+            return self.launch(&mut lb, self.grid(cols), "sum_rows_finish");
+        }
         let f = self.func("sum_rows")?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(x).arg(&r).arg(&c).arg(&alpha).arg(&beta).arg(out).arg(&x_ps).arg(&o_ps);
         // 32 columns per block, 16 warps summing row blocks (kernels/linalg.cu, SR_COLS and SR_WARPS)
         let cfg = LaunchConfig {
             grid_dim: (cols.div_ceil(32) as u32, self.models as u32, 1),
-            block_dim: (32, 16, 1),
+            block_dim: (32, SUM_ROWS_WARPS as u32, 1),
             shared_mem_bytes: 0,
         };
         self.launch(&mut lb, cfg, "sum_rows")
