@@ -488,8 +488,8 @@ pub struct Cuda {
     /// one buffer serves every launch).
     splitk: Mutex<Option<CudaSlice<f32>>>,
     /// Row-block sums of the two-launch `sum_rows` (`sum_rows_blocks`), grown on demand as
-    /// `splitk`.
-    sumrows: Mutex<Option<CudaSlice<f32>>>,
+    /// `splitk` (boxed: keeps `Cuda` small).
+    sumrows: Box<Mutex<Option<CudaSlice<f32>>>>,
     /// Models packed into every buffer and launch (1 for a lone model; see [`Cuda::packed`]).
     models: usize,
     /// Device copies of the per-model arguments of packed launches (boxed: keeps `Cuda` small).
@@ -757,7 +757,7 @@ impl Cuda {
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
             splitk: Mutex::new(None),
-            sumrows: Mutex::new(None),
+            sumrows: Box::default(),
             models: 1,
             args: Box::default(),
             grid_z: MAX_GRID_YZ,
@@ -808,7 +808,7 @@ impl Cuda {
             profile: self.profile.clone(),
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
-            sumrows: Mutex::new(None),
+            sumrows: Box::default(),
             models,
             args: Box::default(),
             grid_z: self.grid_z,
