@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A short GPU run (about 2 minutes, plus up to 3 with Nsight Compute; the eighth run of
+# A short GPU run (about 3 minutes, plus up to 3 with Nsight Compute; the eighth run of
 # docs/GPU.md took 52 s), for checking one change: inside the bundle of scripts/gpu-check.sh
 # (AB_REV=<the revision before the change>),
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
 # updates, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
-# (both versions), 256 models (this one), and the same with the opt-in tensor-core Gibbs chains
-# (RTRBM_KERNELS=gibbs-tc), and, where Nsight Compute is installed, the stall reasons of the
-# serial kernels. Everything lands in $OUT/quick.tgz.
+# (both versions), 256 models (this one), and the same with the opt-in kernels
+# (RTRBM_KERNELS=gibbs-tc, rec-regs, both), and, where Nsight Compute is installed, the stall
+# reasons of the serial kernels. Everything lands in $OUT/quick.tgz.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 L=/tmp/q; rm -rf $L; mkdir -p $L/logs
@@ -29,14 +29,17 @@ for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
 done
 timeout 60 ./bin/rtrbm bench sweep --device cuda --models 256 --pack 256 --threads 1 --updates 10 --json $L/logs/this-sweep-256.json 2>&1 | grep "^sweep"
 pack
-# the opt-in tensor-core Gibbs chains (RTRBM_KERNELS=gibbs-tc) against the rows above
-export RTRBM_KERNELS=gibbs-tc
-timeout 60 ./bin/rtrbm bench train --device cuda --batch 64 --updates 20 --json $L/logs/gtc-b64.json 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
-timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/gtc-b1.json 2>&1 | grep "^train" | sed "s/^/gibbs-tc: /"
-for n in 64 256; do timeout 60 ./bin/rtrbm bench sweep --device cuda --models $n --pack $n --threads 1 --updates 10 --json $L/logs/gtc-sweep-$n.json 2>&1 | grep "^sweep" | sed "s/^/gibbs-tc: /"; done
-RTRBM_PROFILE=1 timeout 60 ./bin/rtrbm bench phases --device cuda --batch 64 --updates 20 > $L/logs/gtc-profile-b64.txt 2>&1
-echo "gibbs-tc profile b64 rc=$?"; grep -A6 '^kernel profile' $L/logs/gtc-profile-b64.txt
-pack
+# the opt-in kernels against the rows above: tensor-core Gibbs chains (gibbs-tc), the LSTM
+# forward with its weights in registers (rec-regs), and both
+for choice in gibbs-tc rec-regs gibbs-tc,rec-regs; do
+  export RTRBM_KERNELS=$choice; f=${choice/,/+}
+  timeout 60 ./bin/rtrbm bench train --device cuda --batch 64 --updates 20 --json $L/logs/$f-b64.json 2>&1 | grep "^train" | sed "s/^/$choice: /"
+  timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/$f-b1.json 2>&1 | grep "^train" | sed "s/^/$choice: /"
+  timeout 60 ./bin/rtrbm bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json $L/logs/$f-sweep-64.json 2>&1 | grep "^sweep" | sed "s/^/$choice: /"
+  RTRBM_PROFILE=1 timeout 60 ./bin/rtrbm bench phases --device cuda --batch 64 --updates 20 > $L/logs/$f-profile-b64.txt 2>&1
+  echo "$choice profile b64 rc=$?"; grep -A6 '^kernel profile' $L/logs/$f-profile-b64.txt
+  pack
+done
 # Where a frame of the serial kernels (and a Gibbs step) spends its time, for the next step:
 # Nsight Compute's stall reasons and hottest instructions at batch 64, if the machine has it
 # (one update's kernels; RTRBM_GRAPHS=0 so that each is a plain launch).

@@ -30,6 +30,8 @@ pub struct BenchResult {
     pub throughput: f64,
     /// Name of the work item: `updates` or `chain-steps`.
     pub unit: String,
+    /// Training workloads: whether the timed updates replayed recorded CUDA graphs.
+    pub recorded: bool,
 }
 
 impl std::fmt::Display for BenchResult {
@@ -62,6 +64,7 @@ fn summarise(name: String, mut times: Vec<f64>, items: f64, unit: &str) -> Bench
         items_per_rep: items,
         throughput: items / median.max(1e-12),
         unit: unit.to_string(),
+        recorded: false,
     }
 }
 
@@ -148,7 +151,7 @@ pub fn train_workload<B: Backend>(
     }
     let tag = if recorded { ", recorded updates" } else { "" };
     let name = format!("train {} batch {batch} CD-{k} on {}{tag}", kind.name(), be.name());
-    Ok(summarise(name, times, updates as f64, "updates"))
+    Ok(BenchResult { recorded, ..summarise(name, times, updates as f64, "updates") })
 }
 
 /// Where the time of one update goes: `updates` paper-protocol updates (as
@@ -332,9 +335,10 @@ pub fn sweep_workload<B: Backend, M: Fn(usize, usize) -> Result<B> + Sync>(
     })?;
     // the slowest group bounds each repetition
     let rep_times: Vec<f64> = (0..reps).map(|r| times.iter().map(|t| t.0[r]).fold(0.0, f64::max)).collect();
-    let tag = if times.iter().all(|t| t.1) { ", recorded updates" } else { "" };
+    let recorded = times.iter().all(|t| t.1);
+    let tag = if recorded { ", recorded updates" } else { "" };
     let name = format!("sweep of {models} LSTM-RTRBM models in packs of {pack}, CD-{k}, {groups} thread(s){tag}");
-    Ok(summarise(name, rep_times, (models * updates) as f64, "model-updates"))
+    Ok(BenchResult { recorded, ..summarise(name, rep_times, (models * updates) as f64, "model-updates") })
 }
 
 #[cfg(test)]

@@ -443,6 +443,65 @@ fn cd_stats_equal_hidden_probs_and_masked_diff() {
     }
 }
 
+/// The LSTM forward with its weights in registers (`RTRBM_KERNELS=rec-regs`,
+/// `lstm_forward_rw_k{K}`) gives the v2 kernel's states and gates bit for bit: U = 88 (K = 12,
+/// the paper's model) and 37 (K = 8), odd and even T, with and without peepholes, lone and in a
+/// pack of 3 (each model as alone).
+#[test]
+fn lstm_forward_with_weights_in_registers_equals_v2() {
+    let Some(g) = gpu() else { return };
+    // profiled, to see which kernels ran
+    let gr = gpu().unwrap().with_rec_regs(true).with_kernel_profile();
+    let mut r = HostRng::new(77, 0);
+    for (t, b, u) in [(1, 1, 88), (7, 3, 88), (6, 2, 37), (100, 2, 88)] {
+        let d = Dims { t, b, v: 88, h: 88, u };
+        let (n, g4) = (t * b, 4 * u);
+        for with_peep in [false, true] {
+            let wl = rand_vec(&mut r, u * g4, 0.3);
+            let peep = rand_vec(&mut r, 3 * u, 0.3);
+            let preg = rand_vec(&mut r, n * g4, 1.0);
+            let mut l0 = vec![f32::NAN; (t + 1) * b * u];
+            let mut c0 = l0.clone();
+            l0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
+            c0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
+            let run = |be: &Cuda| {
+                let (wl, peep, preg) = (be.upload(&wl).unwrap(), be.upload(&peep).unwrap(), be.upload(&preg).unwrap());
+                let (mut l, mut c, mut gates) =
+                    (be.upload(&l0).unwrap(), be.upload(&c0).unwrap(), poisoned(be, n * g4));
+                be.lstm_forward(&wl, with_peep.then_some(&peep), &preg, &mut l, &mut c, &mut gates, d).unwrap();
+                [l, c, gates].map(|x| be.download(&x).unwrap())
+            };
+            let (want, got) = (run(&g), run(&gr));
+            for (what, (x, y)) in ["l", "c", "gates"].iter().zip(got.iter().zip(&want)) {
+                assert_bits(&format!("lstm_forward_rw {what} T{t} B{b} U{u} peep={with_peep}"), x, y);
+            }
+        }
+    }
+    let ran: Vec<String> = gr.kernel_profile().unwrap().unwrap().into_iter().map(|k| k.kernel).collect();
+    assert!(
+        ran.iter().any(|k| k == "lstm_forward_rw_k12") && ran.iter().any(|k| k == "lstm_forward_rw_k8"),
+        "the register kernels ran: {ran:?}"
+    );
+    assert!(!ran.iter().any(|k| k == "lstm_forward_v2"), "only the register kernels ran: {ran:?}");
+    // a pack of 3: each model's slab as the model alone
+    let (t, b, u) = (5, 2, 88);
+    let d = Dims { t, b, v: 88, h: 88, u };
+    let pk = gr.packed(P).unwrap();
+    let wl = per_model(&mut r, u * 4 * u, 0.3);
+    let preg = per_model(&mut r, t * b * 4 * u, 1.0);
+    let l0 = per_model(&mut r, (t + 1) * b * u, 0.5);
+    let c0 = per_model(&mut r, (t + 1) * b * u, 0.5);
+    let ((pwl, lwl), (ppre, lpre)) = (up(&gr, &pk, &wl), up(&gr, &pk, &preg));
+    let ((mut pl, mut ll), (mut pc, mut lc)) = (up(&gr, &pk, &l0), up(&gr, &pk, &c0));
+    let (mut pgates, mut lgates) = up(&gr, &pk, &vec![vec![f32::NAN; t * b * 4 * u]; P]);
+    pk.lstm_forward(&pwl, None, &ppre, &mut pl, &mut pc, &mut pgates, d).unwrap();
+    for p in 0..P {
+        gr.lstm_forward(&lwl[p], None, &lpre[p], &mut ll[p], &mut lc[p], &mut lgates[p], d).unwrap();
+    }
+    same("packed lstm_forward_rw l", &gr, &pk, &pl, &ll);
+    same("packed lstm_forward_rw gates", &gr, &pk, &pgates, &lgates);
+}
+
 #[test]
 fn hidden_probs_and_free_energy() {
     let Some(g) = gpu() else { return };

@@ -128,7 +128,15 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
     (
         "lstm.cu",
         include_str!("../../kernels/lstm.cu"),
-        &["lstm_forward", "lstm_backward", "lstm_dpeep_reduce", "lstm_forward_v2", "lstm_backward_v2"],
+        &[
+            "lstm_forward",
+            "lstm_backward",
+            "lstm_dpeep_reduce",
+            "lstm_forward_v2",
+            "lstm_backward_v2",
+            "lstm_forward_rw_k8",
+            "lstm_forward_rw_k12",
+        ],
     ),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum", "sgd_momentum_multi"]),
     (
@@ -477,6 +485,9 @@ pub struct Cuda {
     /// `RTRBM_KERNELS=gibbs-tc`: binary Gibbs chains on tensor cores (`gibbs_chain_tc_n{NT}`,
     /// opt-in until measured on a GPU) where they apply, else v2.
     gibbs_tc: bool,
+    /// `RTRBM_KERNELS=rec-regs`: the LSTM forward with each lane's terms of Wl in registers
+    /// (`lstm_forward_rw_k{K}`, opt-in until measured on a GPU) where it applies, else v2.
+    rec_regs: bool,
     /// Compute capability (major, minor).
     cc: (i32, i32),
     /// Per-kernel timing (`RTRBM_PROFILE=1`, [`Cuda::with_kernel_profile`]), shared by forks and
@@ -739,9 +750,11 @@ impl Cuda {
             (false, false) => "",
         };
         let gibbs_tc = !kernels_v1 && choice.contains(&"gibbs-tc");
+        let rec_regs = !rec_v1 && choice.contains(&"rec-regs");
         let tc = ais_kernel == AisKernel::TensorCore && major >= 8;
         let gtag = if gibbs_tc && major >= 8 { ", Gibbs on tensor cores" } else { "" };
-        let tag = format!("{tag}{}{gtag}", if tc { TC_TAG } else { "" });
+        let rtag = if rec_regs { ", LSTM weights in registers" } else { "" };
+        let tag = format!("{tag}{}{gtag}{rtag}", if tc { TC_TAG } else { "" });
         let mut cuda = Cuda {
             ctx,
             stream,
@@ -753,6 +766,7 @@ impl Cuda {
             rec_v1,
             ais_kernel,
             gibbs_tc,
+            rec_regs,
             cc: (major, minor),
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
@@ -804,6 +818,7 @@ impl Cuda {
             rec_v1: self.rec_v1,
             ais_kernel: self.ais_kernel,
             gibbs_tc: self.gibbs_tc,
+            rec_regs: self.rec_regs,
             cc: self.cc,
             profile: self.profile.clone(),
             sm_count: self.sm_count,
@@ -828,6 +843,13 @@ impl Cuda {
     /// `RTRBM_KERNELS=gibbs-tc`; tests and A/B timing).
     pub fn with_gibbs_tc(mut self, on: bool) -> Cuda {
         self.gibbs_tc = on;
+        self
+    }
+
+    /// This backend with the LSTM forward's weights in registers where that applies (as
+    /// `RTRBM_KERNELS=rec-regs`; tests and A/B timing).
+    pub fn with_rec_regs(mut self, on: bool) -> Cuda {
+        self.rec_regs = on;
         self
     }
 
@@ -1306,6 +1328,21 @@ impl Cuda {
     /// at most 256 (units beyond are strided).
     fn rec_threads(units: usize) -> u32 {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
+    }
+
+    /// The register-weights LSTM forward (`lstm_forward_rw_k{K}`) for U units, when
+    /// `RTRBM_KERNELS=rec-regs` asks for it and it applies: the split S and block of the v2
+    /// forward ([`rec_split`]), one pass (U <= blockDim / S), at most 768 threads (its launch
+    /// bound) and ceil(U / S) <= K for K in 8, 12 (4K registers of W per thread). Returns
+    /// (K, S, threads).
+    fn lstm_forward_rw_plan(&self, nu: usize) -> Option<(usize, usize, u32)> {
+        if !self.rec_regs || self.rec_v1 {
+            return None;
+        }
+        let (s, threads) = rec_split(nu, nu);
+        let one_pass = nu <= threads as usize / s;
+        let k = [8, 12].into_iter().find(|&k| nu.div_ceil(s) <= k)?;
+        (one_pass && threads <= 768).then_some((k, s, threads))
     }
 
     /// How to launch a per-sequence recurrent kernel: `{name}_v2` (split-K; see
@@ -2056,9 +2093,28 @@ impl Backend for Cuda {
         if d.n() * nu == 0 {
             return Ok(());
         }
+        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
+        if let Some((k, s, threads)) = self.lstm_forward_rw_plan(nu) {
+            // Wl in registers (kernels/lstm.cu, lstm_forward_rw_k{K}); no staged matrix
+            let kname = format!("lstm_forward_rw_k{k}");
+            let (has_peep, si) = (peep.is_some() as i32, s as i32);
+            let peep_buf = peep.unwrap_or(wl);
+            let peep_ps = peep.map_or(0, |p| self.ps(p));
+            let (wl_ps, pre_ps, l_ps, c_ps, g_ps) = (self.ps(wl), self.ps(pre), self.ps(l), self.ps(c), self.ps(gates));
+            let f = self.func(&kname)?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
+            lb.arg(&ti).arg(&bi).arg(&ui).arg(&si);
+            lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
+            let cfg = LaunchConfig {
+                grid_dim: (b as u32, self.models as u32, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: (4 * nu * 4) as u32,
+            };
+            return self.launch(&mut lb, cfg, &kname);
+        }
         let (kname, split, cfg, w_sh, ldw) =
             self.rec_launch("lstm_forward", b, nu, nu, (nu, g4, 4 * nu), Walk::Columns)?;
-        let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
         // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer
         // (slab stride 0).

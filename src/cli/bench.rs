@@ -16,7 +16,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Environment: RTRBM_KERNELS selects kernel versions for A/B timing (v1, chain-v1, rec-v1; \
-ais-v2: AIS without tensor cores; gibbs-tc: Gibbs chains on tensor cores, opt-in); on CUDA each shape of training update is recorded as a CUDA graph and replayed \
+ais-v2: AIS without tensor cores; gibbs-tc: Gibbs chains on tensor cores, opt-in; rec-regs: the LSTM forward's weights \
+in registers, opt-in); on CUDA each shape of training update is recorded as a CUDA graph and replayed \
 (train and sweep rows say \"recorded updates\"), RTRBM_GRAPHS=0 turns that off; RTRBM_PROFILE=1 adds the device time \
 of every CUDA kernel (events around each launch; no graphs then).")]
 pub struct BenchArgs {
@@ -120,7 +121,7 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs, emit: &mut dyn FnMut(Row) -> any
         let r = train_workload(be, args.model, batch, args.k, updates)?;
         let frames = JSB_MEAN_CHUNK * batch as f64;
         let flops = update_flops(args.model, frames, args.k as f64);
-        let tag = if crate::train::graphs_from_env() && be.records() { ", recorded updates" } else { "" };
+        let tag = if r.recorded { ", recorded updates" } else { "" };
         let label = format!("train {} batch {batch} CD-{}{tag}", args.model.name(), args.k);
         Ok(row(&label, &name, r, flops, Some(frames)))
     };
