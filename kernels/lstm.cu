@@ -24,6 +24,9 @@
 // arithmetic, same bits); the backward (both versions) loads frame s-1's during frame s, and
 // the v2 forward frame s+1's during frame s (frames in pairs, lstm_forward_frame).
 //
+// lstm_forward_rw_k{K}, lstm_backward_rw_k44 (RTRBM_KERNELS=rec-regs, opt-in): the v2 kernels
+// with each lane's terms of Wl in registers instead of shared memory (below; the same bits).
+//
 // Packed models (Backend::models() = P; reference src/backend/packed.rs): grid = (B, P) (the
 // reduce: (blocks, P)); the trailing `*_ps` arguments are the slab strides (elements) of the
 // buffer arguments, in order, and each pointer moves by p * stride at the top of the kernel
@@ -165,8 +168,13 @@ extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const floa
     }
 }
 
-// lstm_backward (S = 1: d l = dz Wl^T summed in the CPU's order, as before the split-K kernels)
-// and lstm_backward_v2 (S lanes per unit).
+// lstm_backward (S = 1: d l = dz Wl^T summed in the CPU's order, as before the split-K kernels),
+// lstm_backward_v2 (S lanes per unit) and, with K > 0, lstm_backward_rw_k{K}: lane q of unit j
+// holds its K terms of row j of Wl (k = q + S m < 4U) in registers for the whole chunk instead of
+// reading them from shared memory in every frame (the host passes w_shared = 0 and launches it
+// only with one pass, K >= 4U / S and at most 768 threads); the same terms in the same order as
+// v2, so the same bits.
+template <int K>
 __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
                                                    int has_peep, const float* __restrict__ c,
                                                    const float* __restrict__ gates, const float* __restrict__ dl,
@@ -192,6 +200,15 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
     float* dz = dc_next + U;                          // dpre of the current frame [4U]
     const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
     float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
+    float w[K > 0 ? K : 1];
+    if (K > 0) {
+        const int j = threadIdx.x / S;
+#pragma unroll
+        for (int m = 0; m < K; ++m) {
+            const int k = q + S * m;
+            w[m] = j < U && k < G ? Wl[(long long)j * G + k] : 0.0f;
+        }
+    }
     for (int j = threadIdx.x; j < U; j += blockDim.x) {
         dl_rec[j] = 0.0f;
         dc_next[j] = 0.0f;
@@ -224,7 +241,16 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
             // wrow[k] * dz[k], as dz[k] * wrow[k] (the same product)
-            float acc = j < U ? lane_dot(dz, Ws + (long long)j * ldw, 1, q, G, S) : 0.0f;
+            float acc = 0.0f;
+            if (K > 0) {
+#pragma unroll
+                for (int m = 0; m < (K > 0 ? K : 1); ++m) {
+                    const int k = q + S * m;
+                    if (j < U && k < G) acc += dz[k] * w[m];
+                }
+            } else if (j < U) {
+                acc = lane_dot(dz, Ws + (long long)j * ldw, 1, q, G, S);
+            }
             acc = group_sum(acc, S);
             if (j < U && q == 0) dl_rec[j] = acc;
         }
@@ -243,8 +269,8 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ Wl, const flo
                                          int U, int w_shared, int ldw, long long wl_ps, long long peep_ps,
                                          long long c_ps, long long gates_ps, long long dl_ps, long long dpre_ps,
                                          long long dstate0_ps, long long part_ps) {
-    lstm_backward_body(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, 1, wl_ps,
-                       peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
+    lstm_backward_body<0>(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, 1,
+                          wl_ps, peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
 }
 
 // The four gate inputs pre[s] of unit j (a frame's loads, independent of the recurrence).
@@ -478,9 +504,25 @@ lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, i
                  float* __restrict__ dpre, float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B,
                  int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long c_ps,
                  long long gates_ps, long long dl_ps, long long dpre_ps, long long dstate0_ps, long long part_ps) {
-    lstm_backward_body(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, S, wl_ps,
-                       peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
+    lstm_backward_body<0>(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, S,
+                          wl_ps, peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);
 }
+
+// The register-weights backward (RTRBM_KERNELS=rec-regs, opt-in until measured on a GPU):
+// lstm_backward_v2's arguments, w_shared = 0 (see lstm_backward_body). At most 88 registers
+// (ptxas sm_90: 88, with 20 bytes of spills outside the 44 weights), so at most 704 threads (U =
+// 88, S = 8: exactly 704).
+#define LSTM_BACKWARD_RW(K)                                                                                       \
+    extern "C" __global__ void __maxnreg__(88) lstm_backward_rw_k##K(                                            \
+        const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep, const float* __restrict__ c, \
+        const float* __restrict__ gates, const float* __restrict__ dl, float* __restrict__ dpre,                 \
+        float* __restrict__ dstate0, float* __restrict__ dpeep_part, int T, int B, int U, int w_shared, int ldw, \
+        int S, long long wl_ps, long long peep_ps, long long c_ps, long long gates_ps, long long dl_ps,          \
+        long long dpre_ps, long long dstate0_ps, long long part_ps) {                                            \
+        lstm_backward_body<K>(Wl, peep, has_peep, c, gates, dl, dpre, dstate0, dpeep_part, T, B, U, 0, ldw, S,    \
+                              wl_ps, peep_ps, c_ps, gates_ps, dl_ps, dpre_ps, dstate0_ps, part_ps);              \
+    }
+LSTM_BACKWARD_RW(44)
 
 // dpeep[q] += sum_b part[b, q], q < 3U; grid = (blocks, P).
 extern "C" __global__ void lstm_dpeep_reduce(const float* __restrict__ part, int B, int U, float* __restrict__ dpeep,

@@ -443,12 +443,12 @@ fn cd_stats_equal_hidden_probs_and_masked_diff() {
     }
 }
 
-/// The LSTM forward with its weights in registers (`RTRBM_KERNELS=rec-regs`,
-/// `lstm_forward_rw_k{K}`) gives the v2 kernel's states and gates bit for bit: U = 88 (K = 12,
-/// the paper's model) and 37 (K = 8), odd and even T, with and without peepholes, lone and in a
-/// pack of 3 (each model as alone).
+/// The LSTM with its weights in registers (`RTRBM_KERNELS=rec-regs`: `lstm_forward_rw_k{K}`,
+/// `lstm_backward_rw_k44`) gives the v2 kernels' states, gates and gradients bit for bit: U = 88
+/// (the paper's model) and 37, odd and even T, with and without peepholes, lone and in a pack of
+/// 3 (each model as alone).
 #[test]
-fn lstm_forward_with_weights_in_registers_equals_v2() {
+fn lstm_with_weights_in_registers_equals_v2() {
     let Some(g) = gpu() else { return };
     // profiled, to see which kernels ran
     let gr = gpu().unwrap().with_rec_regs(true).with_kernel_profile();
@@ -464,25 +464,32 @@ fn lstm_forward_with_weights_in_registers_equals_v2() {
             let mut c0 = l0.clone();
             l0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
             c0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
+            let dl = rand_vec(&mut r, (t + 1) * b * u, 0.1);
+            let dp0 = rand_vec(&mut r, 3 * u, 0.1);
             let run = |be: &Cuda| {
                 let (wl, peep, preg) = (be.upload(&wl).unwrap(), be.upload(&peep).unwrap(), be.upload(&preg).unwrap());
                 let (mut l, mut c, mut gates) =
                     (be.upload(&l0).unwrap(), be.upload(&c0).unwrap(), poisoned(be, n * g4));
-                be.lstm_forward(&wl, with_peep.then_some(&peep), &preg, &mut l, &mut c, &mut gates, d).unwrap();
-                [l, c, gates].map(|x| be.download(&x).unwrap())
+                let pp = with_peep.then_some(&peep);
+                be.lstm_forward(&wl, pp, &preg, &mut l, &mut c, &mut gates, d).unwrap();
+                let (gdl, mut dpre, mut ds) = (be.upload(&dl).unwrap(), poisoned(be, n * g4), poisoned(be, 2 * b * u));
+                let mut dp = be.upload(&dp0).unwrap();
+                be.lstm_backward(&wl, pp, &l, &c, &gates, &gdl, &mut dpre, &mut ds, with_peep.then_some(&mut dp), d)
+                    .unwrap();
+                [l, c, gates, dpre, ds, dp].map(|x| be.download(&x).unwrap())
             };
             let (want, got) = (run(&g), run(&gr));
-            for (what, (x, y)) in ["l", "c", "gates"].iter().zip(got.iter().zip(&want)) {
-                assert_bits(&format!("lstm_forward_rw {what} T{t} B{b} U{u} peep={with_peep}"), x, y);
+            let names = ["l", "c", "gates", "dpre", "dstate0", "dpeep"];
+            for (what, (x, y)) in names.iter().zip(got.iter().zip(&want)) {
+                assert_bits(&format!("lstm_rw {what} T{t} B{b} U{u} peep={with_peep}"), x, y);
             }
         }
     }
     let ran: Vec<String> = gr.kernel_profile().unwrap().unwrap().into_iter().map(|k| k.kernel).collect();
-    assert!(
-        ran.iter().any(|k| k == "lstm_forward_rw_k12") && ran.iter().any(|k| k == "lstm_forward_rw_k8"),
-        "the register kernels ran: {ran:?}"
-    );
-    assert!(!ran.iter().any(|k| k == "lstm_forward_v2"), "only the register kernels ran: {ran:?}");
+    for k in ["lstm_forward_rw_k12", "lstm_forward_rw_k8", "lstm_backward_rw_k44"] {
+        assert!(ran.iter().any(|r| r == k), "{k} ran: {ran:?}");
+    }
+    assert!(!ran.iter().any(|k| k.ends_with("_v2")), "only the register kernels ran: {ran:?}");
     // a pack of 3: each model's slab as the model alone
     let (t, b, u) = (5, 2, 88);
     let d = Dims { t, b, v: 88, h: 88, u };
@@ -500,6 +507,17 @@ fn lstm_forward_with_weights_in_registers_equals_v2() {
     }
     same("packed lstm_forward_rw l", &gr, &pk, &pl, &ll);
     same("packed lstm_forward_rw gates", &gr, &pk, &pgates, &lgates);
+    let dl = per_model(&mut r, (t + 1) * b * u, 0.1);
+    let (pdl, ldl) = up(&gr, &pk, &dl);
+    let ((mut pdpre, mut ldpre), (mut pds, mut lds)) =
+        (up(&gr, &pk, &vec![vec![f32::NAN; t * b * 4 * u]; P]), up(&gr, &pk, &vec![vec![f32::NAN; 2 * b * u]; P]));
+    pk.lstm_backward(&pwl, None, &pl, &pc, &pgates, &pdl, &mut pdpre, &mut pds, None, d).unwrap();
+    for p in 0..P {
+        gr.lstm_backward(&lwl[p], None, &ll[p], &lc[p], &lgates[p], &ldl[p], &mut ldpre[p], &mut lds[p], None, d)
+            .unwrap();
+    }
+    same("packed lstm_backward_rw dpre", &gr, &pk, &pdpre, &ldpre);
+    same("packed lstm_backward_rw dstate0", &gr, &pk, &pds, &lds);
 }
 
 #[test]

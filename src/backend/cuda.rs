@@ -136,6 +136,7 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "lstm_backward_v2",
             "lstm_forward_rw_k8",
             "lstm_forward_rw_k12",
+            "lstm_backward_rw_k44",
         ],
     ),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum", "sgd_momentum_multi"]),
@@ -485,8 +486,9 @@ pub struct Cuda {
     /// `RTRBM_KERNELS=gibbs-tc`: binary Gibbs chains on tensor cores (`gibbs_chain_tc_n{NT}`,
     /// opt-in until measured on a GPU) where they apply, else v2.
     gibbs_tc: bool,
-    /// `RTRBM_KERNELS=rec-regs`: the LSTM forward with each lane's terms of Wl in registers
-    /// (`lstm_forward_rw_k{K}`, opt-in until measured on a GPU) where it applies, else v2.
+    /// `RTRBM_KERNELS=rec-regs`: the LSTM forward and backward with each lane's terms of Wl in
+    /// registers (`lstm_forward_rw_k{K}`, `lstm_backward_rw_k{K}`, opt-in until measured on a
+    /// GPU) where they apply, else v2.
     rec_regs: bool,
     /// Compute capability (major, minor).
     cc: (i32, i32),
@@ -846,7 +848,7 @@ impl Cuda {
         self
     }
 
-    /// This backend with the LSTM forward's weights in registers where that applies (as
+    /// This backend with the LSTM's weights in registers where that applies (as
     /// `RTRBM_KERNELS=rec-regs`; tests and A/B timing).
     pub fn with_rec_regs(mut self, on: bool) -> Cuda {
         self.rec_regs = on;
@@ -1343,6 +1345,18 @@ impl Cuda {
         let one_pass = nu <= threads as usize / s;
         let k = [8, 12].into_iter().find(|&k| nu.div_ceil(s) <= k)?;
         (one_pass && threads <= 768).then_some((k, s, threads))
+    }
+
+    /// The register-weights LSTM backward (`lstm_backward_rw_k{K}`) for U units, as
+    /// [`Cuda::lstm_forward_rw_plan`]: the v2 backward's split S and block (`rec_split(U, 4U)`),
+    /// one pass, at most 704 threads (88 registers each) and ceil(4U / S) <= 44. Returns K = 44.
+    fn lstm_backward_rw_plan(&self, nu: usize) -> Option<usize> {
+        if !self.rec_regs || self.rec_v1 {
+            return None;
+        }
+        let (s, threads) = rec_split(nu, 4 * nu);
+        let one_pass = nu <= threads as usize / s;
+        (one_pass && threads <= 704 && (4 * nu).div_ceil(s) <= 44).then_some(44)
     }
 
     /// How to launch a per-sequence recurrent kernel: `{name}_v2` (split-K; see
@@ -2163,8 +2177,14 @@ impl Backend for Cuda {
         if b * nu == 0 {
             return Ok(());
         }
-        let (kname, split, cfg, w_sh, ldw) =
+        let (mut kname, split, mut cfg, mut w_sh, ldw) =
             self.rec_launch("lstm_backward", b, nu, g4, (nu, g4, 6 * nu), Walk::Rows)?;
+        if let Some(k) = self.lstm_backward_rw_plan(nu) {
+            // Wl in registers (kernels/lstm.cu, lstm_backward_rw_k{K}): v2's split and block, only
+            // the vectors in shared memory
+            kname = format!("lstm_backward_rw_k{k}");
+            (w_sh, cfg.shared_mem_bytes) = (0, (6 * nu * 4) as u32);
+        }
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
         let has_peep = peep.is_some() as i32;
         let peep_buf = peep.unwrap_or(wl);

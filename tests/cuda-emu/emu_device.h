@@ -74,6 +74,7 @@ T shfl_xor(unsigned mask, T v, int lane_mask, int width) {
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#define __maxnreg__(...)
 // Static shared memory: one copy per OS thread, and an OS thread runs one block at a time.
 #define __shared__ thread_local
 #define __CUDA_ARCH__ 900
