@@ -282,12 +282,16 @@ __device__ __forceinline__ LstmPre lstm_pre(const float* __restrict__ pre, long 
     return LstmPre{pre[grow + j], pre[grow + U + j], pre[grow + 2 * U + j], pre[grow + 3 * U + j]};
 }
 
-// One frame s of lstm_forward_v2 for unit j (lane q of its group of S): l[s] Wl for the four
-// gates (`lc`, shared), then the cell from the gate inputs `in` (in registers) and c[s] (`cc`)
-// into l, c[s+1] (global and ln, cn) and the gates. When `ld` is set, frame s+1's gate inputs are
-// first loaded into `ld_in` (Step 9 of docs/PERFORMANCE.md, as recurrent_forward_frame).
-__device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, const float* __restrict__ peep,
-                                                   int has_peep, const float* __restrict__ pre, float* __restrict__ l,
+// One frame s of the LSTM forward for unit j (lane q of its group of S): l[s] Wl for the four
+// gates (`lc`, shared; Wl from `Ws` when K = 0, from the lane's registers `w` otherwise), then the
+// cell from the gate inputs `in` (in registers) and c[s] (`cc`) into l, c[s+1] (global and ln,
+// cn) and the gates. When `ld` is set, frame s+1's gate inputs are first loaded into `ld_in`
+// (Step 9 of docs/PERFORMANCE.md, as recurrent_forward_frame). Both ways add the terms k = q + S m
+// in increasing order: the same bits.
+template <int K>
+__device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, const float (&w)[4][K > 0 ? K : 1],
+                                                   const float* __restrict__ peep, int has_peep,
+                                                   const float* __restrict__ pre, float* __restrict__ l,
                                                    float* __restrict__ c, float* __restrict__ gates, int B, int U,
                                                    int S, int b, int s, int j, int q, const float* lc, const float* cc,
                                                    float* ln, float* cn, LstmPre in, bool ld, LstmPre& ld_in) {
@@ -296,18 +300,32 @@ __device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, con
     const long long grow = ((long long)s * B + b) * G;
     if (ld) ld_in = lstm_pre(pre, grow + (long long)B * G, U, j);
     // l_{t-1} Wl for the four gates of unit j, terms k = q + S m
-    // (unrolled by four with a stepping pointer, as lane_dot in common.cuh)
     float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
     if (j < U) {
-        const float* wr = Ws + (long long)q * ldw + j;
-        const long long step = (long long)S * ldw;
+        if (K > 0) {
+#pragma unroll
+            for (int m = 0; m < (K > 0 ? K : 1); ++m) {
+                const int k = q + S * m;
+                if (k < U) {
+                    float x = lc[k];
+                    ai += x * w[0][m];
+                    af += x * w[1][m];
+                    ao += x * w[2][m];
+                    ag += x * w[3][m];
+                }
+            }
+        } else {
+            // unrolled by four with a stepping pointer, as lane_dot in common.cuh
+            const float* wr = Ws + (long long)q * ldw + j;
+            const long long step = (long long)S * ldw;
 #pragma unroll 4
-        for (int k = q; k < U; k += S, wr += step) {
-            float x = lc[k];
-            ai += x * wr[0];
-            af += x * wr[U];
-            ao += x * wr[2 * U];
-            ag += x * wr[3 * U];
+            for (int k = q; k < U; k += S, wr += step) {
+                float x = lc[k];
+                ai += x * wr[0];
+                af += x * wr[U];
+                ao += x * wr[2 * U];
+                ag += x * wr[3 * U];
+            }
         }
     }
     ai = group_sum(ai, S);
@@ -320,15 +338,27 @@ __device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, con
     }
 }
 
-// With one pass (U <= blockDim / S: every model of configs/), group j owns unit j in every frame
-// and frames run in pairs, so that frame s+1's gate inputs, loaded at the top of frame s, are
-// waited for only in frame s+1's cell (as recurrent_forward_v2); otherwise units go in passes and
-// each frame loads its inputs before its dot products. Same arithmetic either way.
-extern "C" __global__ void __launch_bounds__(1024)
-lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
-                const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates,
-                int T, int B, int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long pre_ps,
-                long long l_ps, long long c_ps, long long gates_ps) {
+// lstm_forward_v2 (K = 0) and lstm_forward_rw_k{K}. With one pass (U <= blockDim / S: every
+// model of configs/), group j owns unit j in every frame and frames run in pairs, so that frame
+// s+1's gate inputs, loaded at the top of frame s, are waited for only in frame s+1's cell (as
+// recurrent_forward_v2); otherwise (K = 0 only) units go in passes and each frame loads its
+// inputs before its dot products. Same arithmetic either way.
+//
+// lstm_forward_rw_k{K} (RTRBM_KERNELS=rec-regs, opt-in until measured on a GPU): the one-pass
+// path with each lane's K terms of Wl for its unit's four gates (rows k = q + S m, m < K, of
+// columns j, U + j, 2U + j, 3U + j) held in registers for the whole chunk, read once from global
+// memory, instead of read from shared memory in every frame (at U = 88 a frame of v2 streams the
+// 124 KB of Wl through shared memory: ~1,000 of its cycles). The host passes w_shared = 0 and
+// launches it only with one pass, K >= ceil(U / S) and at most 768 threads (registers, ptxas
+// sm_90: 68 at K = 8, 80 at K = 12, no spills).
+template <int K>
+__device__ __forceinline__ void lstm_forward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
+                                                  int has_peep, const float* __restrict__ pre,
+                                                  float* __restrict__ l, float* __restrict__ c,
+                                                  float* __restrict__ gates, int T, int B, int U, int w_shared,
+                                                  int ldw, int S, long long wl_ps, long long peep_ps,
+                                                  long long pre_ps, long long l_ps, long long c_ps,
+                                                  long long gates_ps) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -344,25 +374,36 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
     float* ln = cc + U;                           // l[s+1]
     float* cn = ln + U;                           // c[s+1]
     const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    float w[4][K > 0 ? K : 1];
+    if (K > 0) {
+        const int j = threadIdx.x / S;
+#pragma unroll
+        for (int m = 0; m < (K > 0 ? K : 1); ++m) {
+            const int k = q + S * m;
+            const bool ok = j < U && k < U;
+#pragma unroll
+            for (int g = 0; g < 4; ++g) w[g][m] = ok ? Wl[(long long)k * G + g * U + j] : 0.0f;
+        }
+    }
     for (int j = threadIdx.x; j < U; j += blockDim.x) {
         lc[j] = l[(long long)b * U + j];
         cc[j] = c[(long long)b * U + j];
     }
-    if (U <= per_pass) {
+    if (K > 0 || U <= per_pass) {
         const int j = threadIdx.x / S;
         const bool loads = j < U && q == 0;
         LstmPre a{0.0f, 0.0f, 0.0f, 0.0f}, bb{0.0f, 0.0f, 0.0f, 0.0f};  // frames s (a) and s+1 (bb)
         if (loads && T > 0) a = lstm_pre(pre, (long long)b * G, U, j);
         __syncthreads();
         for (int s = 0; s < T; s += 2) {
-            lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn, a,
-                               loads && s + 1 < T, bb);
+            lstm_forward_frame<K>(Ws, ldw, w, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn,
+                                  a, loads && s + 1 < T, bb);
             __syncthreads();
             float* t = lc; lc = ln; ln = t;
             t = cc; cc = cn; cn = t;
             if (s + 1 < T) {
-                lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s + 1, j, q, lc, cc, ln, cn,
-                                   bb, loads && s + 2 < T, a);
+                lstm_forward_frame<K>(Ws, ldw, w, peep, has_peep, pre, l, c, gates, B, U, S, b, s + 1, j, q, lc, cc,
+                                      ln, cn, bb, loads && s + 2 < T, a);
                 __syncthreads();
                 t = lc; lc = ln; ln = t;
                 t = cc; cc = cn; cn = t;
@@ -379,8 +420,8 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
             // their latency overlaps them instead of following them on the frame's critical path
             LstmPre in{0.0f, 0.0f, 0.0f, 0.0f}, unused{0.0f, 0.0f, 0.0f, 0.0f};
             if (j < U && q == 0) in = lstm_pre(pre, grow, U, j);
-            lstm_forward_frame(Ws, ldw, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn, in,
-                               false, unused);
+            lstm_forward_frame<K>(Ws, ldw, w, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn,
+                                  in, false, unused);
         }
         __syncthreads();
         float* t = lc; lc = ln; ln = t;
@@ -388,112 +429,23 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
     }
 }
 
-// lstm_forward_rw_k{KPL} (RTRBM_KERNELS=rec-regs, opt-in until measured on a GPU): the
-// one-pass path of lstm_forward_v2 with each lane's KPL terms of Wl for its unit's four gates
-// (rows k = q + S m, m < KPL, of columns j, U + j, 2U + j, 3U + j) held in registers for the whole
-// chunk, read once from global memory, instead of read from shared memory in every frame (at
-// U = 88 a frame of v2 streams the 124 KB of Wl through shared memory: ~1,000 of its cycles).
-// The same terms in the same order as lstm_forward_frame: the same bits. The host launches it
-// only when the units fit one pass, KPL >= ceil(U / S) and blockDim <= 768 (registers: 4 KPL for
-// W; ptxas sm_90: 68 registers at KPL = 8, 80 at 12, no spills; a KPL of 16 would spill). Shared
-// memory: l[s], c[s], l[s+1], c[s+1] (4U floats).
-template <int KPL>
-__device__ __forceinline__ void lstm_forward_frame_rw(const float (&w)[4][KPL], const float* __restrict__ peep,
-                                                      int has_peep, const float* __restrict__ pre,
-                                                      float* __restrict__ l, float* __restrict__ c,
-                                                      float* __restrict__ gates, int B, int U, int S, int b, int s,
-                                                      int j, int q, const float* lc, const float* cc, float* ln,
-                                                      float* cn, LstmPre in, bool ld, LstmPre& ld_in) {
-    const int G = 4 * U;
-    const long long next = ((long long)(s + 1) * B + b) * U;
-    const long long grow = ((long long)s * B + b) * G;
-    if (ld) ld_in = lstm_pre(pre, grow + (long long)B * G, U, j);
-    float ai = 0.0f, af = 0.0f, ao = 0.0f, ag = 0.0f;
-    if (j < U) {
-#pragma unroll
-        for (int m = 0; m < KPL; ++m) {
-            const int k = q + S * m;
-            if (k < U) {
-                float x = lc[k];
-                ai += x * w[0][m];
-                af += x * w[1][m];
-                ao += x * w[2][m];
-                ag += x * w[3][m];
-            }
-        }
-    }
-    ai = group_sum(ai, S);
-    af = group_sum(af, S);
-    ao = group_sum(ao, S);
-    ag = group_sum(ag, S);
-    if (j < U && q == 0) {
-        float zi = in.i + ai, zf = in.f + af, zo = in.o + ao, zg = in.g + ag;
-        lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
-    }
-}
-
-template <int KPL>
-__device__ __forceinline__ void lstm_forward_rw_impl(const float* __restrict__ Wl, const float* __restrict__ peep,
-                                                     int has_peep, const float* __restrict__ pre,
-                                                     float* __restrict__ l, float* __restrict__ c,
-                                                     float* __restrict__ gates, int T, int B, int U, int S,
-                                                     long long wl_ps, long long peep_ps, long long pre_ps,
-                                                     long long l_ps, long long c_ps, long long gates_ps) {
-    extern __shared__ float smem[];
-    const long long model = blockIdx.y;
-    Wl += model * wl_ps;
-    peep += model * peep_ps;
-    pre += model * pre_ps;
-    l += model * l_ps;
-    c += model * c_ps;
-    gates += model * gates_ps;
-    const int G = 4 * U;
-    float* lc = smem;   // l[s]
-    float* cc = lc + U; // c[s]
-    float* ln = cc + U; // l[s+1]
-    float* cn = ln + U; // c[s+1]
-    const int b = blockIdx.x, q = threadIdx.x & (S - 1), j = threadIdx.x / S;
-    float w[4][KPL];
-#pragma unroll
-    for (int m = 0; m < KPL; ++m) {
-        const int k = q + S * m;
-        const bool ok = j < U && k < U;
-#pragma unroll
-        for (int g = 0; g < 4; ++g) w[g][m] = ok ? Wl[(long long)k * G + g * U + j] : 0.0f;
-    }
-    for (int i = threadIdx.x; i < U; i += blockDim.x) {
-        lc[i] = l[(long long)b * U + i];
-        cc[i] = c[(long long)b * U + i];
-    }
-    const bool loads = j < U && q == 0;
-    LstmPre a{0.0f, 0.0f, 0.0f, 0.0f}, bb{0.0f, 0.0f, 0.0f, 0.0f};  // frames s (a) and s+1 (bb)
-    if (loads && T > 0) a = lstm_pre(pre, (long long)b * G, U, j);
-    __syncthreads();
-    for (int s = 0; s < T; s += 2) {
-        lstm_forward_frame_rw<KPL>(w, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn, a,
-                                   loads && s + 1 < T, bb);
-        __syncthreads();
-        float* t = lc; lc = ln; ln = t;
-        t = cc; cc = cn; cn = t;
-        if (s + 1 < T) {
-            lstm_forward_frame_rw<KPL>(w, peep, has_peep, pre, l, c, gates, B, U, S, b, s + 1, j, q, lc, cc, ln, cn,
-                                       bb, loads && s + 2 < T, a);
-            __syncthreads();
-            t = lc; lc = ln; ln = t;
-            t = cc; cc = cn; cn = t;
-        }
-    }
+extern "C" __global__ void __launch_bounds__(1024)
+lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,
+                const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates,
+                int T, int B, int U, int w_shared, int ldw, int S, long long wl_ps, long long peep_ps, long long pre_ps,
+                long long l_ps, long long c_ps, long long gates_ps) {
+    lstm_forward_body<0>(Wl, peep, has_peep, pre, l, c, gates, T, B, U, w_shared, ldw, S, wl_ps, peep_ps, pre_ps, l_ps,
+                         c_ps, gates_ps);
 }
 
 #define LSTM_FORWARD_RW(K)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(768)                                                            \
-        lstm_forward_rw_k##K(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,         \
-                             const float* __restrict__ pre, float* __restrict__ l, float* __restrict__ c,         \
-                             float* __restrict__ gates, int T, int B, int U, int S, long long wl_ps,              \
-                             long long peep_ps, long long pre_ps, long long l_ps, long long c_ps,                 \
-                             long long gates_ps) {                                                                \
-        lstm_forward_rw_impl<K>(Wl, peep, has_peep, pre, l, c, gates, T, B, U, S, wl_ps, peep_ps, pre_ps, l_ps,   \
-                                c_ps, gates_ps);                                                                  \
+    extern "C" __global__ void __launch_bounds__(768) lstm_forward_rw_k##K(                                      \
+        const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep, const float* __restrict__ pre, \
+        float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates, int T, int B, int U, int w_shared, \
+        int ldw, int S, long long wl_ps, long long peep_ps, long long pre_ps, long long l_ps, long long c_ps,      \
+        long long gates_ps) {                                                                                     \
+        lstm_forward_body<K>(Wl, peep, has_peep, pre, l, c, gates, T, B, U, 0, ldw, S, wl_ps, peep_ps, pre_ps,    \
+                             l_ps, c_ps, gates_ps);                                                               \
     }
 LSTM_FORWARD_RW(8)
 LSTM_FORWARD_RW(12)

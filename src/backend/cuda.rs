@@ -1332,19 +1332,41 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
+    /// Launches `add_bias` or `broadcast_rows` (kernels/linalg.cu), which share their arguments:
+    /// `x` `[rows, cols]` and a bias row `[cols]`.
+    fn row_bias(
+        &self,
+        name: &str,
+        x: &mut CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        check(&format!("{name} x"), self.slab(x), rows * cols)?;
+        check(&format!("{name} bias"), self.slab(bias), cols)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
+        let f = self.func(name)?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
+        self.launch(&mut lb, self.grid(rows * cols), name)
+    }
+
     /// The register-weights LSTM forward (`lstm_forward_rw_k{K}`) for U units, when
     /// `RTRBM_KERNELS=rec-regs` asks for it and it applies: the split S and block of the v2
     /// forward ([`rec_split`]), one pass (U <= blockDim / S), at most 768 threads (its launch
-    /// bound) and ceil(U / S) <= K for K in 8, 12 (4K registers of W per thread). Returns
-    /// (K, S, threads).
-    fn lstm_forward_rw_plan(&self, nu: usize) -> Option<(usize, usize, u32)> {
+    /// bound) and ceil(U / S) <= K for K in 8, 12 (4K registers of W per thread). Returns K.
+    fn lstm_forward_rw_plan(&self, nu: usize) -> Option<usize> {
         if !self.rec_regs || self.rec_v1 {
             return None;
         }
         let (s, threads) = rec_split(nu, nu);
         let one_pass = nu <= threads as usize / s;
         let k = [8, 12].into_iter().find(|&k| nu.div_ceil(s) <= k)?;
-        (one_pass && threads <= 768).then_some((k, s, threads))
+        (one_pass && threads <= 768).then_some(k)
     }
 
     /// The register-weights LSTM backward (`lstm_backward_rw_k{K}`) for U units, as
@@ -1660,31 +1682,11 @@ impl Backend for Cuda {
     }
 
     fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        check("add_bias x", self.slab(x), rows * cols)?;
-        check("add_bias bias", self.slab(bias), cols)?;
-        if rows * cols == 0 {
-            return Ok(());
-        }
-        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
-        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
-        let f = self.func("add_bias")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
-        self.launch(&mut lb, self.grid(rows * cols), "add_bias")
+        self.row_bias("add_bias", x, bias, rows, cols)
     }
 
     fn broadcast_rows(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        check("broadcast_rows x", self.slab(x), rows * cols)?;
-        check("broadcast_rows bias", self.slab(bias), cols)?;
-        if rows * cols == 0 {
-            return Ok(());
-        }
-        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
-        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
-        let f = self.func("broadcast_rows")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
-        self.launch(&mut lb, self.grid(rows * cols), "broadcast_rows")
+        self.row_bias("broadcast_rows", x, bias, rows, cols)
     }
 
     fn sum_rows(
@@ -2108,27 +2110,14 @@ impl Backend for Cuda {
             return Ok(());
         }
         let (ti, bi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?);
-        if let Some((k, s, threads)) = self.lstm_forward_rw_plan(nu) {
-            // Wl in registers (kernels/lstm.cu, lstm_forward_rw_k{K}); no staged matrix
-            let kname = format!("lstm_forward_rw_k{k}");
-            let (has_peep, si) = (peep.is_some() as i32, s as i32);
-            let peep_buf = peep.unwrap_or(wl);
-            let peep_ps = peep.map_or(0, |p| self.ps(p));
-            let (wl_ps, pre_ps, l_ps, c_ps, g_ps) = (self.ps(wl), self.ps(pre), self.ps(l), self.ps(c), self.ps(gates));
-            let f = self.func(&kname)?;
-            let mut lb = self.stream.launch_builder(f);
-            lb.arg(wl).arg(peep_buf).arg(&has_peep).arg(pre).arg(l).arg(c).arg(gates);
-            lb.arg(&ti).arg(&bi).arg(&ui).arg(&si);
-            lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
-            let cfg = LaunchConfig {
-                grid_dim: (b as u32, self.models as u32, 1),
-                block_dim: (threads, 1, 1),
-                shared_mem_bytes: (4 * nu * 4) as u32,
-            };
-            return self.launch(&mut lb, cfg, &kname);
-        }
-        let (kname, split, cfg, w_sh, ldw) =
+        let (mut kname, split, mut cfg, mut w_sh, ldw) =
             self.rec_launch("lstm_forward", b, nu, nu, (nu, g4, 4 * nu), Walk::Columns)?;
+        if let Some(k) = self.lstm_forward_rw_plan(nu) {
+            // Wl in registers (kernels/lstm.cu, lstm_forward_rw_k{K}): v2's split and block, only
+            // the states in shared memory
+            kname = format!("lstm_forward_rw_k{k}");
+            (w_sh, cfg.shared_mem_bytes) = (0, (4 * nu * 4) as u32);
+        }
         let has_peep = peep.is_some() as i32;
         // Without peepholes the kernel never reads `peep`; pass Wl as a valid stand-in pointer
         // (slab stride 0).
