@@ -229,7 +229,7 @@ const GEMM_RB_MIN_MACS: usize = 1 << 24;
 /// both kernels' k-tiles).
 const GEMM_KC: usize = 128;
 
-/// Rows (warps) per block of `hidden_probs_v2_r{R}`.
+/// Rows (warps) per block of `hidden_probs_v2_r{R}` and `cd_stats_v2_r{R}`.
 const HIDDEN_ROWS_PER_BLOCK: usize = 8;
 
 /// The row blocks of `sum_rows`' summation order (`SUM_ROWS_BLOCK` in kernels/linalg.cu), the
@@ -1332,6 +1332,23 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
+    /// The kernel and launch of `hidden_probs` or `cd_stats` (`base`) for N rows of V visibles
+    /// and H hiddens: `{base}_v2_r{R}` (kernels/rbm.cu: one warp per row, nonzero visibles only,
+    /// the same bits), unless RTRBM_KERNELS=v1 or max(V, H) > 32 V2_MAX_R; then `{base}` with one
+    /// thread per element of its `elems`-element grid-stride loop.
+    fn row_kernel(&self, base: &str, n: usize, nv: usize, nh: usize, elems: usize) -> (String, LaunchConfig) {
+        let r = nv.max(nh).div_ceil(32);
+        if self.kernels_v1 || r > V2_MAX_R {
+            return (base.to_string(), self.grid(elems));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(HIDDEN_ROWS_PER_BLOCK) as u32, self.models as u32, 1),
+            block_dim: (32, HIDDEN_ROWS_PER_BLOCK as u32, 1),
+            shared_mem_bytes: 0,
+        };
+        (format!("{base}_v2_r{r}"), cfg)
+    }
+
     /// Launches `add_bias` or `broadcast_rows` (kernels/linalg.cu), which share their arguments:
     /// `x` `[rows, cols]` and a bias row `[cols]`.
     fn row_bias(
@@ -1814,19 +1831,7 @@ impl Backend for Cuda {
         }
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
         let (w_ps, v_ps, bh_ps, o_ps) = (self.ps(w), self.ps(v), self.ps(bh_t), self.ps(out));
-        // one warp per row, nonzero visibles only (same bits), unless RTRBM_KERNELS=v1 or
-        // max(V, H) > 32 V2_MAX_R
-        let r = nv.max(nh).div_ceil(32);
-        let (name, cfg) = if !self.kernels_v1 && r <= V2_MAX_R {
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(HIDDEN_ROWS_PER_BLOCK) as u32, self.models as u32, 1),
-                block_dim: (32, HIDDEN_ROWS_PER_BLOCK as u32, 1),
-                shared_mem_bytes: 0,
-            };
-            (format!("hidden_probs_v2_r{r}"), cfg)
-        } else {
-            ("hidden_probs".to_string(), self.grid(n * nh))
-        };
+        let (name, cfg) = self.row_kernel("hidden_probs", n, nv, nh, n * nh);
         let f = self.func(&name)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(w).arg(v).arg(bh_t).arg(&ni).arg(&vi).arg(&hi).arg(out);
@@ -1861,19 +1866,7 @@ impl Backend for Cuda {
         }
         let (ni, vi, hi) = (i32_of("N", n)?, i32_of("V", nv)?, i32_of("H", nh)?);
         i32_of("N*max(V,H)", n * nv.max(nh))?;
-        // one warp per row, nonzero visibles only (same bits), unless RTRBM_KERNELS=v1 or
-        // max(V, H) > 32 V2_MAX_R (as hidden_probs)
-        let r = nv.max(nh).div_ceil(32);
-        let (name, cfg) = if !self.kernels_v1 && r <= V2_MAX_R {
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(HIDDEN_ROWS_PER_BLOCK) as u32, self.models as u32, 1),
-                block_dim: (32, HIDDEN_ROWS_PER_BLOCK as u32, 1),
-                shared_mem_bytes: 0,
-            };
-            (format!("cd_stats_v2_r{r}"), cfg)
-        } else {
-            ("cd_stats".to_string(), self.grid(n * nv.max(nh)))
-        };
+        let (name, cfg) = self.row_kernel("cd_stats", n, nv, nh, n * nv.max(nh));
         let ps = [w, v, vneg, bh_t, wmask].map(|b| self.ps(b));
         let out_ps = [self.ps(phneg), self.ps(dbh_t), self.ps(dbv_t)];
         let f = self.func(&name)?;
