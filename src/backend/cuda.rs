@@ -1219,18 +1219,12 @@ impl Cuda {
         let si = splits as i32;
         let group = (self.grid_z / splits).clamp(1, self.models);
         let f = self.func("gemm_f32_rb")?;
-        let mut scratch = None;
-        if splits > 1 {
-            // scratch: one group's models x splits slices of m x n
-            let need = group * splits * m * n;
-            let mut guard =
-                self.splitk.lock().map_err(|_| Error::Cuda("gemm split-K scratch: lock poisoned".into()))?;
-            if guard.as_ref().is_none_or(|p| p.len() < need) {
-                self.rec.replacing("growing the gemm split-K scratch")?;
-                *guard = Some(drv("alloc gemm split-K scratch", self.stream.alloc_zeros::<f32>(need))?);
-            }
-            scratch = Some(guard);
-        }
+        // scratch: one group's models x splits slices of m x n
+        let mut scratch = if splits > 1 {
+            Some(self.grown(&self.splitk, group * splits * m * n, "gemm split-K scratch")?)
+        } else {
+            None
+        };
         for first in (0..self.models).step_by(group) {
             let g = group.min(self.models - first);
             let (ao, bo, co) = (ao + first as i64 * a_ps, bo + first as i64 * b_ps, co + first as i64 * c_ps);
@@ -1330,6 +1324,23 @@ impl Cuda {
     /// at most 256 (units beyond are strided).
     fn rec_threads(units: usize) -> u32 {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
+    }
+
+    /// A scratch buffer of the backend's own (`splitk`, `sumrows`), locked and holding at least
+    /// `need` floats: grown (a new allocation, so recordings that hold the old one are made again)
+    /// when shorter, else reused as it is (stream-ordered: one buffer serves every launch).
+    fn grown<'a>(
+        &self,
+        slot: &'a Mutex<Option<CudaSlice<f32>>>,
+        need: usize,
+        what: &str,
+    ) -> Result<std::sync::MutexGuard<'a, Option<CudaSlice<f32>>>> {
+        let mut guard = slot.lock().map_err(|_| Error::Cuda(format!("{what}: lock poisoned")))?;
+        if guard.as_ref().is_none_or(|p| p.len() < need) {
+            self.rec.replacing(&format!("growing the {what}"))?;
+            *guard = Some(drv(&format!("alloc {what}"), self.stream.alloc_zeros::<f32>(need))?);
+        }
+        Ok(guard)
     }
 
     /// The kernel and launch of `hidden_probs` or `cd_stats` (`base`) for N rows of V visibles
@@ -1725,12 +1736,7 @@ impl Backend for Cuda {
         let blocks = rows.div_ceil(SUM_ROWS_BLOCK);
         if blocks > SUM_ROWS_WARPS {
             // every row block at once, then the block sums in order (kernels/linalg.cu)
-            let need = self.models * blocks * cols;
-            let mut guard = self.sumrows.lock().map_err(|_| Error::Cuda("sum_rows scratch: lock poisoned".into()))?;
-            if guard.as_ref().is_none_or(|p| p.len() < need) {
-                self.rec.replacing("growing the sum_rows scratch")?;
-                *guard = Some(drv("alloc sum_rows scratch", self.stream.alloc_zeros::<f32>(need))?);
-            }
+            let mut guard = self.grown(&self.sumrows, self.models * blocks * cols, "sum_rows scratch")?;
             let part = guard.as_mut().ok_or_else(|| Error::Cuda("sum_rows scratch missing".into()))?;
             let (bi, p_ps) = (i32_of("row blocks", blocks)?, (blocks * cols) as i64);
             {
