@@ -1361,17 +1361,19 @@ impl Cuda {
     }
 
     /// Launches `add_bias` or `broadcast_rows` (kernels/linalg.cu), which share their arguments:
-    /// `x` `[rows, cols]` and a bias row `[cols]`.
+    /// `x` `[rows, cols]` and a bias row `[cols]` (`labels` name them in errors, as in
+    /// [`Cuda::recurrent_backward`]).
     fn row_bias(
         &self,
         name: &str,
+        labels: [&str; 2],
         x: &mut CudaSlice<f32>,
         bias: &CudaSlice<f32>,
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        check(&format!("{name} x"), self.slab(x), rows * cols)?;
-        check(&format!("{name} bias"), self.slab(bias), cols)?;
+        check(labels[0], self.slab(x), rows * cols)?;
+        check(labels[1], self.slab(bias), cols)?;
         if rows * cols == 0 {
             return Ok(());
         }
@@ -1710,11 +1712,11 @@ impl Backend for Cuda {
     }
 
     fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        self.row_bias("add_bias", x, bias, rows, cols)
+        self.row_bias("add_bias", ["add_bias x", "add_bias bias"], x, bias, rows, cols)
     }
 
     fn broadcast_rows(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        self.row_bias("broadcast_rows", x, bias, rows, cols)
+        self.row_bias("broadcast_rows", ["broadcast_rows x", "broadcast_rows bias"], x, bias, rows, cols)
     }
 
     fn sum_rows(
