@@ -24,7 +24,7 @@ fn quick(filter: &str) {
         for kind in KINDS {
             let name = format!("train/{}/{}t", kind.name(), threads);
             if name.contains(filter) {
-                println!("{}", train_workload(&be, kind, 1, 25, 200).expect("train workload"));
+                println!("{}", train_workload(&be, kind, 1, 25, 200, false).expect("train workload"));
             }
         }
         if format!("ais/{threads}t").contains(filter) {

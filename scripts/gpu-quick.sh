@@ -4,7 +4,8 @@
 # (AB_REV=<the revision before the change>),
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
-# updates, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
+# updates (compare their updates/s: revisions before the exact frame count overstate frames/s
+# by 4.3%, docs/PERFORMANCE.md Step 12), batch 64 in length buckets, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
 # (both versions), 256 models (this one), and the same with the opt-in kernels
 # (RTRBM_KERNELS=gibbs-tc, rec-regs, both), and, where Nsight Compute is installed, the stall
 # reasons of the serial kernels. Everything lands in $OUT/quick.tgz.
@@ -16,7 +17,10 @@ OUT=$L/logs bash run.sh > $L/logs/tests.txt 2>&1; echo "tests rc=$?"; cat $L/log
 for i in 1 2; do for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
   tag=$([ $bin = ./bin/rtrbm ] && echo this || echo ab)
   timeout 60 $bin bench train --device cuda --batch 64 --updates 20 --json $L/logs/$tag-b64-$i.json 2>&1 | grep "^train" | sed "s/^/$tag: /"
-done; done; pack
+done; done
+# length-bucketed batches (train.bucket, opt-in; its own workload, not the target's)
+timeout 60 ./bin/rtrbm bench train --device cuda --batch 64 --bucket --updates 20 --json $L/logs/this-b64-bucket.json 2>&1 | grep "^train" | sed "s/^/this: /"
+pack
 for bin in ./bin/rtrbm-ab ./bin/rtrbm; do
   tag=$([ $bin = ./bin/rtrbm ] && echo this || echo ab)
   RTRBM_PROFILE=1 timeout 60 $bin bench phases --device cuda --batch 64 --updates 20 > $L/logs/$tag-profile-b64.txt 2>&1

@@ -5,12 +5,12 @@
 //! throughput at the median.
 
 use crate::backend::Backend;
-use crate::config::{CdStep, Config};
+use crate::config::{CdStep, Config, TrainConfig};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::model::{ChunkStore, ModelKind, ModelSpec};
 use crate::rng::{HostRng, RngKey};
-use crate::train::{make_chunks, Batch, Trainer};
+use crate::train::{epoch_order, make_chunks, Batch, Trainer};
 use std::time::Instant;
 
 /// Timings of one workload.
@@ -32,6 +32,8 @@ pub struct BenchResult {
     pub unit: String,
     /// Training workloads: whether the timed updates replayed recorded CUDA graphs.
     pub recorded: bool,
+    /// Training workloads: the real (unpadded) frames of the timed updates, per update.
+    pub frames_per_update: Option<f64>,
 }
 
 impl std::fmt::Display for BenchResult {
@@ -65,6 +67,7 @@ fn summarise(name: String, mut times: Vec<f64>, items: f64, unit: &str) -> Bench
         throughput: items / median.max(1e-12),
         unit: unit.to_string(),
         recorded: false,
+        frames_per_update: None,
     }
 }
 
@@ -99,10 +102,51 @@ fn paper_setup<F: Float>(
     Ok((cfg, chunks))
 }
 
-/// The chunks of update `u` of the training benchmarks: `batch` consecutive chunks of the
-/// `chunks` in order, wrapping.
-fn batch_ids(u: usize, batch: usize, chunks: usize) -> Vec<Option<usize>> {
-    (0..batch).map(|i| Some((u * batch + i) % chunks)).collect()
+/// Mean frames of a JSB Chorales training chunk (<= 100 frames): 13,807 frames in 243 chunks,
+/// 56.8 (counted from the embedded data).
+pub fn jsb_mean_chunk_frames() -> f64 {
+    let lens: Vec<usize> =
+        make_chunks::<f32>(&crate::data::jsb_embedded().train, 100).iter().map(|c| c.len() / 88).collect();
+    lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64
+}
+
+/// The chunks of each update of the training benchmarks. Without `bucket`: `batch` consecutive
+/// chunks of the `chunks` in file order, wrapping (the batches every recorded figure before
+/// length buckets used). With `bucket`: the batches a training run with `train.bucket` makes
+/// ([`epoch_order`] of epoch `u / batches per epoch`, seed 1234), short last batch included.
+struct BenchBatches {
+    batch: usize,
+    lens: Vec<usize>,
+    bucket: Option<TrainConfig>,
+}
+
+impl BenchBatches {
+    fn new(cfg: &Config, lens: Vec<usize>, bucket: bool) -> Self {
+        let tc = TrainConfig { bucket: true, shuffle: true, ..cfg.train.clone() };
+        Self { batch: cfg.train.batch, lens, bucket: bucket.then_some(tc) }
+    }
+
+    fn ids(&self, u: usize) -> Vec<Option<usize>> {
+        let (b, n) = (self.batch, self.lens.len());
+        match &self.bucket {
+            None => (0..b).map(|i| Some((u * b + i) % n)).collect(),
+            Some(tc) => {
+                let per_epoch = n.div_ceil(b);
+                let order = epoch_order(tc, &self.lens, u / per_epoch);
+                let pos = (u % per_epoch) * b;
+                let mut ids: Vec<Option<usize>> = order[pos..(pos + b).min(n)].iter().map(|&i| Some(i)).collect();
+                ids.resize(b, None);
+                ids
+            }
+        }
+    }
+
+    /// Real frames of the updates `us`, per update.
+    fn frames_per_update(&self, us: std::ops::Range<usize>) -> f64 {
+        let count = us.len().max(1) as f64;
+        let frames: usize = us.flat_map(|u| self.ids(u)).flatten().map(|i| self.lens[i]).sum();
+        frames as f64 / count
+    }
 }
 
 /// Updates before the clock starts: `max(updates / 5, 2)`, or with recorded updates two passes
@@ -116,31 +160,35 @@ fn warm_up_updates(recorded: bool, chunks: usize, batch: usize, updates: usize) 
 }
 
 /// Training updates of the paper protocol on JSB Chorales chunks (<= 100 frames), `batch`
-/// chunks per update, CD-`k`: 5 repetitions of `updates` updates after a warm-up of
+/// chunks per update (with `bucket`, batches of similar length as `train.bucket` makes them:
+/// [`BenchBatches`]), CD-`k`: 5 repetitions of `updates` updates after a warm-up of
 /// `max(updates / 5, 2)` updates. With recorded updates (CUDA, unless `RTRBM_GRAPHS=0`) the
 /// warm-up is two passes over the chunks, so that every shape of update is recorded before the
 /// clock starts (a training run records each shape once and replays it for the rest of the run).
-/// Throughput is updates per second.
+/// Throughput is updates per second; `frames_per_update` counts the timed updates' real frames.
 pub fn train_workload<B: Backend>(
     be: &B,
     kind: ModelKind,
     batch: usize,
     k: usize,
     updates: usize,
+    bucket: bool,
 ) -> Result<BenchResult> {
     let (cfg, chunks) = paper_setup::<B::F>("train_workload", kind, batch, k, updates)?;
     let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
+    let batches = BenchBatches::new(&cfg, (0..store.len()).map(|i| store.frames(i)).collect(), bucket);
     let mut trainer = Trainer::new(be, cfg)?;
     let mut update = 0u64;
     let mut run = |trainer: &mut Trainer<'_, B>, n: usize| -> Result<()> {
         for _ in 0..n {
-            trainer.step_store(&store, &batch_ids(update as usize, batch, chunks.len()), &[update])?;
+            trainer.step_store(&store, &batches.ids(update as usize), &[update])?;
             update += 1;
         }
         Ok(())
     };
     let recorded = trainer.records_updates();
-    run(&mut trainer, warm_up_updates(recorded, chunks.len(), batch, updates))?;
+    let warm_up = warm_up_updates(recorded, chunks.len(), batch, updates);
+    run(&mut trainer, warm_up)?;
     be.synchronize()?;
     let mut times = vec![];
     for _ in 0..5 {
@@ -149,13 +197,15 @@ pub fn train_workload<B: Backend>(
         be.synchronize()?;
         times.push(t0.elapsed().as_secs_f64());
     }
-    let tag = if recorded { ", recorded updates" } else { "" };
+    let frames = batches.frames_per_update(warm_up..warm_up + 5 * updates);
+    let tag =
+        format!("{}{}", if bucket { ", length buckets" } else { "" }, if recorded { ", recorded updates" } else { "" });
     let name = format!("train {} batch {batch} CD-{k} on {}{tag}", kind.name(), be.name());
-    Ok(BenchResult { recorded, ..summarise(name, times, updates as f64, "updates") })
+    Ok(BenchResult { recorded, frames_per_update: Some(frames), ..summarise(name, times, updates as f64, "updates") })
 }
 
 /// Where the time of one update goes: `updates` paper-protocol updates (as
-/// [`train_workload`], after a warm-up), timed twice. (1) Unsynchronised: the host time of each
+/// [`train_workload`], with or without length buckets, after a warm-up), timed twice. (1) Unsynchronised: the host time of each
 /// `Trainer::step` call (on a GPU: the time to issue its work; when it is close to the
 /// synchronised update time, the update is bound by the host or by a blocking copy) and the
 /// time per update with one synchronisation at the end. (2) Synchronised after each phase of the
@@ -169,11 +219,13 @@ pub fn phase_workload<B: Backend>(
     batch: usize,
     k: usize,
     updates: usize,
+    bucket: bool,
 ) -> Result<PhaseTimes> {
     let (cfg, chunks) = paper_setup::<B::F>("phase_workload", kind, batch, k, updates)?;
     let store = ChunkStore::new(be, &chunks, cfg.model.visible)?;
+    let batches = BenchBatches::new(&cfg, (0..store.len()).map(|i| store.frames(i)).collect(), bucket);
+    let batch_at = |u: usize| batches.ids(u);
     let mut trainer = Trainer::new(be, cfg)?;
-    let batch_at = |u: usize| batch_ids(u, batch, chunks.len());
     let recorded = trainer.records_updates();
     for u in 0..warm_up_updates(recorded, chunks.len(), batch, updates) {
         trainer.step_store(&store, &batch_at(u), &[u as u64])?;
@@ -207,7 +259,12 @@ pub fn phase_workload<B: Backend>(
         })?;
     }
     Ok(PhaseTimes {
-        workload: format!("{} batch {batch} CD-{k}{}", kind.name(), if recorded { ", recorded updates" } else { "" }),
+        workload: format!(
+            "{} batch {batch} CD-{k}{}{}",
+            kind.name(),
+            if bucket { ", length buckets" } else { "" },
+            if recorded { ", recorded updates" } else { "" }
+        ),
         device: be.name(),
         updates,
         update_s,
@@ -350,7 +407,7 @@ mod tests {
     #[test]
     fn phase_and_sweep_workloads_run_on_the_cpu() {
         let be = Cpu::<f32>::new(1);
-        let p = phase_workload(&be, ModelKind::Rtrbm, 1, 2, 3).unwrap();
+        let p = phase_workload(&be, ModelKind::Rtrbm, 1, 2, 3, false).unwrap();
         let names: Vec<&str> = p.phases.iter().map(|x| x.0.as_str()).collect();
         assert_eq!(names, ["load", "forward", "negatives", "backward", "clip", "sgd"]);
         assert!(p.update_s > 0.0 && p.host_issue_s > 0.0 && p.phases.iter().all(|x| x.1 >= 0.0));
@@ -360,5 +417,31 @@ mod tests {
             assert_eq!((r.reps, r.items_per_rep), (3, 3.0), "{}", r.name);
         }
         assert!(sweep_workload(|_, _| Ok(Cpu::<f32>::new(1)), 1, 2, 0, 1, 1).is_err());
+    }
+
+    /// The batches of the training benchmarks and the frames they count: file order as before
+    /// (JSB: 56.8 frames per chunk, not the 59.3 the table assumed until the count was made
+    /// exact), and with buckets an epoch of the trainer's batches, every chunk once.
+    #[test]
+    fn bench_batches_count_the_real_frames() {
+        assert!((jsb_mean_chunk_frames() - 13_807.0 / 243.0).abs() < 1e-9);
+        let mut cfg = Config::default();
+        cfg.train.batch = 64;
+        let lens: Vec<usize> =
+            make_chunks::<f32>(&crate::data::jsb_embedded().train, 100).iter().map(|c| c.len() / 88).collect();
+        let plain = BenchBatches::new(&cfg, lens.clone(), false);
+        assert_eq!(plain.ids(1)[0], Some(64));
+        assert_eq!(plain.ids(3)[63], Some((3 * 64 + 63) % 243), "file order, wrapping");
+        // 243 updates of 64 chunks in file order are every chunk 64 times
+        assert!((plain.frames_per_update(0..243) - 64.0 * 13_807.0 / 243.0).abs() < 1e-6);
+        let buckets = BenchBatches::new(&cfg, lens, true);
+        for epoch in 0..2 {
+            let ids: Vec<usize> = (4 * epoch..4 * epoch + 4).flat_map(|u| buckets.ids(u)).flatten().collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..243).collect::<Vec<_>>(), "epoch {epoch}: every chunk once");
+            assert_eq!(buckets.ids(4 * epoch + 3).iter().filter(|i| i.is_none()).count(), 64 * 4 - 243);
+        }
+        assert!((buckets.frames_per_update(0..8) - 13_807.0 / 4.0).abs() < 1e-9);
     }
 }

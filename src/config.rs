@@ -81,6 +81,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Shuffle the chunks every epoch.
     pub shuffle: bool,
+    /// Batch chunks of similar length (with `batch` > 1; off by default): each epoch sorts its
+    /// (shuffled) chunks by length, cuts them into batches and shuffles the batches, so that a
+    /// batch is padded to about its own chunks' length instead of its longest one's. The cost and
+    /// the epoch are the same; which chunks share an update is not (see `train::epoch_order`).
+    /// In a pack of runs an update spans the longest of the runs' batches, so runs with their
+    /// own seeds gain less there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bucket: bool,
     /// Log the training cost every this many updates.
     pub log_every: u64,
     /// Write a checkpoint every this many updates (0 = only at epoch ends).
@@ -124,6 +132,7 @@ impl Default for TrainConfig {
             max_updates: 0,
             seed: 1234,
             shuffle: true,
+            bucket: false,
             log_every: 50,
             checkpoint_every: 0,
             valid_metric: ValidMetric::AisLl,

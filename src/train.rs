@@ -2,14 +2,15 @@
 //! early stopping, checkpoints that resume exactly, metrics and training curves.
 //!
 //! Reproducibility: every random number is a function of the seed and a position, never of a
-//! sequential generator's history. Epoch e shuffles its chunks with `HostRng(seed, 0x5EED + e)`;
+//! sequential generator's history. Epoch e orders its chunks with `HostRng(seed, 0x5EED + e)`
+//! (and `0xB0C7 + e` for length buckets, [`epoch_order`]);
 //! update n samples its negatives with `RngKey(seed ^ GIBBS_SALT, n)`. A checkpoint therefore
 //! needs only the parameters, velocities, update count and position in the epoch to continue
 //! bit for bit where a killed run stopped.
 
 use crate::backend::{check_models, Backend, SgdHyper};
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{Config, ValidMetric};
+use crate::config::{Config, TrainConfig, ValidMetric};
 use crate::data::{Dataset, Sequence};
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -710,6 +711,33 @@ pub fn run_chunks<B: Backend>(
     run_pack(be, vec![cfg], &chunks, valid_fn, std::slice::from_ref(opts))?.remove(0)
 }
 
+/// The chunk order of epoch `epoch` of a run whose chunks have `lens` frames; its batches are
+/// consecutive runs of `tc.batch` chunks of it (the last one possibly shorter). The chunks are
+/// shuffled with `HostRng(seed, 0x5EED + epoch)` (file order without `tc.shuffle`). With
+/// `tc.bucket` and a batch > 1 they are then sorted by length, longest first (stably, so chunks
+/// of one length keep their shuffled order), cut into batches, and the whole batches shuffled
+/// with `HostRng(seed, 0xB0C7 + epoch)`; a short last batch (the shortest chunks) stays last.
+/// Every chunk is still seen once per epoch, but a batch then holds chunks of similar length: an
+/// update's T is about its chunks' length rather than the longest of B random chunks (JSB, batch
+/// 64: the padding falls from 46% of the rows to 18%, and the four batches of an epoch have T =
+/// 100, 65, 56 and 41 instead of ~100 each; larger datasets bucket more finely).
+pub fn epoch_order(tc: &TrainConfig, lens: &[usize], epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    if tc.shuffle {
+        HostRng::new(tc.seed, 0x5EED + epoch as u32).shuffle(&mut order);
+    }
+    if tc.bucket && tc.batch > 1 {
+        order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        let full = order.len() / tc.batch;
+        let mut batches: Vec<&[usize]> = order.chunks(tc.batch).collect();
+        if tc.shuffle {
+            HostRng::new(tc.seed, 0xB0C7 + epoch as u32).shuffle(&mut batches[..full]);
+        }
+        order = batches.concat();
+    }
+    order
+}
+
 /// Where one run of a pack stands.
 struct RunState<'o> {
     opts: &'o RunOptions,
@@ -753,6 +781,7 @@ pub fn run_pack<B: Backend>(
     let mut trainer = Trainer::new_packed(be, cfgs.clone())?;
     // the training chunks live on the device for the whole run; an update gathers its batch
     let store = ChunkStore::new(be, chunks, cfgs[0].model.visible)?;
+    let lens: Vec<usize> = (0..store.len()).map(|i| store.frames(i)).collect();
     let mut ids: Vec<Option<usize>> = Vec::with_capacity(cfgs.len() * cfgs[0].train.batch);
     let mut runs: Vec<RunState> = vec![];
     for (p, o) in opts.iter().enumerate() {
@@ -909,11 +938,7 @@ pub fn run_pack<B: Backend>(
                 }
             }
             if st.result.is_none() && st.order.0 != st.prog.epoch {
-                let mut order: Vec<usize> = (0..chunks.len()).collect();
-                if tc.shuffle {
-                    HostRng::new(tc.seed, 0x5EED + st.prog.epoch as u32).shuffle(&mut order);
-                }
-                st.order = (st.prog.epoch, order);
+                st.order = (st.prog.epoch, epoch_order(tc, &lens, st.prog.epoch));
             }
         }
         for st in &runs {

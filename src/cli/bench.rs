@@ -1,7 +1,8 @@
 //! `rtrbm bench`: times the three standard workloads on a device and prints a table.
 //!
 //! - `train`: the paper protocol (one JSB chunk of <= 100 frames per update, CD-25, whole update);
-//! - `train --batch 64`: 64 chunks per update, reported in frames per second too;
+//! - `train --batch 64`: 64 chunks per update, reported in frames per second too (the real
+//!   frames of the timed updates, padding not counted; `--bucket`: batches of similar length);
 //! - `ais --chains 472500`: AIS chain-steps per second at V = H = 88.
 //!
 //! FLOP counts are dense-equivalent (every matrix-vector product counted in full, 2 FLOPs per
@@ -30,6 +31,10 @@ pub struct BenchArgs {
     /// Chunks per update for `train`.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// `train` and `phases`: batches of chunks of similar length, as `train.bucket: true` makes
+    /// them (reported as its own workload: the targets are set for batches of random chunks).
+    #[arg(long)]
+    pub bucket: bool,
     /// Gibbs steps (CD-K) for `train`.
     #[arg(long, default_value_t = 25)]
     pub k: usize,
@@ -57,9 +62,6 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
-
-/// Mean JSB chunk length in frames (13,807 frames in 229 pieces, chunks of <= 100 frames).
-const JSB_MEAN_CHUNK: f64 = 13_807.0 / 233.0;
 
 #[derive(serde::Serialize)]
 struct Row {
@@ -118,10 +120,17 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs, emit: &mut dyn FnMut(Row) -> any
     let name = be.name();
     let train = |batch: usize| -> anyhow::Result<Row> {
         let updates = args.updates.unwrap_or(if batch == 1 { 200 } else { 20 });
-        let r = train_workload(be, args.model, batch, args.k, updates)?;
-        let frames = JSB_MEAN_CHUNK * batch as f64;
+        let bucket = args.bucket && batch > 1;
+        let r = train_workload(be, args.model, batch, args.k, updates, bucket)?;
+        // the real frames of the timed updates (JSB: 13,807 training frames in 243 chunks of
+        // <= 100 frames, 56.8 on average; the padding is not counted)
+        let frames = r.frames_per_update.unwrap_or(0.0);
         let flops = update_flops(args.model, frames, args.k as f64);
-        let tag = if r.recorded { ", recorded updates" } else { "" };
+        let tag = format!(
+            "{}{}",
+            if bucket { ", length buckets" } else { "" },
+            if r.recorded { ", recorded updates" } else { "" }
+        );
         let label = format!("train {} batch {batch} CD-{}{tag}", args.model.name(), args.k);
         Ok(row(&label, &name, r, flops, Some(frames)))
     };
@@ -177,9 +186,11 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             (crate::bench::sweep_workload(|_, p| c.fork()?.packed(p), threads, models, pack, k, updates)?, dev)
         }
     };
-    let flops = update_flops(ModelKind::LstmRtrbm, JSB_MEAN_CHUNK, args.k as f64);
+    // each model-update is one JSB chunk, drawn evenly over the chunks: their mean length
+    let frames = crate::bench::jsb_mean_chunk_frames();
+    let flops = update_flops(ModelKind::LstmRtrbm, frames, args.k as f64);
     let name = format!("sweep {models} models (packs of {pack}) CD-{k}");
-    Ok(vec![row(&name, &dev, r, flops, Some(JSB_MEAN_CHUNK))])
+    Ok(vec![row(&name, &dev, r, flops, Some(frames))])
 }
 
 /// With `RTRBM_PROFILE=1` on a GPU: the device time of each kernel over everything the command
@@ -212,8 +223,14 @@ fn print_kernel_profile(device: &Device) -> anyhow::Result<()> {
 fn run_phases(args: &BenchArgs) -> anyhow::Result<()> {
     let device = Device::open(args.device, args.threads.unwrap_or_else(default_threads))?;
     let updates = args.updates.unwrap_or(if args.batch == 1 { 200 } else { 20 });
-    let p =
-        crate::with_device!(device, |be| crate::bench::phase_workload(be, args.model, args.batch, args.k, updates))?;
+    let p = crate::with_device!(device, |be| crate::bench::phase_workload(
+        be,
+        args.model,
+        args.batch,
+        args.k,
+        updates,
+        args.bucket
+    ))?;
     println!("{} on {} ({} updates)", p.workload, p.device, p.updates);
     println!("{:<44} {:>10}", "per update", "us");
     println!("{:<44} {:>10.1}", "whole update (synchronised once at the end)", 1e6 * p.update_s);

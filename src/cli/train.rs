@@ -31,6 +31,13 @@ pub struct TrainArgs {
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Override train.batch (chunks per update) for a new run.
+    #[arg(long, conflicts_with = "resume")]
+    pub batch: Option<usize>,
+    /// Set train.bucket for a new run: batches of chunks of similar length (batch > 1), padded
+    /// far less than batches of random chunks, so an epoch takes less time.
+    #[arg(long, conflicts_with = "resume")]
+    pub bucket: bool,
     /// Override train.checkpoint_every.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -64,6 +71,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = args.epochs {
         cfg.train.epochs = e;
+    }
+    if let Some(b) = args.batch {
+        cfg.train.batch = b;
+    }
+    if args.bucket {
+        cfg.train.bucket = true;
     }
     if let Some(c) = args.checkpoint_every {
         cfg.train.checkpoint_every = c;
