@@ -338,6 +338,28 @@ __device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, con
     }
 }
 
+// Frames done by an LSTM block of lstm_rtrbm_forward, for its RTRBM block. The frame's writes
+// (by every thread of the block) precede the barrier before this call; one thread then fences
+// and stores the count (the pattern of a grid-wide barrier): whoever sees the count after its own
+// fence sees the frame's l.
+__device__ __forceinline__ void publish_frames(int* flag, int frames) {
+    __threadfence();
+    *(volatile int*)flag = frames;
+}
+
+// Waits until the producer has published at least `need` frames, then fences (before the
+// barrier that lets the block read them). In the emulator blocks run one after another, the
+// producer first, so a count short of `need` there is a bug: it traps instead of spinning.
+__device__ __forceinline__ void wait_frames(const int* flag, int need) {
+    const volatile int* f = flag;
+#ifdef RTRBM_CUDA_EMU
+    if (*f < need) __trap();
+#endif
+    while (*f < need) {
+    }
+    __threadfence();
+}
+
 // lstm_forward_v2 (K = 0) and lstm_forward_rw_k{K}. With one pass (U <= blockDim / S: every
 // model of configs/), group j owns unit j in every frame and frames run in pairs, so that frame
 // s+1's gate inputs, loaded at the top of frame s, are waited for only in frame s+1's cell (as
@@ -351,14 +373,18 @@ __device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, con
 // 124 KB of Wl through shared memory: ~1,000 of its cycles). The host passes w_shared = 0 and
 // launches it only with one pass, K >= ceil(U / S) and at most 768 threads (registers, ptxas
 // sm_90: 68 at K = 8, 80 at K = 12, no spills).
-template <int K>
+//
+// With PUB (lstm_rtrbm_forward's LSTM blocks; one pass only), the block has one warp more than
+// the units need, and after each frame's barrier that warp's first thread publishes the frames
+// done to `flags[p B + b]` (publish_frames).
+template <int K, bool PUB = false>
 __device__ __forceinline__ void lstm_forward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
                                                   int has_peep, const float* __restrict__ pre,
                                                   float* __restrict__ l, float* __restrict__ c,
                                                   float* __restrict__ gates, int T, int B, int U, int w_shared,
                                                   int ldw, int S, long long wl_ps, long long peep_ps,
                                                   long long pre_ps, long long l_ps, long long c_ps,
-                                                  long long gates_ps) {
+                                                  long long gates_ps, int* flags = nullptr) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -399,12 +425,14 @@ __device__ __forceinline__ void lstm_forward_body(const float* __restrict__ Wl, 
             lstm_forward_frame<K>(Ws, ldw, w, peep, has_peep, pre, l, c, gates, B, U, S, b, s, j, q, lc, cc, ln, cn,
                                   a, loads && s + 1 < T, bb);
             __syncthreads();
+            if (PUB && threadIdx.x == blockDim.x - 32) publish_frames(flags + blockIdx.y * B + b, s + 1);
             float* t = lc; lc = ln; ln = t;
             t = cc; cc = cn; cn = t;
             if (s + 1 < T) {
                 lstm_forward_frame<K>(Ws, ldw, w, peep, has_peep, pre, l, c, gates, B, U, S, b, s + 1, j, q, lc, cc,
                                       ln, cn, bb, loads && s + 2 < T, a);
                 __syncthreads();
+                if (PUB && threadIdx.x == blockDim.x - 32) publish_frames(flags + blockIdx.y * B + b, s + 2);
                 t = lc; lc = ln; ln = t;
                 t = cc; cc = cn; cn = t;
             }
@@ -449,6 +477,141 @@ lstm_forward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, in
     }
 LSTM_FORWARD_RW(8)
 LSTM_FORWARD_RW(12)
+
+// lstm_rtrbm_forward_k{K} (RTRBM_KERNELS=fused-fwd, opt-in until measured on a GPU): the
+// forward recurrences of LSTM-RTRBM in ONE launch, the RTRBM's running beside the LSTM's instead
+// of after it (and after the product pre += l WL between them). grid = (2B, P); the block is the
+// one-pass LSTM block (U S lanes, rounded to warps: W threads) plus one warp, at most 736 threads
+// (88 registers each: U = H = 88 is 704 + 32).
+//  - Blocks x < B: the LSTM of sequence x, exactly lstm_forward_v2 (K = 0) or
+//    lstm_forward_rw_k{K} (the same bits), publishing each frame (publish_frames).
+//  - Blocks x >= B: the RTRBM of sequence b = x - B, with `pre` = bh broadcast over the rows:
+//        bh_t[s] = (pre[s] + l[s] WL) + r[s] WR;  r[s+1] = sigma(vw[s] + bh_t[s]),
+//    what the gemm pre += l WL and rtrbm_forward compute (the composition of
+//    Backend::lstm_rtrbm_forward), each sum split over SR lanes per output (lane q of output j:
+//    terms k = q + SR m of column j of WL and of WR, both staged in shared memory with row
+//    stride ldr) and added by group_sum. Row s of l comes from the LSTM block through L2
+//    (__ldcg): thread k < U loads l[s][k] in frame s-2 and stores it to shared memory in frame
+//    s-1, so neither the load nor the flag is waited for on the frame's path; the block's extra
+//    warp waits (wait_frames) in frame s-3 for the LSTM to have published frame s-1.
+// A consumer waits only on the producer of its own model, a block of lower index (x - B), which
+// the GPU dispatches first (the same assumption as a grid-wide barrier or a decoupled look-back
+// scan), so it cannot wait on a block that is not running. flags [P, B] must be zero at launch
+// (the host clears them before each launch).
+
+// Frame s of an RTRBM block of lstm_rtrbm_forward: ls holds l[s] (shared), lnext receives l[s+1]
+// (stored from `held`, which then loads l[s+2]).
+__device__ __forceinline__ void rtrbm_overlap_frame(const float* __restrict__ pre, const float* __restrict__ vw,
+                                                    const float* __restrict__ l, float* __restrict__ r,
+                                                    float* __restrict__ bh_t, const int* flag, int T, int B, int H,
+                                                    int U, int SR, int W, int b, int s, const float* Ws, int ldr,
+                                                    const float* ls, float* lnext, float& held, const float* rc,
+                                                    float* rn) {
+    const int tid = threadIdx.x, j = tid / SR, q = tid & (SR - 1);
+    const long long row = ((long long)s * B + b) * H;
+    if (tid < U) {
+        if (s + 1 < T) lnext[tid] = held;
+        if (s + 2 < T) held = __ldcg(l + ((long long)(s + 2) * B + b) * U + tid);
+    }
+    if (tid < W) {
+        float p = 0.0f, v = 0.0f;
+        if (j < H && q == 0) {
+            p = pre[row + j];
+            v = vw[row + j];
+        }
+        float al = 0.0f, ar = 0.0f;
+        if (j < H) {
+            const float* wl = Ws + j;
+            const float* wr = Ws + (long long)U * ldr + j;
+            for (int k = q; k < U; k += SR) al += ls[k] * wl[k * ldr];
+            for (int k = q; k < H; k += SR) ar += rc[k] * wr[k * ldr];
+        }
+        al = group_sum(al, SR);
+        ar = group_sum(ar, SR);
+        if (j < H && q == 0) {
+            const float bh = (p + al) + ar;
+            bh_t[row + j] = bh;
+            const float rj = sigmoidf_(v + bh);
+            r[((long long)(s + 1) * B + b) * H + j] = rj;
+            rn[j] = rj;
+        }
+    }
+    // frame s+1 loads row s+3: the LSTM must have done frames 0..s+2
+    if (tid == W && s + 3 < T) wait_frames(flag, s + 3);
+}
+
+template <int K>
+__device__ __forceinline__ void lstm_rtrbm_forward_body(
+    const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep, const float* __restrict__ preg,
+    float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates, const float* __restrict__ WL,
+    const float* __restrict__ WR, const float* __restrict__ pre, const float* __restrict__ vw, float* __restrict__ r,
+    float* __restrict__ bh_t, int* __restrict__ flags, int T, int B, int U, int H, int w_shared, int ldw, int S,
+    int SR, int ldr, long long wl_ps, long long peep_ps, long long preg_ps, long long l_ps, long long c_ps,
+    long long gates_ps, long long wlr_ps, long long wr_ps, long long pre_ps, long long vw_ps, long long r_ps,
+    long long bh_ps) {
+    if ((int)blockIdx.x < B) {
+        lstm_forward_body<K, true>(Wl, peep, has_peep, preg, l, c, gates, T, B, U, w_shared, ldw, S, wl_ps, peep_ps,
+                                   preg_ps, l_ps, c_ps, gates_ps, flags);
+        return;
+    }
+    extern __shared__ float smem[];
+    const long long model = blockIdx.y;
+    WL += model * wlr_ps;
+    WR += model * wr_ps;
+    pre += model * pre_ps;
+    vw += model * vw_ps;
+    r += model * r_ps;
+    bh_t += model * bh_ps;
+    l += model * l_ps;
+    const int b = blockIdx.x - B, W = blockDim.x - 32, tid = threadIdx.x;
+    const int* flag = flags + model * B + b;
+    float* Ws = smem;                      // [WL; WR] [U + H, ldr]
+    float* la = smem + (U + H) * ldr;      // l[s], s even
+    float* lb = la + U;                    // l[s], s odd
+    float* rc = lb + U;                    // r[s]
+    float* rn = rc + H;                    // r[s+1]
+    for (int i = tid; i < U * H; i += blockDim.x) Ws[(i / H) * ldr + i % H] = WL[i];
+    for (int i = tid; i < H * H; i += blockDim.x) Ws[(U + i / H) * ldr + i % H] = WR[i];
+    for (int i = tid; i < H; i += blockDim.x) rc[i] = r[(long long)b * H + i];
+    // row 0 of l: the initial state, written before the launch; row 1 (the LSTM's frame 0) is
+    // stored by frame 0 and row 2 loaded there, so the LSTM must have done frames 0 and 1
+    float held = 0.0f;
+    if (tid == W && T > 1) wait_frames(flag, T > 2 ? 2 : 1);
+    __syncthreads();
+    if (tid < U) {
+        la[tid] = __ldcg(l + (long long)b * U + tid);
+        if (T > 1) held = __ldcg(l + ((long long)B + b) * U + tid);
+    }
+    __syncthreads();
+    for (int s = 0; s < T; s += 2) {
+        rtrbm_overlap_frame(pre, vw, l, r, bh_t, flag, T, B, H, U, SR, W, b, s, Ws, ldr, la, lb, held, rc, rn);
+        __syncthreads();
+        float* t = rc; rc = rn; rn = t;
+        if (s + 1 < T) {
+            rtrbm_overlap_frame(pre, vw, l, r, bh_t, flag, T, B, H, U, SR, W, b, s + 1, Ws, ldr, lb, la, held, rc,
+                                rn);
+            __syncthreads();
+            t = rc; rc = rn; rn = t;
+        }
+    }
+}
+
+#define LSTM_RTRBM_FORWARD(K)                                                                                      \
+    extern "C" __global__ void __maxnreg__(88) lstm_rtrbm_forward_k##K(                                          \
+        const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep, const float* __restrict__ preg, \
+        float* __restrict__ l, float* __restrict__ c, float* __restrict__ gates, const float* __restrict__ WL,     \
+        const float* __restrict__ WR, const float* __restrict__ pre, const float* __restrict__ vw,                 \
+        float* __restrict__ r, float* __restrict__ bh_t, int* __restrict__ flags, int T, int B, int U, int H,      \
+        int w_shared, int ldw, int S, int SR, int ldr, long long wl_ps, long long peep_ps, long long preg_ps,      \
+        long long l_ps, long long c_ps, long long gates_ps, long long wlr_ps, long long wr_ps, long long pre_ps,   \
+        long long vw_ps, long long r_ps, long long bh_ps) {                                                        \
+        lstm_rtrbm_forward_body<K>(Wl, peep, has_peep, preg, l, c, gates, WL, WR, pre, vw, r, bh_t, flags, T, B, U, \
+                                   H, w_shared, ldw, S, SR, ldr, wl_ps, peep_ps, preg_ps, l_ps, c_ps, gates_ps,     \
+                                   wlr_ps, wr_ps, pre_ps, vw_ps, r_ps, bh_ps);                                     \
+    }
+LSTM_RTRBM_FORWARD(0)
+LSTM_RTRBM_FORWARD(8)
+LSTM_RTRBM_FORWARD(12)
 
 extern "C" __global__ void __launch_bounds__(1024)
 lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,

@@ -520,6 +520,132 @@ fn lstm_with_weights_in_registers_equals_v2() {
     same("packed lstm_backward_rw dstate0", &gr, &pk, &pds, &lds);
 }
 
+/// LSTM-RTRBM's forward recurrences in one launch (`RTRBM_KERNELS=fused-fwd`:
+/// `lstm_rtrbm_forward_k{K}`, the RTRBM blocks following the LSTM blocks frame by frame through
+/// published frame counts): l, c and gates bit for bit those of the separate kernels (v2, and the
+/// register-weights LSTM under `rec-regs`), r and bh_t within the recurrences' tolerance of the
+/// CPU's composition (LSTM, gemm pre += l WL, RTRBM), `pre` left as it was; T from 1 to 100 (the
+/// frame pipeline's edges), U = H = 88 and U = 37, H = 53, peepholes on and off, lone and in a
+/// pack of 3 (each model as alone); the fused kernels ran (kernel profile).
+#[test]
+fn fused_lstm_rtrbm_forward_matches_the_composition() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let gf = gpu().unwrap().with_fused_forward(true).with_kernel_profile();
+    let gfr = gpu().unwrap().with_fused_forward(true).with_rec_regs(true).with_kernel_profile();
+    let mut r = HostRng::new(91, 0);
+    for (t, b, u, h) in [
+        (1, 1, 88, 88),
+        (2, 1, 88, 88),
+        (3, 2, 88, 88),
+        (4, 1, 88, 88),
+        (7, 3, 88, 88),
+        (6, 2, 37, 53),
+        (100, 2, 88, 88),
+    ] {
+        let d = Dims { t, b, v: 88, h, u };
+        let (n, g4) = (t * b, 4 * u);
+        for with_peep in [false, true] {
+            let lwl = rand_vec(&mut r, u * g4, 0.3);
+            let peep = rand_vec(&mut r, 3 * u, 0.3);
+            let preg = rand_vec(&mut r, n * g4, 1.0);
+            let wl = rand_vec(&mut r, u * h, 0.3);
+            let wr = rand_vec(&mut r, h * h, 0.3);
+            let pre = rand_vec(&mut r, n * h, 1.0);
+            let vw = rand_vec(&mut r, n * h, 1.0);
+            let mut l0 = vec![f32::NAN; (t + 1) * b * u];
+            let mut c0 = l0.clone();
+            let mut r0 = vec![f32::NAN; (t + 1) * b * h];
+            l0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
+            c0[..b * u].copy_from_slice(&rand_vec(&mut r, b * u, 0.5));
+            r0[..b * h].copy_from_slice(&rand_vec(&mut r, b * h, 0.5));
+            let pp = with_peep.then_some(&peep);
+            let (mut lc, mut cc, mut gc) = (l0.clone(), c0.clone(), vec![0f32; n * g4]);
+            let (mut prec, mut rc, mut bhc) = (pre.clone(), r0.clone(), vec![0f32; n * h]);
+            c.lstm_rtrbm_forward(
+                &lwl, pp, &preg, &mut lc, &mut cc, &mut gc, &wl, &wr, &mut prec, &vw, &mut rc, &mut bhc, d,
+            )
+            .unwrap();
+            let run = |be: &Cuda| {
+                let up = |x: &Vec<f32>| be.upload(x).unwrap();
+                let (glwl, gpeep, gpreg, gwl, gwr, gvw) = (up(&lwl), up(&peep), up(&preg), up(&wl), up(&wr), up(&vw));
+                let (mut gl, mut gcs, mut gg) = (up(&l0), up(&c0), poisoned(be, n * g4));
+                let (mut gpre, mut gr, mut gbh) = (up(&pre), up(&r0), poisoned(be, n * h));
+                let gp = with_peep.then_some(&gpeep);
+                be.lstm_rtrbm_forward(
+                    &glwl, gp, &gpreg, &mut gl, &mut gcs, &mut gg, &gwl, &gwr, &mut gpre, &gvw, &mut gr, &mut gbh, d,
+                )
+                .unwrap();
+                [gl, gcs, gg, gr, gbh, gpre].map(|x| be.download(&x).unwrap())
+            };
+            let what = |x: &str| format!("fused forward {x} T{t} B{b} U{u} H{h} peep={with_peep}");
+            let plain = run(&g);
+            for fused in [run(&gf), run(&gfr)] {
+                for (i, x) in ["l", "c", "gates"].iter().enumerate() {
+                    assert_bits(&what(x), &fused[i], &plain[i]);
+                }
+                assert_close(&what("r"), &fused[3], &rc, 2e-5, 1e-4);
+                assert_close(&what("bh_t"), &fused[4], &bhc, 2e-5, 1e-4);
+                assert_bits(&what("pre (read, not written)"), &fused[5], &pre);
+            }
+            // the separate kernels (the fallback) against the CPU too
+            assert_close(&what("r (separate kernels)"), &plain[3], &rc, 2e-5, 1e-4);
+            assert_close(&what("bh_t (separate kernels)"), &plain[4], &bhc, 2e-5, 1e-4);
+        }
+    }
+    for (be, k) in [(&gf, "lstm_rtrbm_forward_k0"), (&gfr, "lstm_rtrbm_forward_k12")] {
+        let ran: Vec<String> = be.kernel_profile().unwrap().unwrap().into_iter().map(|k| k.kernel).collect();
+        assert!(ran.iter().any(|r| r == k), "{k} ran: {ran:?}");
+        assert!(!ran.iter().any(|k| k.starts_with("rtrbm_forward")), "no separate RTRBM forward ran: {ran:?}");
+    }
+    // a pack of 3: each model's slab as the model alone
+    let (t, b, u, h) = (9, 2, 88, 88);
+    let d = Dims { t, b, v: 88, h, u };
+    let pk = gf.packed(P).unwrap();
+    let ins = [
+        per_model(&mut r, u * 4 * u, 0.3),
+        per_model(&mut r, t * b * 4 * u, 1.0),
+        per_model(&mut r, u * h, 0.3),
+        per_model(&mut r, h * h, 0.3),
+        per_model(&mut r, t * b * h, 1.0),
+        per_model(&mut r, t * b * h, 1.0),
+    ];
+    let [(plwl, llwl), (ppreg, lpreg), (pwl, lwl), (pwr, lwr), (mut ppre, mut lpre), (pvw, lvw)] =
+        ins.map(|x| up(&gf, &pk, &x));
+    let ((mut pl, mut ll), (mut pc, mut lc)) = (
+        up(&gf, &pk, &per_model(&mut r, (t + 1) * b * u, 0.5)),
+        up(&gf, &pk, &per_model(&mut r, (t + 1) * b * u, 0.5)),
+    );
+    let (mut pr, mut lr) = up(&gf, &pk, &per_model(&mut r, (t + 1) * b * h, 0.5));
+    let (mut pg, mut lg) = up(&gf, &pk, &vec![vec![f32::NAN; t * b * 4 * u]; P]);
+    let (mut pbh, mut lbh) = up(&gf, &pk, &vec![vec![f32::NAN; t * b * h]; P]);
+    pk.lstm_rtrbm_forward(
+        &plwl, None, &ppreg, &mut pl, &mut pc, &mut pg, &pwl, &pwr, &mut ppre, &pvw, &mut pr, &mut pbh, d,
+    )
+    .unwrap();
+    for p in 0..P {
+        gf.lstm_rtrbm_forward(
+            &llwl[p],
+            None,
+            &lpreg[p],
+            &mut ll[p],
+            &mut lc[p],
+            &mut lg[p],
+            &lwl[p],
+            &lwr[p],
+            &mut lpre[p],
+            &lvw[p],
+            &mut lr[p],
+            &mut lbh[p],
+            d,
+        )
+        .unwrap();
+    }
+    for (x, pb, lb) in [("l", &pl, &ll), ("gates", &pg, &lg), ("r", &pr, &lr), ("bh_t", &pbh, &lbh)] {
+        same(&format!("packed fused forward {x}"), &gf, &pk, pb, lb);
+    }
+}
+
 #[test]
 fn hidden_probs_and_free_energy() {
     let Some(g) = gpu() else { return };

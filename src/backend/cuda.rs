@@ -137,6 +137,9 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "lstm_forward_rw_k8",
             "lstm_forward_rw_k12",
             "lstm_backward_rw_k44",
+            "lstm_rtrbm_forward_k0",
+            "lstm_rtrbm_forward_k8",
+            "lstm_rtrbm_forward_k12",
         ],
     ),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum", "sgd_momentum_multi"]),
@@ -203,6 +206,9 @@ const DYN_SMEM_KERNELS: &[&str] = &[
     "rnn_backward_v2",
     "lstm_forward_v2",
     "lstm_backward_v2",
+    "lstm_rtrbm_forward_k0",
+    "lstm_rtrbm_forward_k8",
+    "lstm_rtrbm_forward_k12",
 ];
 
 /// Chains (warps) per block of the v1 chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
@@ -490,6 +496,10 @@ pub struct Cuda {
     /// registers (`lstm_forward_rw_k{K}`, `lstm_backward_rw_k{K}`, opt-in until measured on a
     /// GPU) where they apply, else v2.
     rec_regs: bool,
+    /// `RTRBM_KERNELS=fused-fwd`: LSTM-RTRBM's forward recurrences in one launch, the RTRBM
+    /// following the LSTM frame by frame (`lstm_rtrbm_forward_k{K}`, opt-in until measured on a
+    /// GPU) where it applies, else the LSTM, a gemm and the RTRBM one after another.
+    fused_fwd: bool,
     /// Compute capability (major, minor).
     cc: (i32, i32),
     /// Per-kernel timing (`RTRBM_PROFILE=1`, [`Cuda::with_kernel_profile`]), shared by forks and
@@ -500,9 +510,8 @@ pub struct Cuda {
     /// Split-K partial sums of `gemm_f32_rb`, grown on demand and reused (stream-ordered, so
     /// one buffer serves every launch).
     splitk: Mutex<Option<CudaSlice<f32>>>,
-    /// Row-block sums of the two-launch `sum_rows` (`sum_rows_blocks`), grown on demand as
-    /// `splitk` (boxed: keeps `Cuda` small).
-    sumrows: Box<Mutex<Option<CudaSlice<f32>>>>,
+    /// Scratch buffers grown on demand as `splitk` (boxed: keeps `Cuda` small).
+    scratch: Box<Scratch>,
     /// Models packed into every buffer and launch (1 for a lone model; see [`Cuda::packed`]).
     models: usize,
     /// Device copies of the per-model arguments of packed launches (boxed: keeps `Cuda` small).
@@ -756,7 +765,9 @@ impl Cuda {
         let tc = ais_kernel == AisKernel::TensorCore && major >= 8;
         let gtag = if gibbs_tc && major >= 8 { ", Gibbs on tensor cores" } else { "" };
         let rtag = if rec_regs { ", LSTM weights in registers" } else { "" };
-        let tag = format!("{tag}{}{gtag}{rtag}", if tc { TC_TAG } else { "" });
+        let fused_fwd = !rec_v1 && choice.contains(&"fused-fwd");
+        let ftag = if fused_fwd { ", fused LSTM-RTRBM forward" } else { "" };
+        let tag = format!("{tag}{}{gtag}{rtag}{ftag}", if tc { TC_TAG } else { "" });
         let mut cuda = Cuda {
             ctx,
             stream,
@@ -769,11 +780,12 @@ impl Cuda {
             ais_kernel,
             gibbs_tc,
             rec_regs,
+            fused_fwd,
             cc: (major, minor),
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
             splitk: Mutex::new(None),
-            sumrows: Box::default(),
+            scratch: Box::default(),
             models: 1,
             args: Box::default(),
             grid_z: MAX_GRID_YZ,
@@ -821,11 +833,12 @@ impl Cuda {
             ais_kernel: self.ais_kernel,
             gibbs_tc: self.gibbs_tc,
             rec_regs: self.rec_regs,
+            fused_fwd: self.fused_fwd,
             cc: self.cc,
             profile: self.profile.clone(),
             sm_count: self.sm_count,
             splitk: Mutex::new(None),
-            sumrows: Box::default(),
+            scratch: Box::default(),
             models,
             args: Box::default(),
             grid_z: self.grid_z,
@@ -852,6 +865,13 @@ impl Cuda {
     /// `RTRBM_KERNELS=rec-regs`; tests and A/B timing).
     pub fn with_rec_regs(mut self, on: bool) -> Cuda {
         self.rec_regs = on;
+        self
+    }
+
+    /// This backend with LSTM-RTRBM's forward recurrences in one launch where that applies (as
+    /// `RTRBM_KERNELS=fused-fwd`; tests and A/B timing).
+    pub fn with_fused_forward(mut self, on: bool) -> Cuda {
+        self.fused_fwd = on;
         self
     }
 
@@ -1326,7 +1346,7 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
-    /// A scratch buffer of the backend's own (`splitk`, `sumrows`), locked and holding at least
+    /// A scratch buffer of the backend's own (`splitk`, `scratch.sumrows`, `scratch.flags`), locked and holding at least
     /// `need` floats: grown (a new allocation, so recordings that hold the old one are made again)
     /// when shorter, else reused as it is (stream-ordered: one buffer serves every launch).
     fn grown<'a>(
@@ -1411,6 +1431,41 @@ impl Cuda {
         (one_pass && threads <= 704 && (4 * nu).div_ceil(s) <= 44).then_some(44)
     }
 
+    /// The fused LSTM-RTRBM forward (`lstm_rtrbm_forward_k{K}`, kernels/lstm.cu) for U LSTM and
+    /// H hidden units, where `RTRBM_KERNELS=fused-fwd` asks for it and it applies: at most one
+    /// block per SM (2 B P blocks; batch 64, the paper protocol, 64 packed lone chunks), the LSTM's
+    /// one-pass block of W threads (v2, or the register-weights plan under `rec-regs`) plus one
+    /// warp, at most 736 threads (88 registers each), and an RTRBM split SR (the largest power of
+    /// two <= 32 with H SR <= W; U <= W too, one thread per unit of l). Returns the launch (the
+    /// LSTM's kernel K, S, block, w_shared and ldw, the stride of [WL; WR], the shared bytes of
+    /// the larger role) and SR.
+    fn lstm_rtrbm_plan(&self, b: usize, nu: usize, nh: usize) -> Result<Option<(FusedPlan, usize)>> {
+        // every block resident at once (one per SM: each holds the LSTM's shared memory), else
+        // the LSTM blocks run in waves where the separate kernels would not
+        if !self.fused_fwd || self.rec_v1 || 2 * b * self.models > self.sm_count {
+            return Ok(None);
+        }
+        let (_, split, cfg, w_sh, ldw) =
+            self.rec_launch("lstm_forward", b, nu, nu, (nu, 4 * nu, 4 * nu), Walk::Columns)?;
+        let (Some(s), w) = (split, cfg.block_dim.0 as usize) else { return Ok(None) };
+        let (k, w_sh, smem) = match self.lstm_forward_rw_plan(nu) {
+            Some(k) => (k, 0, 16 * nu),
+            None => (0, w_sh, cfg.shared_mem_bytes as usize),
+        };
+        if nu > w / s as usize || w + 32 > 736 {
+            return Ok(None);
+        }
+        let sr = (0..=5).rev().map(|e| 1usize << e).find(|&sr| nh * sr <= w);
+        let Some(sr) = sr.filter(|_| nu <= w) else { return Ok(None) };
+        // [WL; WR] staged with a row stride = 32 / SR (mod 32): the lanes of a warp walking a
+        // column hit 32 banks (as Cuda::rec_launch does for the v2 forward kernels); then l and r
+        // double-buffered
+        let ldr = nh + (32 / sr + 32 - nh % 32) % 32;
+        let smem = smem.max(4 * ((nu + nh) * ldr + 2 * (nu + nh)));
+        self.check_smem("lstm_rtrbm_forward", smem as u32)?;
+        Ok(Some((FusedPlan { k, s, threads: w + 32, w_shared: w_sh, ldw, ldr: i32_of("ldr", ldr)?, smem }, sr)))
+    }
+
     /// How to launch a per-sequence recurrent kernel: `{name}_v2` (split-K; see
     /// `kernels/recurrent.cu`) with its split S for `units` outputs of `k`-term dot products, or
     /// under RTRBM_KERNELS=v1 or rec-v1 the kernel `name` (no S argument). `(rows, cols, extra)`:
@@ -1478,6 +1533,30 @@ enum Walk {
     Columns,
     /// Output o reads W[o][k] (backward: gradient times W^T).
     Rows,
+}
+
+/// The backend's scratch buffers besides the split-K one.
+#[derive(Default)]
+struct Scratch {
+    /// Row-block sums of the two-launch `sum_rows` (`sum_rows_blocks`).
+    sumrows: Mutex<Option<CudaSlice<f32>>>,
+    /// The frame counters of `lstm_rtrbm_forward_k{K}` (one int per sequence of each model, as
+    /// f32 storage; cleared before every launch).
+    flags: Mutex<Option<CudaSlice<f32>>>,
+}
+
+/// The LSTM side of `lstm_rtrbm_forward_k{K}` ([`Cuda::lstm_rtrbm_plan`]).
+struct FusedPlan {
+    /// Wl's terms per lane in registers (0: Wl in shared memory, as `lstm_forward_v2`).
+    k: usize,
+    /// The LSTM's split and the block (its W threads plus the publishing warp).
+    s: i32,
+    threads: usize,
+    w_shared: i32,
+    ldw: i32,
+    /// The row stride of [WL; WR] in the RTRBM blocks' shared memory.
+    ldr: i32,
+    smem: usize,
 }
 
 /// The split of a v2 recurrence (`kernels/recurrent.cu`): S lanes per output, a power of two
@@ -1738,7 +1817,7 @@ impl Backend for Cuda {
         let blocks = rows.div_ceil(SUM_ROWS_BLOCK);
         if blocks > SUM_ROWS_WARPS {
             // every row block at once, then the block sums in order (kernels/linalg.cu)
-            let mut guard = self.grown(&self.sumrows, self.models * blocks * cols, "sum_rows scratch")?;
+            let mut guard = self.grown(&self.scratch.sumrows, self.models * blocks * cols, "sum_rows scratch")?;
             let part = guard.as_mut().ok_or_else(|| Error::Cuda("sum_rows scratch missing".into()))?;
             let (bi, p_ps) = (i32_of("row blocks", blocks)?, (blocks * cols) as i64);
             {
@@ -2133,6 +2212,73 @@ impl Backend for Cuda {
             lb.arg(s);
         }
         lb.arg(&wl_ps).arg(&peep_ps).arg(&pre_ps).arg(&l_ps).arg(&c_ps).arg(&g_ps);
+        self.launch(&mut lb, cfg, &kname)
+    }
+
+    fn lstm_rtrbm_forward(
+        &self,
+        lstm_wl: &CudaSlice<f32>,
+        peep: Option<&CudaSlice<f32>>,
+        pre_g: &CudaSlice<f32>,
+        l: &mut CudaSlice<f32>,
+        c: &mut CudaSlice<f32>,
+        gates: &mut CudaSlice<f32>,
+        wl: &CudaSlice<f32>,
+        wr: &CudaSlice<f32>,
+        pre: &mut CudaSlice<f32>,
+        vw: &CudaSlice<f32>,
+        r: &mut CudaSlice<f32>,
+        bh_t: &mut CudaSlice<f32>,
+        d: Dims,
+    ) -> Result<()> {
+        let (t, b, nu, nh) = (d.t, d.b, d.u, d.h);
+        let plan = if d.n() * nu * nh == 0 { None } else { self.lstm_rtrbm_plan(b, nu, nh)? };
+        let Some((plan, sr)) = plan else {
+            // the three operations one after another (the trait's composition)
+            self.lstm_forward(lstm_wl, peep, pre_g, l, c, gates, d)?;
+            let (lm, wm) = (Mat { buf: &*l, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: false });
+            self.gemm(d.n(), nh, nu, 1.0, lm, wm, 1.0, pre, 0)?;
+            return self.rtrbm_forward(wr, pre, vw, r, bh_t, d);
+        };
+        let g4 = 4 * nu;
+        check("lstm_rtrbm_forward Wl", self.slab(lstm_wl), nu * g4)?;
+        check("lstm_rtrbm_forward pre_g", self.slab(pre_g), d.n() * g4)?;
+        check("lstm_rtrbm_forward l", self.slab(l), (t + 1) * b * nu)?;
+        check("lstm_rtrbm_forward c", self.slab(c), (t + 1) * b * nu)?;
+        check("lstm_rtrbm_forward gates", self.slab(gates), d.n() * g4)?;
+        if let Some(p) = peep {
+            check("lstm_rtrbm_forward peep", self.slab(p), 3 * nu)?;
+        }
+        check("lstm_rtrbm_forward WL", self.slab(wl), nu * nh)?;
+        check("lstm_rtrbm_forward WR", self.slab(wr), nh * nh)?;
+        check("lstm_rtrbm_forward pre", self.slab(pre), d.n() * nh)?;
+        check("lstm_rtrbm_forward vw", self.slab(vw), d.n() * nh)?;
+        check("lstm_rtrbm_forward r", self.slab(r), (t + 1) * b * nh)?;
+        check("lstm_rtrbm_forward bh_t", self.slab(bh_t), d.n() * nh)?;
+        let (ti, bi, ui, hi) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("U", nu)?, i32_of("H", nh)?);
+        let (has_peep, sri) = (peep.is_some() as i32, sr as i32);
+        // without peepholes the kernel never reads `peep` (slab stride 0 on a stand-in)
+        let peep_buf = peep.unwrap_or(lstm_wl);
+        let peep_ps = peep.map_or(0, |p| self.ps(p));
+        let ps = [self.ps(lstm_wl), peep_ps, self.ps(pre_g), self.ps(l), self.ps(c), self.ps(gates)];
+        let ps2 = [self.ps(wl), self.ps(wr), self.ps(pre), self.ps(vw), self.ps(r), self.ps(bh_t)];
+        let kname = format!("lstm_rtrbm_forward_k{}", plan.k);
+        let mut guard = self.grown(&self.scratch.flags, self.models * b, "fused forward flags")?;
+        let flags = guard.as_mut().expect("grown leaves a buffer");
+        drv("clear fused forward flags", self.stream.memset_zeros(flags))?;
+        let cfg = LaunchConfig {
+            grid_dim: (2 * b as u32, self.models as u32, 1),
+            block_dim: (plan.threads as u32, 1, 1),
+            shared_mem_bytes: plan.smem as u32,
+        };
+        let f = self.func(&kname)?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(lstm_wl).arg(peep_buf).arg(&has_peep).arg(pre_g).arg(l).arg(c).arg(gates);
+        lb.arg(wl).arg(wr).arg(&*pre).arg(vw).arg(r).arg(bh_t).arg(&*flags);
+        lb.arg(&ti).arg(&bi).arg(&ui).arg(&hi).arg(&plan.w_shared).arg(&plan.ldw).arg(&plan.s).arg(&sri).arg(&plan.ldr);
+        for x in ps.iter().chain(&ps2) {
+            lb.arg(x);
+        }
         self.launch(&mut lb, cfg, &kname)
     }
 

@@ -397,6 +397,37 @@ pub trait Backend: Send + Sync {
         d: Dims,
     ) -> Result<()>;
 
+    /// LSTM-RTRBM's forward recurrences (SPEC 2): [`Backend::lstm_forward`] on `pre_g`, then
+    /// `pre += l_{t-1} WL` over the chunk (rows 0..T of `l`; `pre` `[T,B,H]` holds bh broadcast
+    /// on entry), then [`Backend::rtrbm_forward`] with `vw` = v W. The CPU composes the three
+    /// operations (this default); CUDA may run them as one launch in which the RTRBM follows the
+    /// LSTM frame by frame (`RTRBM_KERNELS=fused-fwd`, `kernels/lstm.cu`), and then leaves `pre`
+    /// as it was (it reads bh from it) with the same `l`, `c`, `gates` and `r`, `bh_t` equal within
+    /// rounding.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_rtrbm_forward(
+        &self,
+        lstm_wl: &Self::Buf,
+        peep: Option<&Self::Buf>,
+        pre_g: &Self::Buf,
+        l: &mut Self::Buf,
+        c: &mut Self::Buf,
+        gates: &mut Self::Buf,
+        wl: &Self::Buf,
+        wr: &Self::Buf,
+        pre: &mut Self::Buf,
+        vw: &Self::Buf,
+        r: &mut Self::Buf,
+        bh_t: &mut Self::Buf,
+        d: Dims,
+    ) -> Result<()> {
+        self.lstm_forward(lstm_wl, peep, pre_g, l, c, gates, d)?;
+        let one = Self::F::ONE;
+        let (lm, wm) = (Mat { buf: &*l, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: false });
+        self.gemm(d.n(), d.h, d.u, one, lm, wm, one, pre, 0)?;
+        self.rtrbm_forward(wr, pre, vw, r, bh_t, d)
+    }
+
     /// Backward of [`Backend::lstm_forward`]. `dl` `[T+1,B,U]` is the gradient arriving at each
     /// l[s] from outside the LSTM (row 0 included). Writes `dpre` `[T,B,4U]` (gradient w.r.t. the
     /// gate pre-activations), `dstate0` `[2,B,U]` (gradients w.r.t. l[0] and c[0]) and, with

@@ -444,21 +444,29 @@ impl<B: Backend> Model<B> {
                         &mut ws.pre_g,
                         0,
                     )?;
-                    be.lstm_forward(
+                }
+                // vw = v_t W
+                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
+                if self.spec.kind == ModelKind::LstmRtrbm {
+                    // the LSTM, pre += l_{t-1} WL (rows 0..T of l), then the RTRBM recurrence
+                    be.lstm_rtrbm_forward(
                         p.get("lstm_Wl")?,
                         p.find("lstm_peep"),
                         &ws.pre_g,
                         &mut ws.l,
                         &mut ws.c,
                         &mut ws.gates,
+                        p.get("WL")?,
+                        p.get("WR")?,
+                        &mut ws.pre_h,
+                        &ws.vw,
+                        &mut ws.r,
+                        &mut ws.bh_t,
                         d,
                     )?;
-                    // pre += l_{t-1} WL (rows 0..T of l)
-                    be.gemm(n, nh, nu, one, m(&ws.l, 0, false), m(p.get("WL")?, 0, false), one, &mut ws.pre_h, 0)?;
+                } else {
+                    be.rtrbm_forward(p.get("WR")?, &ws.pre_h, &ws.vw, &mut ws.r, &mut ws.bh_t, d)?;
                 }
-                // vw = v_t W
-                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
-                be.rtrbm_forward(p.get("WR")?, &ws.pre_h, &ws.vw, &mut ws.r, &mut ws.bh_t, d)?;
             }
             ModelKind::RnnRbm => {
                 // u_t = tanh(bu + v_t Wvu + u_{t-1} Wuu)

@@ -105,6 +105,11 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
     return emu::shfl_xor(mask, v, lane_mask, width);
 }
 [[noreturn]] inline void __trap() { emu::trap("__trap()"); }
+// The blocks of a grid run one after another and device memory is host memory: a fence has
+// nothing to order, and a load through L2 is a load.
+inline void __threadfence() {}
+template <class T>
+inline T __ldcg(const T* p) { return *p; }
 
 inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
