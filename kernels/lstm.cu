@@ -66,6 +66,9 @@ struct LstmCellIn {
     float gi, gf, go, gg, c_prev, ct, dl;
 };
 
+// (L2: dl is read through L2, as lstm_rtrbm_backward's LSTM blocks do, where another block
+// writes it during the launch.)
+template <bool L2 = false>
 __device__ __forceinline__ LstmCellIn lstm_cell_backward_in(int j, int U, const float* __restrict__ gates,
                                                            const float* __restrict__ c, const float* __restrict__ dl,
                                                            int s, int B, int b) {
@@ -78,7 +81,7 @@ __device__ __forceinline__ LstmCellIn lstm_cell_backward_in(int j, int U, const 
     in.gg = gates[grow + 3 * U + j];
     in.c_prev = c[prev + j];
     in.ct = c[next + j];
-    in.dl = dl[next + j];
+    in.dl = L2 ? __ldcg(dl + next + j) : dl[next + j];
     return in;
 }
 
@@ -168,13 +171,40 @@ extern "C" __global__ void lstm_forward(const float* __restrict__ Wl, const floa
     }
 }
 
+// Frames done by a producer block of lstm_rtrbm_forward / lstm_rtrbm_backward, for its consumer
+// block. The frame's writes (by every thread of the block) precede the barrier before this call;
+// one thread then fences and stores the count (the pattern of a grid-wide barrier): whoever sees
+// the count after its own fence sees the frame's outputs.
+__device__ __forceinline__ void publish_frames(int* flag, int frames) {
+    __threadfence();
+    *(volatile int*)flag = frames;
+}
+
+// Waits until the producer has published at least `need` frames, then fences (before the
+// barrier that lets the block read them). In the emulator blocks run one after another, the
+// producer first, so a count short of `need` there is a bug: it traps instead of spinning.
+__device__ __forceinline__ void wait_frames(const int* flag, int need) {
+    const volatile int* f = flag;
+#ifdef RTRBM_CUDA_EMU
+    if (*f < need) __trap();
+#endif
+    while (*f < need) {
+    }
+    __threadfence();
+}
+
 // lstm_backward (S = 1: d l = dz Wl^T summed in the CPU's order, as before the split-K kernels),
 // lstm_backward_v2 (S lanes per unit) and, with K > 0, lstm_backward_rw_k{K}: lane q of unit j
 // holds its K terms of row j of Wl (k = q + S m < 4U) in registers for the whole chunk instead of
 // reading them from shared memory in every frame (the host passes w_shared = 0 and launches it
 // only with one pass, K >= 4U / S and at most 768 threads); the same terms in the same order as
 // v2, so the same bits.
-template <int K>
+//
+// With WAIT (lstm_rtrbm_backward's LSTM blocks; one pass only), `dl` rows 0..T-1 are written by
+// another block during the launch: the block has one warp more, whose first thread waits
+// (wait_frames) for `flags[p B + b]` to count the rows a load needs (rows s..T-1: T - s) before the
+// barrier after which they are loaded (through L2).
+template <int K, bool WAIT = false>
 __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
                                                    int has_peep, const float* __restrict__ c,
                                                    const float* __restrict__ gates, const float* __restrict__ dl,
@@ -182,7 +212,8 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
                                                    float* __restrict__ dpeep_part, int T, int B, int U, int w_shared,
                                                    int ldw, int S, long long wl_ps, long long peep_ps, long long c_ps,
                                                    long long gates_ps, long long dl_ps, long long dpre_ps,
-                                                   long long dstate0_ps, long long part_ps) {
+                                                   long long dstate0_ps, long long part_ps,
+                                                   const int* flags = nullptr) {
     extern __shared__ float smem[];
     const long long model = blockIdx.y;
     Wl += model * wl_ps;
@@ -198,7 +229,8 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
     float* dl_rec = smem + (w_shared ? U * ldw : 0);  // gradient into l[s] through the gates of s
     float* dc_next = dl_rec + U;                      // gradient into c[s] from frame s
     float* dz = dc_next + U;                          // dpre of the current frame [4U]
-    const int b = blockIdx.x, q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
+    // (the LSTM blocks of lstm_rtrbm_backward follow the B producer blocks)
+    const int b = blockIdx.x - (WAIT ? B : 0), q = threadIdx.x & (S - 1), per_pass = blockDim.x / S;
     float* part = dpeep_part ? dpeep_part + (long long)b * 3 * U : (float*)0;
     float w[K > 0 ? K : 1];
     if (K > 0) {
@@ -225,7 +257,8 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
     const bool own = U <= (int)blockDim.x;
     const int jo = threadIdx.x;
     LstmCellIn in{};
-    if (own && jo < U && T > 0) in = lstm_cell_backward_in(jo, U, gates, c, dl, T - 1, B, b);
+    // (row T of dl: written before the launch)
+    if (own && jo < U && T > 0) in = lstm_cell_backward_in<WAIT>(jo, U, gates, c, dl, T - 1, B, b);
     for (int s = T - 1; s >= 0; --s) {
         long long grow = ((long long)s * B + b) * G;
         if (own) {
@@ -235,8 +268,10 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
                 lstm_cell_backward(j, U, lstm_cell_backward_in(j, U, gates, c, dl, s, B, b), peep, has_peep, part,
                                    dpre, dl_rec, dc_next, dz, grow);
         }
+        // frame s-1 loads row s of dl below
+        if (WAIT && threadIdx.x == blockDim.x - 32 && s > 0) wait_frames(flags + blockIdx.y * B + b, T - s);
         __syncthreads();
-        if (own && jo < U && s > 0) in = lstm_cell_backward_in(jo, U, gates, c, dl, s - 1, B, b);
+        if (own && jo < U && s > 0) in = lstm_cell_backward_in<WAIT>(jo, U, gates, c, dl, s - 1, B, b);
         // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
@@ -256,8 +291,13 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
         }
         __syncthreads();
     }
+    if (WAIT) {
+        // row 0 of dl
+        if (threadIdx.x == blockDim.x - 32) wait_frames(flags + blockIdx.y * B + b, T);
+        __syncthreads();
+    }
     for (int j = threadIdx.x; j < U; j += blockDim.x) {
-        dstate0[(long long)b * U + j] = dl[(long long)b * U + j] + dl_rec[j];
+        dstate0[(long long)b * U + j] = (WAIT ? __ldcg(dl + (long long)b * U + j) : dl[(long long)b * U + j]) + dl_rec[j];
         dstate0[((long long)B + b) * U + j] = dc_next[j];
     }
 }
@@ -336,28 +376,6 @@ __device__ __forceinline__ void lstm_forward_frame(const float* Ws, int ldw, con
         float zi = in.i + ai, zf = in.f + af, zo = in.o + ao, zg = in.g + ag;
         lstm_cell_forward(j, U, zi, zf, zo, zg, cc[j], peep, has_peep, c, l, gates, next, grow, ln, cn);
     }
-}
-
-// Frames done by an LSTM block of lstm_rtrbm_forward, for its RTRBM block. The frame's writes
-// (by every thread of the block) precede the barrier before this call; one thread then fences
-// and stores the count (the pattern of a grid-wide barrier): whoever sees the count after its own
-// fence sees the frame's l.
-__device__ __forceinline__ void publish_frames(int* flag, int frames) {
-    __threadfence();
-    *(volatile int*)flag = frames;
-}
-
-// Waits until the producer has published at least `need` frames, then fences (before the
-// barrier that lets the block read them). In the emulator blocks run one after another, the
-// producer first, so a count short of `need` there is a bug: it traps instead of spinning.
-__device__ __forceinline__ void wait_frames(const int* flag, int need) {
-    const volatile int* f = flag;
-#ifdef RTRBM_CUDA_EMU
-    if (*f < need) __trap();
-#endif
-    while (*f < need) {
-    }
-    __threadfence();
 }
 
 // lstm_forward_v2 (K = 0) and lstm_forward_rw_k{K}. With one pass (U <= blockDim / S: every
@@ -612,6 +630,102 @@ __device__ __forceinline__ void lstm_rtrbm_forward_body(
 LSTM_RTRBM_FORWARD(0)
 LSTM_RTRBM_FORWARD(8)
 LSTM_RTRBM_FORWARD(12)
+
+// lstm_rtrbm_backward_k{K} (RTRBM_KERNELS=fused-bwd, opt-in until measured on a GPU): the
+// backward recurrences of LSTM-RTRBM in ONE launch, the LSTM's running behind the RTRBM's
+// instead of after it (and after the product du = g WL^T between them). grid = (2B, P); the
+// block is the one-pass LSTM backward block (W threads) plus one warp, at most 736 threads.
+//  - Blocks x < B: for sequence x, from the last frame down, the RTRBM's
+//        g[s] = dbh[s] + (WR g[s+1]) r[s+1] (1 - r[s+1])   (g[T] = 0: no term at s = T-1)
+//    and, from the same g[s+1], the gradient at l[s+1] from the RTRBM, du[s+1] = WL g[s+1] (i.e.
+//    g[s+1] WL^T), one frame later than g (du[0] after the last frame); outputs j < H (g) and
+//    H + i (du) with SR lanes each over [WR; WL] staged in shared memory (row stride ldr). After
+//    each frame's barrier the extra warp publishes the rows of du done (T - s - 1, then T).
+//    The same expressions as Cpu::rtrbm_backward and the gemm, summed in another order.
+//  - Blocks x >= B: the LSTM backward of sequence x - B, exactly lstm_backward_v2 (K = 0) or
+//    lstm_backward_rw_k44 (K = 44), reading du (row T: zero, written before the launch) through
+//    L2 once the count covers the row (lstm_backward_body with WAIT).
+// Consumers wait only on the producer of their own sequence, a block of lower index (see
+// lstm_rtrbm_forward). flags [P, B] must be zero at launch.
+__device__ __forceinline__ void rtrbm_lstm_backward_role(const float* __restrict__ WR, const float* __restrict__ r,
+                                                         const float* __restrict__ dbh, float* __restrict__ g,
+                                                         const float* __restrict__ WL, float* __restrict__ du,
+                                                         int* flags, int T, int B, int H, int U, int SR, int ldr) {
+    extern __shared__ float smem[];
+    const int b = blockIdx.x, W = blockDim.x - 32, tid = threadIdx.x, o = tid / SR, q = tid & (SR - 1);
+    int* flag = flags + blockIdx.y * B + b;
+    float* Ws = smem;                    // [WR; WL] [H + U, ldr]
+    float* gn = smem + (H + U) * ldr;    // g[s+1]
+    float* gc = gn + H;                  // g[s]
+    for (int i = tid; i < H * H; i += blockDim.x) Ws[(i / H) * ldr + i % H] = WR[i];
+    for (int i = tid; i < U * H; i += blockDim.x) Ws[(H + i / H) * ldr + i % H] = WL[i];
+    for (int i = tid; i < H; i += blockDim.x) gn[i] = 0.0f;
+    __syncthreads();
+    for (int s = T - 1; s >= -1; --s) {
+        if (tid < W) {
+            // g[s] (o < H) or du[s+1] (o = H + i), both from g[s+1] in gn
+            const bool gout = o < H && s >= 0, duout = o >= H && o < H + U && s + 1 < T;
+            float x = 0.0f, rj = 0.0f;
+            if (gout && q == 0) {
+                x = dbh[((long long)s * B + b) * H + o];
+                if (s + 1 < T) rj = r[((long long)(s + 1) * B + b) * H + o];
+            }
+            float acc = 0.0f;
+            if ((gout && s + 1 < T) || duout) {
+                const float* wrow = Ws + (long long)o * ldr;
+                for (int k = q; k < H; k += SR) acc += wrow[k] * gn[k];
+            }
+            acc = group_sum(acc, SR);
+            if (q == 0 && gout) {
+                if (s + 1 < T) x += acc * rj * (1.0f - rj);
+                g[((long long)s * B + b) * H + o] = x;
+                gc[o] = x;
+            } else if (q == 0 && duout) {
+                du[((long long)(s + 1) * B + b) * U + (o - H)] = acc;
+            }
+        }
+        __syncthreads();
+        if (tid == W && s + 1 < T) publish_frames(flag, T - s - 1);
+        float* t = gn; gn = gc; gc = t;
+    }
+}
+
+template <int K>
+__device__ __forceinline__ void lstm_rtrbm_backward_body(
+    const float* __restrict__ WR, const float* __restrict__ r, const float* __restrict__ dbh, float* __restrict__ g,
+    const float* __restrict__ WL, float* __restrict__ du, const float* __restrict__ Wl, const float* __restrict__ peep,
+    int has_peep, const float* __restrict__ c, const float* __restrict__ gates, float* __restrict__ dpre,
+    float* __restrict__ dstate0, float* __restrict__ dpeep_part, int* __restrict__ flags, int T, int B, int H, int U,
+    int SR, int ldr, int w_shared, int ldw, int S, long long wr_ps, long long r_ps, long long dbh_ps, long long g_ps,
+    long long wlr_ps, long long du_ps, long long wl_ps, long long peep_ps, long long c_ps, long long gates_ps,
+    long long dpre_ps, long long dstate0_ps, long long part_ps) {
+    if ((int)blockIdx.x < B) {
+        const long long model = blockIdx.y;
+        rtrbm_lstm_backward_role(WR + model * wr_ps, r + model * r_ps, dbh + model * dbh_ps, g + model * g_ps,
+                                 WL + model * wlr_ps, du + model * du_ps, flags, T, B, H, U, SR, ldr);
+        return;
+    }
+    lstm_backward_body<K, true>(Wl, peep, has_peep, c, gates, du, dpre, dstate0, dpeep_part, T, B, U, w_shared, ldw, S,
+                                wl_ps, peep_ps, c_ps, gates_ps, du_ps, dpre_ps, dstate0_ps, part_ps, flags);
+}
+
+#define LSTM_RTRBM_BACKWARD(K)                                                                                    \
+    extern "C" __global__ void __maxnreg__(88) lstm_rtrbm_backward_k##K(                                         \
+        const float* __restrict__ WR, const float* __restrict__ r, const float* __restrict__ dbh,                 \
+        float* __restrict__ g, const float* __restrict__ WL, float* __restrict__ du, const float* __restrict__ Wl, \
+        const float* __restrict__ peep, int has_peep, const float* __restrict__ c, const float* __restrict__ gates, \
+        float* __restrict__ dpre, float* __restrict__ dstate0, float* __restrict__ dpeep_part,                    \
+        int* __restrict__ flags, int T, int B, int H, int U, int SR, int ldr, int w_shared, int ldw, int S,        \
+        long long wr_ps, long long r_ps, long long dbh_ps, long long g_ps, long long wlr_ps, long long du_ps,     \
+        long long wl_ps, long long peep_ps, long long c_ps, long long gates_ps, long long dpre_ps,                \
+        long long dstate0_ps, long long part_ps) {                                                                \
+        lstm_rtrbm_backward_body<K>(WR, r, dbh, g, WL, du, Wl, peep, has_peep, c, gates, dpre, dstate0,          \
+                                    dpeep_part, flags, T, B, H, U, SR, ldr, w_shared, ldw, S, wr_ps, r_ps, dbh_ps, \
+                                    g_ps, wlr_ps, du_ps, wl_ps, peep_ps, c_ps, gates_ps, dpre_ps, dstate0_ps,    \
+                                    part_ps);                                                                     \
+    }
+LSTM_RTRBM_BACKWARD(0)
+LSTM_RTRBM_BACKWARD(44)
 
 extern "C" __global__ void __launch_bounds__(1024)
 lstm_backward_v2(const float* __restrict__ Wl, const float* __restrict__ peep, int has_peep,

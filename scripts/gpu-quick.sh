@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A short GPU run (about 3 minutes, plus up to 3 with Nsight Compute; the eighth run of
-# docs/GPU.md took 52 s), for checking one change: inside the bundle of scripts/gpu-check.sh
+# A short GPU run (about 4-5 minutes, plus up to 3 with Nsight Compute; the eighth run of
+# docs/GPU.md, before the opt-in rows, took 52 s), for checking one change: inside the bundle of scripts/gpu-check.sh
 # (AB_REV=<the revision before the change>),
 #     bash gpu-bundle/quick.sh
 # the GPU tests, batch 64 (twice) with this version against bin/rtrbm-ab, both with recorded
 # updates (compare their updates/s: revisions before the exact frame count overstate frames/s
 # by 4.3%, docs/PERFORMANCE.md Step 12), batch 64 in length buckets, the kernel profiles of batch 64, the paper protocol and the packed sweep of 64 models
 # (both versions), 256 models (this one), and the same with the opt-in kernels
-# (RTRBM_KERNELS=gibbs-tc, rec-regs, fused-fwd, all three), and, where Nsight Compute is installed, the stall
+# (RTRBM_KERNELS=gibbs-tc, rec-regs, fused-fwd, fused-bwd, all four), and, where Nsight Compute is installed, the stall
 # reasons of the serial kernels. Everything lands in $OUT/quick.tgz.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
@@ -34,22 +34,24 @@ done
 timeout 60 ./bin/rtrbm bench sweep --device cuda --models 256 --pack 256 --threads 1 --updates 10 --json $L/logs/this-sweep-256.json 2>&1 | grep "^sweep"
 pack
 # the opt-in kernels against the rows above: tensor-core Gibbs chains (gibbs-tc), the LSTM
-# with its weights in registers (rec-regs), the LSTM and RTRBM forward recurrences in one launch
-# (fused-fwd), and all three
-# (fused-fwd's blocks wait on each other: if its first row runs out of time, the other
-# fused-fwd rows are skipped rather than each waiting for its timeout)
-fused_hung=0
-for choice in gibbs-tc rec-regs fused-fwd gibbs-tc,rec-regs,fused-fwd; do
+# with its weights in registers (rec-regs), LSTM-RTRBM's forward and backward recurrences each in
+# one launch (fused-fwd, fused-bwd), and all four (with the 64-model sweep)
+# (the fused kernels' blocks wait on each other: if a fused choice's first row runs out of time,
+# the later choices with it are skipped rather than each waiting for its timeouts)
+hung=""
+for choice in gibbs-tc rec-regs fused-fwd fused-bwd gibbs-tc,rec-regs,fused-fwd,fused-bwd; do
   export RTRBM_KERNELS=$choice; f=${choice//,/+}
-  case $choice in *fused-fwd*) [ $fused_hung = 1 ] && { echo "$choice: skipped (fused-fwd timed out)"; continue; } ;; esac
+  skip=""; for h in $hung; do case ",$choice," in *",$h,"*) skip=$h ;; esac; done
+  [ -n "$skip" ] && { echo "$choice: skipped ($skip timed out)"; continue; }
   timeout 60 ./bin/rtrbm bench train --device cuda --batch 64 --updates 20 --json $L/logs/$f-b64.json > $L/logs/$f-b64.txt 2>&1
   rc=$?; grep "^train" $L/logs/$f-b64.txt | sed "s/^/$choice: /"
   if [ $rc = 124 ]; then
-    echo "$choice: batch 64 timed out"; pack
-    case $choice in *fused-fwd*) fused_hung=1; continue ;; esac
+    echo "$choice: batch 64 timed out"; hung="$hung $choice"; pack; continue
   fi
   timeout 60 ./bin/rtrbm bench train --device cuda --updates 200 --json $L/logs/$f-b1.json 2>&1 | grep "^train" | sed "s/^/$choice: /"
-  timeout 60 ./bin/rtrbm bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json $L/logs/$f-sweep-64.json 2>&1 | grep "^sweep" | sed "s/^/$choice: /"
+  case $choice in *,*)
+    timeout 60 ./bin/rtrbm bench sweep --device cuda --models 64 --pack 64 --threads 1 --updates 10 --json $L/logs/$f-sweep-64.json 2>&1 | grep "^sweep" | sed "s/^/$choice: /" ;;
+  esac
   RTRBM_PROFILE=1 timeout 60 ./bin/rtrbm bench phases --device cuda --batch 64 --updates 20 > $L/logs/$f-profile-b64.txt 2>&1
   echo "$choice profile b64 rc=$?"; grep -A6 '^kernel profile' $L/logs/$f-profile-b64.txt
   pack

@@ -646,6 +646,151 @@ fn fused_lstm_rtrbm_forward_matches_the_composition() {
     }
 }
 
+/// LSTM-RTRBM's backward recurrences in one launch (`RTRBM_KERNELS=fused-bwd`:
+/// `lstm_rtrbm_backward_k{K}`, the LSTM blocks following the RTRBM blocks frame by frame): g, du
+/// (= g WL^T, row T left 0), dpre, dstate0 and the peephole gradient within the recurrences'
+/// tolerance of the CPU's composition (RTRBM backward, gemm, LSTM backward) and of the separate
+/// GPU kernels, with the LSTM as v2 and as `rec-regs`; T from 1 to 100, U = H = 88 and U = 37,
+/// H = 53, peepholes on and off, lone and in a pack of 3 (each model as alone); the fused kernels
+/// ran (kernel profile).
+#[test]
+fn fused_lstm_rtrbm_backward_matches_the_composition() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let gf = gpu().unwrap().with_fused_backward(true).with_kernel_profile();
+    let gfr = gpu().unwrap().with_fused_backward(true).with_rec_regs(true).with_kernel_profile();
+    let mut r = HostRng::new(92, 0);
+    for (t, b, u, h) in
+        [(1, 1, 88, 88), (2, 1, 88, 88), (3, 2, 88, 88), (7, 3, 88, 88), (6, 2, 37, 53), (100, 2, 88, 88)]
+    {
+        let d = Dims { t, b, v: 88, h, u };
+        let (n, g4) = (t * b, 4 * u);
+        for with_peep in [false, true] {
+            let wr = rand_vec(&mut r, h * h, 0.3);
+            let rs: Vec<f32> = rand_vec(&mut r, (t + 1) * b * h, 1.0).iter().map(|x| 0.5 + 0.45 * x).collect();
+            let dbh = rand_vec(&mut r, n * h, 0.1);
+            let wl = rand_vec(&mut r, u * h, 0.3);
+            let lwl = rand_vec(&mut r, u * g4, 0.3);
+            let peep = rand_vec(&mut r, 3 * u, 0.3);
+            let l = rand_vec(&mut r, (t + 1) * b * u, 0.5);
+            let cs = rand_vec(&mut r, (t + 1) * b * u, 0.5);
+            let gates: Vec<f32> = rand_vec(&mut r, n * g4, 1.0).iter().map(|x| 0.5 + 0.45 * x).collect();
+            let dp0 = rand_vec(&mut r, 3 * u, 0.1);
+            let mut du0 = vec![f32::NAN; (t + 1) * b * u];
+            du0[n * u..].iter_mut().for_each(|x| *x = 0.0);
+            let pp = with_peep.then_some(&peep);
+            let (mut gc, mut duc, mut dprec, mut dsc, mut dpc) =
+                (vec![0f32; n * h], du0.clone(), vec![0f32; n * g4], vec![0f32; 2 * b * u], dp0.clone());
+            c.lstm_rtrbm_backward(
+                &wr,
+                &rs,
+                &dbh,
+                &mut gc,
+                &wl,
+                &mut duc,
+                &lwl,
+                pp,
+                &l,
+                &cs,
+                &gates,
+                &mut dprec,
+                &mut dsc,
+                with_peep.then_some(&mut dpc),
+                d,
+            )
+            .unwrap();
+            let run = |be: &Cuda| {
+                let up = |x: &Vec<f32>| be.upload(x).unwrap();
+                let (gwr, grs, gdbh, gwl, glwl, gpeep) = (up(&wr), up(&rs), up(&dbh), up(&wl), up(&lwl), up(&peep));
+                let (gl, gcs, ggates) = (up(&l), up(&cs), up(&gates));
+                let (mut gg, mut gdu, mut gdpre, mut gds, mut gdp) =
+                    (poisoned(be, n * h), up(&du0), poisoned(be, n * g4), poisoned(be, 2 * b * u), up(&dp0));
+                be.lstm_rtrbm_backward(
+                    &gwr,
+                    &grs,
+                    &gdbh,
+                    &mut gg,
+                    &gwl,
+                    &mut gdu,
+                    &glwl,
+                    with_peep.then_some(&gpeep),
+                    &gl,
+                    &gcs,
+                    &ggates,
+                    &mut gdpre,
+                    &mut gds,
+                    with_peep.then_some(&mut gdp),
+                    d,
+                )
+                .unwrap();
+                [gg, gdu, gdpre, gds, gdp].map(|x| be.download(&x).unwrap())
+            };
+            let want = [&gc, &duc, &dprec, &dsc, &dpc];
+            for (which, be) in [("separate", &g), ("fused", &gf), ("fused rec-regs", &gfr)] {
+                let got = run(be);
+                for (i, x) in ["g", "du", "dpre", "dstate0", "dpeep"].iter().enumerate() {
+                    let what = format!("{which} backward {x} T{t} B{b} U{u} H{h} peep={with_peep}");
+                    assert_close(&what, &got[i], want[i], 2e-5, 1e-4);
+                }
+            }
+        }
+    }
+    for (be, k) in [(&gf, "lstm_rtrbm_backward_k0"), (&gfr, "lstm_rtrbm_backward_k44")] {
+        let ran: Vec<String> = be.kernel_profile().unwrap().unwrap().into_iter().map(|k| k.kernel).collect();
+        assert!(ran.iter().any(|r| r == k), "{k} ran: {ran:?}");
+        assert!(!ran.iter().any(|k| k.starts_with("rtrbm_backward")), "no separate RTRBM backward ran: {ran:?}");
+    }
+    // a pack of 3: each model's slab as the model alone
+    let (t, b, u, h) = (9, 2, 88, 88);
+    let d = Dims { t, b, v: 88, h, u };
+    let pk = gf.packed(P).unwrap();
+    let ins = [
+        per_model(&mut r, h * h, 0.3),
+        per_model(&mut r, (t + 1) * b * h, 0.4),
+        per_model(&mut r, t * b * h, 0.1),
+        per_model(&mut r, u * h, 0.3),
+        per_model(&mut r, u * 4 * u, 0.3),
+        per_model(&mut r, (t + 1) * b * u, 0.5),
+        per_model(&mut r, (t + 1) * b * u, 0.5),
+        per_model(&mut r, t * b * 4 * u, 0.4),
+    ];
+    let [(pwr, lwr), (prs, lrs), (pdbh, ldbh), (pwl, lwl), (plwl, llwl), (pl, ll), (pc, lc), (pgates, lgates)] =
+        ins.map(|x| up(&gf, &pk, &x));
+    let mut du0 = vec![f32::NAN; (t + 1) * b * u];
+    du0[t * b * u..].iter_mut().for_each(|x| *x = 0.0);
+    let ((mut pg, mut lg), (mut pdu, mut ldu)) =
+        (up(&gf, &pk, &vec![vec![f32::NAN; t * b * h]; P]), up(&gf, &pk, &vec![du0; P]));
+    let ((mut pdpre, mut ldpre), (mut pds, mut lds)) =
+        (up(&gf, &pk, &vec![vec![f32::NAN; t * b * 4 * u]; P]), up(&gf, &pk, &vec![vec![f32::NAN; 2 * b * u]; P]));
+    pk.lstm_rtrbm_backward(
+        &pwr, &prs, &pdbh, &mut pg, &pwl, &mut pdu, &plwl, None, &pl, &pc, &pgates, &mut pdpre, &mut pds, None, d,
+    )
+    .unwrap();
+    for p in 0..P {
+        gf.lstm_rtrbm_backward(
+            &lwr[p],
+            &lrs[p],
+            &ldbh[p],
+            &mut lg[p],
+            &lwl[p],
+            &mut ldu[p],
+            &llwl[p],
+            None,
+            &ll[p],
+            &lc[p],
+            &lgates[p],
+            &mut ldpre[p],
+            &mut lds[p],
+            None,
+            d,
+        )
+        .unwrap();
+    }
+    for (x, pb, lb) in [("g", &pg, &lg), ("du", &pdu, &ldu), ("dpre", &pdpre, &ldpre), ("dstate0", &pds, &lds)] {
+        same(&format!("packed fused backward {x}"), &gf, &pk, pb, lb);
+    }
+}
+
 #[test]
 fn hidden_probs_and_free_energy() {
     let Some(g) = gpu() else { return };

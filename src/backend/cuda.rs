@@ -140,6 +140,8 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "lstm_rtrbm_forward_k0",
             "lstm_rtrbm_forward_k8",
             "lstm_rtrbm_forward_k12",
+            "lstm_rtrbm_backward_k0",
+            "lstm_rtrbm_backward_k44",
         ],
     ),
     ("optim.cu", include_str!("../../kernels/optim.cu"), &["sgd_momentum", "sgd_momentum_multi"]),
@@ -209,6 +211,8 @@ const DYN_SMEM_KERNELS: &[&str] = &[
     "lstm_rtrbm_forward_k0",
     "lstm_rtrbm_forward_k8",
     "lstm_rtrbm_forward_k12",
+    "lstm_rtrbm_backward_k0",
+    "lstm_rtrbm_backward_k44",
 ];
 
 /// Chains (warps) per block of the v1 chain kernels (gibbs_chain, gibbs_marginals, ais_chains).
@@ -500,6 +504,10 @@ pub struct Cuda {
     /// following the LSTM frame by frame (`lstm_rtrbm_forward_k{K}`, opt-in until measured on a
     /// GPU) where it applies, else the LSTM, a gemm and the RTRBM one after another.
     fused_fwd: bool,
+    /// `RTRBM_KERNELS=fused-bwd`: LSTM-RTRBM's backward recurrences in one launch, the LSTM
+    /// following the RTRBM frame by frame (`lstm_rtrbm_backward_k{K}`, opt-in until measured on
+    /// a GPU) where it applies, else the RTRBM, a gemm and the LSTM one after another.
+    fused_bwd: bool,
     /// Compute capability (major, minor).
     cc: (i32, i32),
     /// Per-kernel timing (`RTRBM_PROFILE=1`, [`Cuda::with_kernel_profile`]), shared by forks and
@@ -766,7 +774,13 @@ impl Cuda {
         let gtag = if gibbs_tc && major >= 8 { ", Gibbs on tensor cores" } else { "" };
         let rtag = if rec_regs { ", LSTM weights in registers" } else { "" };
         let fused_fwd = !rec_v1 && choice.contains(&"fused-fwd");
-        let ftag = if fused_fwd { ", fused LSTM-RTRBM forward" } else { "" };
+        let fused_bwd = !rec_v1 && choice.contains(&"fused-bwd");
+        let ftag = match (fused_fwd, fused_bwd) {
+            (true, true) => ", fused LSTM-RTRBM forward and backward",
+            (true, false) => ", fused LSTM-RTRBM forward",
+            (false, true) => ", fused LSTM-RTRBM backward",
+            (false, false) => "",
+        };
         let tag = format!("{tag}{}{gtag}{rtag}{ftag}", if tc { TC_TAG } else { "" });
         let mut cuda = Cuda {
             ctx,
@@ -781,6 +795,7 @@ impl Cuda {
             gibbs_tc,
             rec_regs,
             fused_fwd,
+            fused_bwd,
             cc: (major, minor),
             profile: (std::env::var("RTRBM_PROFILE").as_deref() == Ok("1")).then(Arc::default),
             sm_count,
@@ -834,6 +849,7 @@ impl Cuda {
             gibbs_tc: self.gibbs_tc,
             rec_regs: self.rec_regs,
             fused_fwd: self.fused_fwd,
+            fused_bwd: self.fused_bwd,
             cc: self.cc,
             profile: self.profile.clone(),
             sm_count: self.sm_count,
@@ -872,6 +888,13 @@ impl Cuda {
     /// `RTRBM_KERNELS=fused-fwd`; tests and A/B timing).
     pub fn with_fused_forward(mut self, on: bool) -> Cuda {
         self.fused_fwd = on;
+        self
+    }
+
+    /// This backend with LSTM-RTRBM's backward recurrences in one launch where that applies (as
+    /// `RTRBM_KERNELS=fused-bwd`; tests and A/B timing).
+    pub fn with_fused_backward(mut self, on: bool) -> Cuda {
+        self.fused_bwd = on;
         self
     }
 
@@ -1464,6 +1487,49 @@ impl Cuda {
         let smem = smem.max(4 * ((nu + nh) * ldr + 2 * (nu + nh)));
         self.check_smem("lstm_rtrbm_forward", smem as u32)?;
         Ok(Some((FusedPlan { k, s, threads: w + 32, w_shared: w_sh, ldw, ldr: i32_of("ldr", ldr)?, smem }, sr)))
+    }
+
+    /// The fused LSTM-RTRBM backward (`lstm_rtrbm_backward_k{K}`, kernels/lstm.cu), as
+    /// [`Cuda::lstm_rtrbm_plan`]: where `RTRBM_KERNELS=fused-bwd` asks for it, all 2 B P blocks
+    /// fit the SMs, and the LSTM backward's one-pass block (v2, or `lstm_backward_rw_k44` under
+    /// `rec-regs`) of W threads plus one warp is at most 736 threads; the RTRBM blocks' split SR
+    /// is the largest power of two <= 32 with (H + U) SR <= W (outputs g and du).
+    fn lstm_rtrbm_backward_plan(&self, b: usize, nu: usize, nh: usize) -> Result<Option<(FusedPlan, usize)>> {
+        if !self.fused_bwd || self.rec_v1 || 2 * b * self.models > self.sm_count {
+            return Ok(None);
+        }
+        let (_, split, cfg, w_sh, ldw) =
+            self.rec_launch("lstm_backward", b, nu, 4 * nu, (nu, 4 * nu, 6 * nu), Walk::Rows)?;
+        let (Some(s), w) = (split, cfg.block_dim.0 as usize) else { return Ok(None) };
+        let (k, w_sh, smem) = match self.lstm_backward_rw_plan(nu) {
+            Some(k) => (k, 0, 24 * nu),
+            None => (0, w_sh, cfg.shared_mem_bytes as usize),
+        };
+        if nu > w || w + 32 > 736 {
+            return Ok(None);
+        }
+        let Some(sr) = (0..=5).rev().map(|e| 1usize << e).find(|&sr| (nh + nu) * sr <= w) else { return Ok(None) };
+        // [WR; WL] staged with a row stride = SR (mod 32): the lanes of a warp walking rows hit
+        // 32 banks (as Cuda::rec_launch does for the v2 backward kernels); then g[s+1], g[s]
+        let ldr = nh + (sr + 32 - nh % 32) % 32;
+        let smem = smem.max(4 * ((nh + nu) * ldr + 2 * nh));
+        self.check_smem("lstm_rtrbm_backward", smem as u32)?;
+        Ok(Some((FusedPlan { k, s, threads: w + 32, w_shared: w_sh, ldw, ldr: i32_of("ldr", ldr)?, smem }, sr)))
+    }
+
+    /// `dpeep += sum_b part[b]` (`lstm_dpeep_reduce`) after an LSTM backward with peepholes.
+    fn dpeep_reduce(&self, part: &CudaSlice<f32>, dp: &mut CudaSlice<f32>, b: usize, nu: usize) -> Result<()> {
+        let (bi, ui) = (i32_of("B", b)?, i32_of("U", nu)?);
+        let (part_ps, dp_ps) = (self.ps(part), self.ps(dp));
+        let f = self.func("lstm_dpeep_reduce")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(part).arg(&bi).arg(&ui).arg(dp).arg(&part_ps).arg(&dp_ps);
+        let cfg = LaunchConfig {
+            grid_dim: ((3 * nu).div_ceil(128) as u32, self.models as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(&mut lb, cfg, "lstm_dpeep_reduce")
     }
 
     /// How to launch a per-sequence recurrent kernel: `{name}_v2` (split-K; see
@@ -2351,16 +2417,96 @@ impl Backend for Cuda {
             self.launch(&mut lb, cfg, &kname)?;
         }
         if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
-            let dp_ps = self.ps(dp);
-            let f = self.func("lstm_dpeep_reduce")?;
-            let mut lb = self.stream.launch_builder(f);
-            lb.arg(p).arg(&bi).arg(&ui).arg(dp).arg(&part_ps).arg(&dp_ps);
+            self.dpeep_reduce(p, dp, b, nu)?;
+        }
+        Ok(())
+    }
+
+    fn lstm_rtrbm_backward(
+        &self,
+        wr: &CudaSlice<f32>,
+        r: &CudaSlice<f32>,
+        dbh: &CudaSlice<f32>,
+        g: &mut CudaSlice<f32>,
+        wl: &CudaSlice<f32>,
+        du: &mut CudaSlice<f32>,
+        lstm_wl: &CudaSlice<f32>,
+        peep: Option<&CudaSlice<f32>>,
+        l: &CudaSlice<f32>,
+        c: &CudaSlice<f32>,
+        gates: &CudaSlice<f32>,
+        dpre: &mut CudaSlice<f32>,
+        dstate0: &mut CudaSlice<f32>,
+        dpeep: Option<&mut CudaSlice<f32>>,
+        d: Dims,
+    ) -> Result<()> {
+        let (t, b, nu, nh) = (d.t, d.b, d.u, d.h);
+        let plan = if d.n() * nu * nh == 0 { None } else { self.lstm_rtrbm_backward_plan(b, nu, nh)? };
+        let Some((plan, sr)) = plan else {
+            // the three operations one after another (the trait's composition)
+            self.rtrbm_backward(wr, r, dbh, g, d)?;
+            let (gm, wm) = (Mat { buf: &*g, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: true });
+            self.gemm(d.n(), nu, nh, 1.0, gm, wm, 0.0, du, 0)?;
+            return self.lstm_backward(lstm_wl, peep, l, c, gates, du, dpre, dstate0, dpeep, d);
+        };
+        let g4 = 4 * nu;
+        check("lstm_rtrbm_backward WR", self.slab(wr), nh * nh)?;
+        check("lstm_rtrbm_backward r", self.slab(r), (t + 1) * b * nh)?;
+        check("lstm_rtrbm_backward dbh", self.slab(dbh), d.n() * nh)?;
+        check("lstm_rtrbm_backward g", self.slab(g), d.n() * nh)?;
+        check("lstm_rtrbm_backward WL", self.slab(wl), nu * nh)?;
+        check("lstm_rtrbm_backward du", self.slab(du), (t + 1) * b * nu)?;
+        check("lstm_rtrbm_backward Wl", self.slab(lstm_wl), nu * g4)?;
+        check("lstm_rtrbm_backward c", self.slab(c), (t + 1) * b * nu)?;
+        check("lstm_rtrbm_backward gates", self.slab(gates), d.n() * g4)?;
+        check("lstm_rtrbm_backward dpre", self.slab(dpre), d.n() * g4)?;
+        check("lstm_rtrbm_backward dstate0", self.slab(dstate0), 2 * b * nu)?;
+        if let Some(p) = peep {
+            check("lstm_rtrbm_backward peep", self.slab(p), 3 * nu)?;
+        }
+        if let Some(dp) = dpeep.as_ref() {
+            check("lstm_rtrbm_backward dpeep", self.slab(dp), 3 * nu)?;
+        }
+        let (ti, bi, hi, ui) = (i32_of("T", t)?, i32_of("B", b)?, i32_of("H", nh)?, i32_of("U", nu)?);
+        let (has_peep, sri) = (peep.is_some() as i32, sr as i32);
+        let peep_buf = peep.unwrap_or(lstm_wl);
+        let peep_ps = peep.map_or(0, |p| self.ps(p));
+        // peephole gradients per sequence [B,3U] of each model, reduced over b afterwards
+        let mut part = if dpeep.is_some() { Some(self.zeros(b * 3 * nu)?) } else { None };
+        let part_ps = part.as_ref().map_or(0, |p| self.ps(p));
+        let ps = [self.ps(wr), self.ps(r), self.ps(dbh), self.ps(g), self.ps(wl), self.ps(du)];
+        let ps2 = [self.ps(lstm_wl), peep_ps, self.ps(c), self.ps(gates), self.ps(dpre), self.ps(dstate0), part_ps];
+        let kname = format!("lstm_rtrbm_backward_k{}", plan.k);
+        {
+            let mut guard = self.grown(&self.scratch.flags, self.models * b, "fused backward flags")?;
+            let flags = guard.as_mut().expect("grown leaves a buffer");
+            drv("clear fused backward flags", self.stream.memset_zeros(flags))?;
             let cfg = LaunchConfig {
-                grid_dim: ((3 * nu).div_ceil(128) as u32, self.models as u32, 1),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
+                grid_dim: (2 * b as u32, self.models as u32, 1),
+                block_dim: (plan.threads as u32, 1, 1),
+                shared_mem_bytes: plan.smem as u32,
             };
-            self.launch(&mut lb, cfg, "lstm_dpeep_reduce")?;
+            let f = self.func(&kname)?;
+            let mut lb = self.stream.launch_builder(f);
+            lb.arg(wr).arg(r).arg(dbh).arg(g).arg(wl).arg(du).arg(lstm_wl).arg(peep_buf).arg(&has_peep);
+            lb.arg(c).arg(gates).arg(dpre).arg(dstate0);
+            match part.as_mut() {
+                Some(p) => {
+                    lb.arg(p);
+                }
+                None => {
+                    lb.arg(&NULL_PTR);
+                }
+            }
+            lb.arg(&*flags).arg(&ti).arg(&bi).arg(&hi).arg(&ui).arg(&sri).arg(&plan.ldr);
+            lb.arg(&plan.w_shared).arg(&plan.ldw).arg(&plan.s);
+            for x in ps.iter().chain(&ps2) {
+                lb.arg(x);
+            }
+            self.launch(&mut lb, cfg, &kname)?;
+        }
+        if let (Some(p), Some(dp)) = (part.as_ref(), dpeep) {
+            self.dpeep_reduce(p, dp, b, nu)?;
         }
         Ok(())
     }

@@ -447,6 +447,37 @@ pub trait Backend: Send + Sync {
         d: Dims,
     ) -> Result<()>;
 
+    /// LSTM-RTRBM's backward recurrences (SPEC 3): [`Backend::rtrbm_backward`] into `g`, then
+    /// `du[0..T) = g WL^T` (the gradient at l_{t-1} through the RTRBM's biases; row T of `du`
+    /// `[T+1,B,U]` must hold 0), then [`Backend::lstm_backward`] from `du`. The CPU composes the
+    /// three operations (this default); CUDA may run them as one launch in which the LSTM follows
+    /// the RTRBM frame by frame (`RTRBM_KERNELS=fused-bwd`, `kernels/lstm.cu`), with `g`, `du`
+    /// and the LSTM's gradients equal within rounding.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_rtrbm_backward(
+        &self,
+        wr: &Self::Buf,
+        r: &Self::Buf,
+        dbh: &Self::Buf,
+        g: &mut Self::Buf,
+        wl: &Self::Buf,
+        du: &mut Self::Buf,
+        lstm_wl: &Self::Buf,
+        peep: Option<&Self::Buf>,
+        l: &Self::Buf,
+        c: &Self::Buf,
+        gates: &Self::Buf,
+        dpre: &mut Self::Buf,
+        dstate0: &mut Self::Buf,
+        dpeep: Option<&mut Self::Buf>,
+        d: Dims,
+    ) -> Result<()> {
+        self.rtrbm_backward(wr, r, dbh, g, d)?;
+        let (gm, wm) = (Mat { buf: &*g, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: true });
+        self.gemm(d.n(), d.u, d.h, Self::F::ONE, gm, wm, Self::F::ZERO, du, 0)?;
+        self.lstm_backward(lstm_wl, peep, l, c, gates, du, dpre, dstate0, dpeep, d)
+    }
+
     // ----- optimisation -----------------------------------------------------------------------
 
     /// Momentum SGD: `vel = momentum * vel - lr * (grad + weight_decay * param)`, `param += vel`,

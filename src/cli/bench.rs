@@ -18,7 +18,7 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Environment: RTRBM_KERNELS selects kernel versions for A/B timing (v1, chain-v1, rec-v1; \
 ais-v2: AIS without tensor cores; gibbs-tc: Gibbs chains on tensor cores, opt-in; rec-regs: the LSTM's weights \
-in registers, opt-in; fused-fwd: LSTM-RTRBM's forward recurrences in one launch, opt-in); on CUDA each shape of training update is recorded as a CUDA graph and replayed \
+in registers, opt-in; fused-fwd / fused-bwd: LSTM-RTRBM's forward / backward recurrences in one launch, opt-in); on CUDA each shape of training update is recorded as a CUDA graph and replayed \
 (train and sweep rows say \"recorded updates\"), RTRBM_GRAPHS=0 turns that off; RTRBM_PROFILE=1 adds the device time \
 of every CUDA kernel (events around each launch; no graphs then).")]
 pub struct BenchArgs {

@@ -541,8 +541,34 @@ impl<B: Backend> Model<B> {
                 be.gemm(nv, nh, n, one, m(&ws.v, 0, true), m(&ws.dbh_t, 0, false), one, grads.get_mut("W")?, 0)?;
             }
             ModelKind::Rtrbm | ModelKind::LstmRtrbm => {
-                // g_t = total d cost / d bh_t, through r_t into later frames (BPTT)
-                be.rtrbm_backward(p.get("WR")?, &ws.r, &ws.dbh_t, &mut ws.g, d)?;
+                if self.spec.kind == ModelKind::LstmRtrbm {
+                    // g_t (below), then d l_{t-1} = g_t WL^T into du (row T, the gradient at l_T,
+                    // is 0), then the LSTM's BPTT from du
+                    be.copy(&ws.zero_state, 0, &mut ws.du, n * nu, b * nu)?;
+                    if let Some(dp) = grads.find_mut("lstm_peep") {
+                        be.fill(dp, zero)?;
+                    }
+                    be.lstm_rtrbm_backward(
+                        p.get("WR")?,
+                        &ws.r,
+                        &ws.dbh_t,
+                        &mut ws.g,
+                        p.get("WL")?,
+                        &mut ws.du,
+                        p.get("lstm_Wl")?,
+                        p.find("lstm_peep"),
+                        &ws.l,
+                        &ws.c,
+                        &ws.gates,
+                        &mut ws.dpre,
+                        &mut ws.dstate0,
+                        grads.find_mut("lstm_peep"),
+                        d,
+                    )?;
+                } else {
+                    // g_t = total d cost / d bh_t, through r_t into later frames (BPTT)
+                    be.rtrbm_backward(p.get("WR")?, &ws.r, &ws.dbh_t, &mut ws.g, d)?;
+                }
                 be.sum_rows(&ws.g, n, nh, one, zero, grads.get_mut("bh")?)?;
                 // dWR = sum_t r_{t-1}^T g_t
                 be.gemm(nh, nh, n, one, m(&ws.r, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WR")?, 0)?;
@@ -554,25 +580,8 @@ impl<B: Backend> Model<B> {
                     be.sum_rows(&ws.tmp_h, b, nh, one, zero, dr0)?;
                 }
                 if self.spec.kind == ModelKind::LstmRtrbm {
-                    // dWL = sum_t l_{t-1}^T g_t; d l_{t-1} = g_t WL^T (row T of dl is 0)
+                    // dWL = sum_t l_{t-1}^T g_t
                     be.gemm(nu, nh, n, one, m(&ws.l, 0, true), m(&ws.g, 0, false), zero, grads.get_mut("WL")?, 0)?;
-                    be.gemm(n, nu, nh, one, m(&ws.g, 0, false), m(p.get("WL")?, 0, true), zero, &mut ws.du, 0)?;
-                    be.copy(&ws.zero_state, 0, &mut ws.du, n * nu, b * nu)?;
-                    if let Some(dp) = grads.find_mut("lstm_peep") {
-                        be.fill(dp, zero)?;
-                    }
-                    be.lstm_backward(
-                        p.get("lstm_Wl")?,
-                        p.find("lstm_peep"),
-                        &ws.l,
-                        &ws.c,
-                        &ws.gates,
-                        &ws.du,
-                        &mut ws.dpre,
-                        &mut ws.dstate0,
-                        grads.find_mut("lstm_peep"),
-                        d,
-                    )?;
                     // dWx = sum_t v_t^T dpre_t, dWl = sum_t l_{t-1}^T dpre_t, db = sum_t dpre_t
                     be.gemm(
                         nv,
