@@ -16,14 +16,10 @@
 //              gemm_f32, otherwise the raw partial sums go to P[z][m][n] (C untouched).
 // gemm_splitk_reduce: C = alpha (P[0] + P[1] + ... + P[splits-1]) + beta C, slices added in
 //              order (deterministic); beta == 0 overwrites C.
-// add_bias:    x[r, c] += bias[c], rows x cols.                       Reference: Cpu::add_bias
 // broadcast_rows: x[r, c] = bias[c], rows x cols.                    Reference: Cpu::broadcast_rows
 // sum_rows:    out[c] = beta out[c] + alpha sum_r x[r, c] (rows summed in blocks of
 //              SUM_ROWS_BLOCK, as the CPU does; beta == 0 overwrites).  Reference: Cpu::sum_rows
 //              (sum_rows_blocks + sum_rows_finish: the same sums in two launches, for many rows)
-// axpy:        y += alpha x.                                          Reference: Cpu::axpy
-// masked_diff: out[r, c] = (scale mask[r]) (a[r, c] - b[r, c]).       Reference: Cpu::masked_diff
-// mask_rows:   x[r, c] *= mask[r].                                    Reference: Cpu::mask_rows
 // fill:        x[i] = value.                                          Reference: Cpu::fill
 // scale:       x[i] *= alpha.                                         Reference: Cpu::scale
 // sum_squares_partial: per-block partial sums of x^2 in f64 (the host adds the partials in
@@ -250,14 +246,6 @@ extern "C" __global__ void gemm_splitk_reduce(int m, int n, int splits, const fl
     }
 }
 
-extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols,
-                                    long long x_ps, long long bias_ps) {
-    const long long model = blockIdx.y;
-    x += model * x_ps;
-    bias += model * bias_ps;
-    GRID_STRIDE(e, (long long)rows * cols) { x[e] += bias[e % cols]; }
-}
-
 extern "C" __global__ void broadcast_rows(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols,
                                           long long x_ps, long long bias_ps) {
     const long long model = blockIdx.y;
@@ -356,37 +344,6 @@ extern "C" __global__ void sum_rows_finish(const float* __restrict__ part, int b
         for (int b = 0; b < blocks; ++b) acc += part[(long long)b * cols + c];
         out[c] = (beta == 0.0f) ? alpha * acc : beta * out[c] + alpha * acc;
     }
-}
-
-extern "C" __global__ void axpy(long long n, float alpha, const float* __restrict__ x, float* __restrict__ y,
-                                long long x_ps, long long y_ps) {
-    const long long model = blockIdx.y;
-    x += model * x_ps;
-    y += model * y_ps;
-    GRID_STRIDE(i, n) { y[i] += alpha * x[i]; }
-}
-
-extern "C" __global__ void masked_diff(const float* __restrict__ a, const float* __restrict__ b,
-                                       const float* __restrict__ mask, float scale, int rows, int cols,
-                                       float* __restrict__ out, long long a_ps, long long b_ps, long long mask_ps,
-                                       long long out_ps) {
-    const long long model = blockIdx.y;
-    a += model * a_ps;
-    b += model * b_ps;
-    mask += model * mask_ps;
-    out += model * out_ps;
-    GRID_STRIDE(e, (long long)rows * cols) {
-        float s = scale * mask[e / cols];
-        out[e] = s * (a[e] - b[e]);
-    }
-}
-
-extern "C" __global__ void mask_rows(float* __restrict__ x, const float* __restrict__ mask, int rows, int cols,
-                                     long long x_ps, long long mask_ps) {
-    const long long model = blockIdx.y;
-    x += model * x_ps;
-    mask += model * mask_ps;
-    GRID_STRIDE(e, (long long)rows * cols) { x[e] *= mask[e / cols]; }
 }
 
 extern "C" __global__ void fill_f32(float* __restrict__ x, long long n, float value) {

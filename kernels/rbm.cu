@@ -6,7 +6,7 @@
 // cd_stats:     the CD statistics of a training update (Backend::cd_stats): phneg[n, j] =
 //               sigma(bh_t[n, j] + sum_i vneg[n, i] W[i, j]), dbh_t[n, j] = wmask[n] (phneg[n, j] -
 //               sigma(bh_t[n, j] + sum_i v[n, i] W[i, j])), dbv_t[n, i] = wmask[n] (vneg[n, i] -
-//               v[n, i]); hidden_probs' and masked_diff's expressions, one thread per output
+//               v[n, i]); hidden_probs' expressions and w (a - b), one thread per output
 //               (cd_stats_v2_r{R}, below: one warp per row, nonzero visibles only, same bits).
 //               Reference: Cpu::cd_stats.
 // gibbs_chain:  K block-Gibbs steps in ONE launch. One warp per chain, blockDim = (32, CPB)
@@ -405,8 +405,9 @@ HIDDEN_V2(8)
 
 // cd_stats_v2_r{R}: cd_stats for V, H <= 32 R, one warp per row n (blockDim = (32, 8)), the two
 // products as hidden_probs_v2's (acc_active over the row's nonzero visibles, in increasing order:
-// the same bits as cd_stats and as hidden_probs followed by masked_diff). Replaces two
-// hidden_probs, two masked_diff and two mask_rows launches of a training update.
+// the same bits as cd_stats and as hidden_probs followed by the weighted differences). Replaced
+// two hidden_probs and four masking launches of a training update (Step 8 of
+// docs/PERFORMANCE.md).
 template <int R>
 __device__ __forceinline__ void cd_stats_v2_impl(const float* __restrict__ W, const float* __restrict__ v,
                                                  const float* __restrict__ vneg, const float* __restrict__ bh_t,

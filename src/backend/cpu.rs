@@ -580,17 +580,6 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn add_bias(&self, x: &mut Vec<F>, bias: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
-        check_len("add_bias x", x, rows * cols)?;
-        check_len("add_bias bias", bias, cols)?;
-        for row in x[..rows * cols].chunks_mut(cols) {
-            for (e, &b) in row.iter_mut().zip(bias.iter()) {
-                *e += b;
-            }
-        }
-        Ok(())
-    }
-
     fn broadcast_rows(&self, x: &mut Vec<F>, bias: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
         check_len("broadcast_rows x", x, rows * cols)?;
         check_len("broadcast_rows bias", bias, cols)?;
@@ -627,47 +616,6 @@ impl<F: Float> Backend for Cpu<F> {
         Ok(())
     }
 
-    fn axpy(&self, alpha: F, x: &Vec<F>, y: &mut Vec<F>) -> Result<()> {
-        check_len("axpy y", y, x.len())?;
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi += alpha * xi;
-        }
-        Ok(())
-    }
-
-    fn masked_diff(
-        &self,
-        a: &Vec<F>,
-        b: &Vec<F>,
-        mask: &Vec<F>,
-        scale: F,
-        rows: usize,
-        cols: usize,
-        out: &mut Vec<F>,
-    ) -> Result<()> {
-        check_len("masked_diff a", a, rows * cols)?;
-        check_len("masked_diff b", b, rows * cols)?;
-        check_len("masked_diff mask", mask, rows)?;
-        check_len("masked_diff out", out, rows * cols)?;
-        for (r, &m) in mask.iter().enumerate().take(rows) {
-            let s = scale * m;
-            for c in 0..cols {
-                let i = r * cols + c;
-                out[i] = s * (a[i] - b[i]);
-            }
-        }
-        Ok(())
-    }
-
-    fn mask_rows(&self, x: &mut Vec<F>, mask: &Vec<F>, rows: usize, cols: usize) -> Result<()> {
-        check_len("mask_rows x", x, rows * cols)?;
-        check_len("mask_rows mask", mask, rows)?;
-        for (row, &m) in x[..rows * cols].chunks_mut(cols).zip(mask.iter()) {
-            row.iter_mut().for_each(|e| *e *= m);
-        }
-        Ok(())
-    }
-
     /// Reference of `hidden_probs` in `kernels/rbm.cu`.
     fn hidden_probs(
         &self,
@@ -693,7 +641,7 @@ impl<F: Float> Backend for Cpu<F> {
     }
 
     /// Reference of `cd_stats` and `cd_stats_v2_r{R}` in `kernels/rbm.cu`: per row, the
-    /// expressions of `hidden_probs` (twice) and `masked_diff` (scale 1, twice).
+    /// expressions of `hidden_probs` (twice) and the weighted differences `w (a - b)` (twice).
     fn cd_stats(
         &self,
         w: &Vec<F>,

@@ -51,14 +51,10 @@ const KERNEL_FILES: &[(&str, &str, &[&str])] = &[
             "gemm_f32",
             "gemm_f32_rb",
             "gemm_splitk_reduce",
-            "add_bias",
             "broadcast_rows",
             "sum_rows",
             "sum_rows_blocks",
             "sum_rows_finish",
-            "axpy",
-            "masked_diff",
-            "mask_rows",
             "fill_f32",
             "scale_f32",
             "copy_f32",
@@ -1403,31 +1399,6 @@ impl Cuda {
         (format!("{base}_v2_r{r}"), cfg)
     }
 
-    /// Launches `add_bias` or `broadcast_rows` (kernels/linalg.cu), which share their arguments:
-    /// `x` `[rows, cols]` and a bias row `[cols]` (`labels` name them in errors, as in
-    /// [`Cuda::recurrent_backward`]).
-    fn row_bias(
-        &self,
-        name: &str,
-        labels: [&str; 2],
-        x: &mut CudaSlice<f32>,
-        bias: &CudaSlice<f32>,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        check(labels[0], self.slab(x), rows * cols)?;
-        check(labels[1], self.slab(bias), cols)?;
-        if rows * cols == 0 {
-            return Ok(());
-        }
-        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
-        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
-        let f = self.func(name)?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
-        self.launch(&mut lb, self.grid(rows * cols), name)
-    }
-
     /// The register-weights LSTM forward (`lstm_forward_rw_k{K}`) for U units, when
     /// `RTRBM_KERNELS=rec-regs` asks for it and it applies: the split S and block of the v2
     /// forward ([`rec_split`]), one pass (U <= blockDim / S), at most 768 threads (its launch
@@ -1856,12 +1827,18 @@ impl Backend for Cuda {
         self.gemm_with(GemmPath::Auto, m, n, k, alpha, a, b, beta, c, c_off)
     }
 
-    fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        self.row_bias("add_bias", ["add_bias x", "add_bias bias"], x, bias, rows, cols)
-    }
-
     fn broadcast_rows(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        self.row_bias("broadcast_rows", ["broadcast_rows x", "broadcast_rows bias"], x, bias, rows, cols)
+        check("broadcast_rows x", self.slab(x), rows * cols)?;
+        check("broadcast_rows bias", self.slab(bias), cols)?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
+        let (x_ps, b_ps) = (self.ps(x), self.ps(bias));
+        let f = self.func("broadcast_rows")?;
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(x).arg(bias).arg(&r).arg(&c).arg(&x_ps).arg(&b_ps);
+        self.launch(&mut lb, self.grid(rows * cols), "broadcast_rows")
     }
 
     fn sum_rows(
@@ -1912,57 +1889,6 @@ impl Backend for Cuda {
             shared_mem_bytes: 0,
         };
         self.launch(&mut lb, cfg, "sum_rows")
-    }
-
-    fn axpy(&self, alpha: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
-        let nx = self.slab(x);
-        check("axpy y", self.slab(y), nx)?;
-        let n = nx as i64;
-        let (x_ps, y_ps) = (self.ps(x), self.ps(y));
-        let f = self.func("axpy")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(&n).arg(&alpha).arg(x).arg(y).arg(&x_ps).arg(&y_ps);
-        self.launch(&mut lb, self.grid(nx), "axpy")
-    }
-
-    fn masked_diff(
-        &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
-        mask: &CudaSlice<f32>,
-        scale: f32,
-        rows: usize,
-        cols: usize,
-        out: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        check("masked_diff a", self.slab(a), rows * cols)?;
-        check("masked_diff b", self.slab(b), rows * cols)?;
-        check("masked_diff mask", self.slab(mask), rows)?;
-        check("masked_diff out", self.slab(out), rows * cols)?;
-        if rows * cols == 0 {
-            return Ok(());
-        }
-        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
-        let (a_ps, b_ps, m_ps, o_ps) = (self.ps(a), self.ps(b), self.ps(mask), self.ps(out));
-        let f = self.func("masked_diff")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(a).arg(b).arg(mask).arg(&scale).arg(&r).arg(&c).arg(out);
-        lb.arg(&a_ps).arg(&b_ps).arg(&m_ps).arg(&o_ps);
-        self.launch(&mut lb, self.grid(rows * cols), "masked_diff")
-    }
-
-    fn mask_rows(&self, x: &mut CudaSlice<f32>, mask: &CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
-        check("mask_rows x", self.slab(x), rows * cols)?;
-        check("mask_rows mask", self.slab(mask), rows)?;
-        if rows * cols == 0 {
-            return Ok(());
-        }
-        let (r, c) = (i32_of("rows", rows)?, i32_of("cols", cols)?);
-        let (x_ps, m_ps) = (self.ps(x), self.ps(mask));
-        let f = self.func("mask_rows")?;
-        let mut lb = self.stream.launch_builder(f);
-        lb.arg(x).arg(mask).arg(&r).arg(&c).arg(&x_ps).arg(&m_ps);
-        self.launch(&mut lb, self.grid(rows * cols), "mask_rows")
     }
 
     fn hidden_probs(

@@ -231,11 +231,7 @@ pub trait Backend: Send + Sync {
         c_off: usize,
     ) -> Result<()>;
 
-    /// `x[r, :] += bias` for each of `rows` rows of width `cols`.
-    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
-
-    /// `x[r, :] = bias` for each of `rows` rows of width `cols`: a bias broadcast over the frames
-    /// (one pass, where `fill` then `add_bias` took two).
+    /// `x[r, :] = bias` for each of `rows` rows of width `cols`: a bias broadcast over the frames.
     fn broadcast_rows(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
     /// `out[c] = beta * out[c] + alpha * sum_r x[r, c]` over `rows` rows of width `cols`, the
@@ -250,26 +246,6 @@ pub trait Backend: Send + Sync {
         beta: Self::F,
         out: &mut Self::Buf,
     ) -> Result<()>;
-
-    /// `y = y + alpha * x` over all elements.
-    fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
-
-    /// `out[n, :] = scale * mask[n] * (a[n, :] - b[n, :])` for `rows` rows of width `cols`
-    /// (the CD gradient of the dynamic biases, SPEC 3).
-    #[allow(clippy::too_many_arguments)]
-    fn masked_diff(
-        &self,
-        a: &Self::Buf,
-        b: &Self::Buf,
-        mask: &Self::Buf,
-        scale: Self::F,
-        rows: usize,
-        cols: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
-
-    /// `x[n, :] *= mask[n]` (zeroes the rows of padded frames).
-    fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
 
     // ----- conditional RBMs ---------------------------------------------------------------------
 
@@ -292,7 +268,7 @@ pub trait Backend: Send + Sync {
     /// each row weighted by the cost weight `wmask[n]` (mask / frames):
     /// `phneg = sigma(vneg W + bh_t)`, `dbh_t = wmask * (phneg - sigma(v W + bh_t))` `[N, H]` and
     /// `dbv_t = wmask * (vneg - v)` `[N, V]`. Every value is bit for bit what `hidden_probs`
-    /// and `masked_diff` (scale 1) give; the update's `dW = dbv_t^T phneg + v^T G` needs nothing
+    /// and `wmask * (a - b)` give; the update's `dW = dbv_t^T phneg + v^T G` needs nothing
     /// else of the CD part (see `Model::backward`).
     #[allow(clippy::too_many_arguments)]
     fn cd_stats(

@@ -192,10 +192,6 @@ impl<B: Backend> Backend for Packed<B> {
         })
     }
 
-    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        self.each(x.iter_mut().collect(), |p, x| self.inner.add_bias(x, &bias[p], rows, cols))
-    }
-
     fn broadcast_rows(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
         self.each(x.iter_mut().collect(), |p, x| self.inner.broadcast_rows(x, &bias[p], rows, cols))
     }
@@ -210,27 +206,6 @@ impl<B: Backend> Backend for Packed<B> {
         out: &mut Self::Buf,
     ) -> Result<()> {
         self.each(out.iter_mut().collect(), |p, o| self.inner.sum_rows(&x[p], rows, cols, alpha, beta, o))
-    }
-
-    fn axpy(&self, alpha: Self::F, x: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
-        self.each(y.iter_mut().collect(), |p, y| self.inner.axpy(alpha, &x[p], y))
-    }
-
-    fn masked_diff(
-        &self,
-        a: &Self::Buf,
-        b: &Self::Buf,
-        mask: &Self::Buf,
-        scale: Self::F,
-        rows: usize,
-        cols: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.each(out.iter_mut().collect(), |p, o| self.inner.masked_diff(&a[p], &b[p], &mask[p], scale, rows, cols, o))
-    }
-
-    fn mask_rows(&self, x: &mut Self::Buf, mask: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        self.each(x.iter_mut().collect(), |p, x| self.inner.mask_rows(x, &mask[p], rows, cols))
     }
 
     fn hidden_probs(
