@@ -2351,15 +2351,21 @@ fn recorded_updates_equal_unrecorded_ones() {
     // chunks of 6 and 4 frames (sequences cut at 6): shapes (T, K) repeat across updates
     let seqs = &rtrbm::data::jsb_embedded().train[..3];
     let chunks: Vec<Vec<f32>> = make_chunks(seqs, 6);
-    for (kind, batch, clip, pack) in [
-        (ModelKind::LstmRtrbm, 1usize, 0.0, 1usize),
-        (ModelKind::LstmRtrbm, 3, 0.5, 1),
-        (ModelKind::Rtrbm, 2, 0.0, 1),
-        (ModelKind::RnnRbm, 1, 0.0, 1),
-        (ModelKind::LstmRtrbm, 1, 0.0, 2),
+    // (fused: LSTM-RTRBM's recurrences in one launch each way, whose counters are cleared by a
+    // recorded memset)
+    let fused = g.fork().unwrap().with_fused_forward(true).with_fused_backward(true);
+    for (kind, batch, clip, pack, fuse) in [
+        (ModelKind::LstmRtrbm, 1usize, 0.0, 1usize, false),
+        (ModelKind::LstmRtrbm, 3, 0.5, 1, false),
+        (ModelKind::Rtrbm, 2, 0.0, 1, false),
+        (ModelKind::RnnRbm, 1, 0.0, 1, false),
+        (ModelKind::LstmRtrbm, 1, 0.0, 2, false),
+        (ModelKind::LstmRtrbm, 3, 0.0, 1, true),
+        (ModelKind::LstmRtrbm, 1, 0.0, 2, true),
     ] {
-        let what = format!("{kind:?}, batch {batch}, grad_clip {clip}, pack {pack}");
-        let be = if pack == 1 { g.fork().unwrap() } else { g.packed(pack).unwrap() };
+        let what = format!("{kind:?}, batch {batch}, grad_clip {clip}, pack {pack}, fused {fuse}");
+        let base = if fuse { &fused } else { &g };
+        let be = if pack == 1 { base.fork().unwrap() } else { base.packed(pack).unwrap() };
         let mut cfg = Config { model: ModelSpec::new(kind, 88, 20, 12), ..Config::default() };
         cfg.train.batch = batch;
         cfg.train.grad_clip = clip;

@@ -1488,6 +1488,16 @@ impl Cuda {
         Ok(Some((FusedPlan { k, s, threads: w + 32, w_shared: w_sh, ldw, ldr: i32_of("ldr", ldr)?, smem }, sr)))
     }
 
+    /// The frame counters of a fused recurrence launch (one per sequence of each model, in the
+    /// backend's scratch), grown if needed and cleared on the stream before the launch.
+    fn fused_counters(&self, b: usize) -> Result<std::sync::MutexGuard<'_, Option<CudaSlice<f32>>>> {
+        let mut guard = self.grown(&self.scratch.flags, self.models * b, "fused recurrence counters")?;
+        if let Some(flags) = guard.as_mut() {
+            drv("clear the fused recurrence counters", self.stream.memset_zeros(flags))?;
+        }
+        Ok(guard)
+    }
+
     /// `dpeep += sum_b part[b]` (`lstm_dpeep_reduce`) after an LSTM backward with peepholes.
     fn dpeep_reduce(&self, part: &CudaSlice<f32>, dp: &mut CudaSlice<f32>, b: usize, nu: usize) -> Result<()> {
         let (bi, ui) = (i32_of("B", b)?, i32_of("U", nu)?);
@@ -1594,6 +1604,17 @@ struct FusedPlan {
     /// The row stride of [WL; WR] in the RTRBM blocks' shared memory.
     ldr: i32,
     smem: usize,
+}
+
+impl FusedPlan {
+    /// 2B blocks per model (producers, then consumers), the plan's block and shared memory.
+    fn launch_config(&self, b: usize, models: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (2 * b as u32, models as u32, 1),
+            block_dim: (self.threads as u32, 1, 1),
+            shared_mem_bytes: self.smem as u32,
+        }
+    }
 }
 
 /// The split of a v2 recurrence (`kernels/recurrent.cu`): S lanes per output, a power of two
@@ -2255,14 +2276,9 @@ impl Backend for Cuda {
         let ps = [self.ps(lstm_wl), peep_ps, self.ps(pre_g), self.ps(l), self.ps(c), self.ps(gates)];
         let ps2 = [self.ps(wl), self.ps(wr), self.ps(pre), self.ps(vw), self.ps(r), self.ps(bh_t)];
         let kname = format!("lstm_rtrbm_forward_k{}", plan.k);
-        let mut guard = self.grown(&self.scratch.flags, self.models * b, "fused forward flags")?;
-        let flags = guard.as_mut().expect("grown leaves a buffer");
-        drv("clear fused forward flags", self.stream.memset_zeros(flags))?;
-        let cfg = LaunchConfig {
-            grid_dim: (2 * b as u32, self.models as u32, 1),
-            block_dim: (plan.threads as u32, 1, 1),
-            shared_mem_bytes: plan.smem as u32,
-        };
+        let mut guard = self.fused_counters(b)?;
+        let flags = guard.as_mut().ok_or_else(|| Error::Cuda("fused recurrence counters missing".into()))?;
+        let cfg = plan.launch_config(b, self.models);
         let f = self.func(&kname)?;
         let mut lb = self.stream.launch_builder(f);
         lb.arg(lstm_wl).arg(peep_buf).arg(&has_peep).arg(pre_g).arg(l).arg(c).arg(gates);
@@ -2404,14 +2420,9 @@ impl Backend for Cuda {
         let ps2 = [self.ps(lstm_wl), peep_ps, self.ps(c), self.ps(gates), self.ps(dpre), self.ps(dstate0), part_ps];
         let kname = format!("lstm_rtrbm_backward_k{}", plan.k);
         {
-            let mut guard = self.grown(&self.scratch.flags, self.models * b, "fused backward flags")?;
-            let flags = guard.as_mut().expect("grown leaves a buffer");
-            drv("clear fused backward flags", self.stream.memset_zeros(flags))?;
-            let cfg = LaunchConfig {
-                grid_dim: (2 * b as u32, self.models as u32, 1),
-                block_dim: (plan.threads as u32, 1, 1),
-                shared_mem_bytes: plan.smem as u32,
-            };
+            let mut guard = self.fused_counters(b)?;
+            let flags = guard.as_mut().ok_or_else(|| Error::Cuda("fused recurrence counters missing".into()))?;
+            let cfg = plan.launch_config(b, self.models);
             let f = self.func(&kname)?;
             let mut lb = self.stream.launch_builder(f);
             lb.arg(wr).arg(r).arg(dbh).arg(g).arg(wl).arg(du).arg(lstm_wl).arg(peep_buf).arg(&has_peep);
