@@ -60,7 +60,9 @@ done
 # Nsight Compute's stall reasons and hottest instructions at batch 64, if the machine has it
 # (one update's kernels; RTRBM_GRAPHS=0 so that each is a plain launch).
 unset RTRBM_KERNELS
+# (SKIP_NCU=1 skips it, for a short device budget)
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+[ "${SKIP_NCU:-0}" = 1 ] && NCU=
 if [ -n "$NCU" ]; then
   RTRBM_GRAPHS=0 timeout 180 "$NCU" --target-processes all --kernel-name regex:'lstm_forward_v2|lstm_backward_v2|rtrbm_forward_v2|rtrbm_backward_v2|gibbs_chain' \
     --launch-count 5 --section SpeedOfLight --section Occupancy --section LaunchStats --section SchedulerStats \
