@@ -182,11 +182,26 @@ __device__ __forceinline__ void publish_frames(int* flag, int frames) {
 
 // Waits until the producer has published at least `need` frames, then fences (before the
 // barrier that lets the block read them). In the emulator blocks run one after another, the
-// producer first, so a count short of `need` there is a bug: it traps instead of spinning.
+// producer first, so a count short of `need` there is a bug: it traps instead of spinning. There
+// the consumer also keeps the count it has waited for (emu_waited, reset by the waiting thread
+// with emu_wait_reset) and every load of a produced row checks it (emu_check_waited): a load
+// that no earlier wait covers, which on a GPU would race with the producer, traps.
+#ifdef RTRBM_CUDA_EMU
+__shared__ int emu_waited;
+__device__ __forceinline__ void emu_wait_reset() { emu_waited = 0; }
+__device__ __forceinline__ void emu_check_waited(int need) {
+    if (need > emu_waited) __trap();
+}
+#else
+__device__ __forceinline__ void emu_wait_reset() {}
+__device__ __forceinline__ void emu_check_waited(int) {}
+#endif
+
 __device__ __forceinline__ void wait_frames(const int* flag, int need) {
     const volatile int* f = flag;
 #ifdef RTRBM_CUDA_EMU
     if (*f < need) __trap();
+    if (need > emu_waited) emu_waited = need;
 #endif
     while (*f < need) {
     }
@@ -202,8 +217,9 @@ __device__ __forceinline__ void wait_frames(const int* flag, int need) {
 //
 // With WAIT (lstm_rtrbm_backward's LSTM blocks; one pass only), `dl` rows 0..T-1 are written by
 // another block during the launch: the block has one warp more, whose first thread waits
-// (wait_frames) for `flags[p B + b]` to count the rows a load needs (rows s..T-1: T - s) before the
-// barrier after which they are loaded (through L2).
+// (wait_frames) for `flags[p B + b]` to count the rows a load needs (rows s..T-1: T - s) one
+// frame ahead, during the dot product of the frame before the barrier after which they are
+// loaded (through L2), so that its round trip is off the frames' path.
 template <int K, bool WAIT = false>
 __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl, const float* __restrict__ peep,
                                                    int has_peep, const float* __restrict__ c,
@@ -258,6 +274,7 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
     const int jo = threadIdx.x;
     LstmCellIn in{};
     // (row T of dl: written before the launch)
+    if (WAIT && threadIdx.x == blockDim.x - 32) emu_wait_reset();
     if (own && jo < U && T > 0) in = lstm_cell_backward_in<WAIT>(jo, U, gates, c, dl, T - 1, B, b);
     for (int s = T - 1; s >= 0; --s) {
         long long grow = ((long long)s * B + b) * G;
@@ -268,10 +285,16 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
                 lstm_cell_backward(j, U, lstm_cell_backward_in(j, U, gates, c, dl, s, B, b), peep, has_peep, part,
                                    dpre, dl_rec, dc_next, dz, grow);
         }
-        // frame s-1 loads row s of dl below
-        if (WAIT && threadIdx.x == blockDim.x - 32 && s > 0) wait_frames(flags + blockIdx.y * B + b, T - s);
+        // the first frame loads row T-1 of dl below
+        if (WAIT && threadIdx.x == blockDim.x - 32 && s == T - 1 && s > 0) wait_frames(flags + blockIdx.y * B + b, 1);
         __syncthreads();
-        if (own && jo < U && s > 0) in = lstm_cell_backward_in<WAIT>(jo, U, gates, c, dl, s - 1, B, b);
+        if (own && jo < U && s > 0) {
+            if (WAIT) emu_check_waited(T - s);  // row s: rows s..T-1 published
+            in = lstm_cell_backward_in<WAIT>(jo, U, gates, c, dl, s - 1, B, b);
+        }
+        // frame s-1 loads row s-1 after its first barrier (row 0: dstate0 after the last frame):
+        // waited for here, while this frame's dot product runs, off the frames' path
+        if (WAIT && threadIdx.x == blockDim.x - 32 && s > 0) wait_frames(flags + blockIdx.y * B + b, T - s + 1);
         // d l_{t-1} (through the gates) = dz Wl^T: row j of Wl against dz, terms k = q + S m
         for (int j0 = 0; j0 < U; j0 += per_pass) {
             const int j = j0 + threadIdx.x / S;
@@ -291,11 +314,12 @@ __device__ __forceinline__ void lstm_backward_body(const float* __restrict__ Wl,
         }
         __syncthreads();
     }
-    if (WAIT) {
-        // row 0 of dl
+    if (WAIT && T == 1) {
+        // row 0 of dl (T > 1: waited for in frame 1)
         if (threadIdx.x == blockDim.x - 32) wait_frames(flags + blockIdx.y * B + b, T);
         __syncthreads();
     }
+    if (WAIT && threadIdx.x < U) emu_check_waited(T);  // row 0
     for (int j = threadIdx.x; j < U; j += blockDim.x) {
         dstate0[(long long)b * U + j] = (WAIT ? __ldcg(dl + (long long)b * U + j) : dl[(long long)b * U + j]) + dl_rec[j];
         dstate0[((long long)B + b) * U + j] = dc_next[j];
@@ -529,7 +553,10 @@ __device__ __forceinline__ void rtrbm_overlap_frame(const float* __restrict__ pr
     const long long row = ((long long)s * B + b) * H;
     if (tid < U) {
         if (s + 1 < T) lnext[tid] = held;
-        if (s + 2 < T) held = __ldcg(l + ((long long)(s + 2) * B + b) * U + tid);
+        if (s + 2 < T) {
+            emu_check_waited(s + 2);  // row s+2: the LSTM's frames 0..s+1
+            held = __ldcg(l + ((long long)(s + 2) * B + b) * U + tid);
+        }
     }
     if (tid < W) {
         float p = 0.0f, v = 0.0f;
@@ -594,11 +621,15 @@ __device__ __forceinline__ void lstm_rtrbm_forward_body(
     // row 0 of l: the initial state, written before the launch; row 1 (the LSTM's frame 0) is
     // stored by frame 0 and row 2 loaded there, so the LSTM must have done frames 0 and 1
     float held = 0.0f;
+    if (tid == W) emu_wait_reset();
     if (tid == W && T > 1) wait_frames(flag, T > 2 ? 2 : 1);
     __syncthreads();
     if (tid < U) {
         la[tid] = __ldcg(l + (long long)b * U + tid);
-        if (T > 1) held = __ldcg(l + ((long long)B + b) * U + tid);
+        if (T > 1) {
+            emu_check_waited(1);
+            held = __ldcg(l + ((long long)B + b) * U + tid);
+        }
     }
     __syncthreads();
     for (int s = 0; s < T; s += 2) {
