@@ -615,8 +615,8 @@ __device__ __forceinline__ void lstm_rtrbm_forward_body(
     float* lb = la + U;                    // l[s], s odd
     float* rc = lb + U;                    // r[s]
     float* rn = rc + H;                    // r[s+1]
-    for (int i = tid; i < U * H; i += blockDim.x) Ws[(i / H) * ldr + i % H] = WL[i];
-    for (int i = tid; i < H * H; i += blockDim.x) Ws[(U + i / H) * ldr + i % H] = WR[i];
+    stage_w_smem(WL, U, H, ldr, Ws);
+    stage_w_smem(WR, H, H, ldr, Ws + U * ldr);
     for (int i = tid; i < H; i += blockDim.x) rc[i] = r[(long long)b * H + i];
     // row 0 of l: the initial state, written before the launch; row 1 (the LSTM's frame 0) is
     // stored by frame 0 and row 2 loaded there, so the LSTM must have done frames 0 and 1
@@ -688,8 +688,8 @@ __device__ __forceinline__ void rtrbm_lstm_backward_role(const float* __restrict
     float* Ws = smem;                    // [WR; WL] [H + U, ldr]
     float* gn = smem + (H + U) * ldr;    // g[s+1]
     float* gc = gn + H;                  // g[s]
-    for (int i = tid; i < H * H; i += blockDim.x) Ws[(i / H) * ldr + i % H] = WR[i];
-    for (int i = tid; i < U * H; i += blockDim.x) Ws[(H + i / H) * ldr + i % H] = WL[i];
+    stage_w_smem(WR, H, H, ldr, Ws);
+    stage_w_smem(WL, U, H, ldr, Ws + H * ldr);
     for (int i = tid; i < H; i += blockDim.x) gn[i] = 0.0f;
     __syncthreads();
     for (int s = T - 1; s >= -1; --s) {

@@ -102,12 +102,22 @@ fn paper_setup<F: Float>(
     Ok((cfg, chunks))
 }
 
+/// Frames of each JSB Chorales training chunk (<= 100 frames; the embedded data).
+fn jsb_chunk_lens() -> Vec<usize> {
+    make_chunks::<f32>(&crate::data::jsb_embedded().train, 100).iter().map(|c| c.len() / 88).collect()
+}
+
 /// Mean frames of a JSB Chorales training chunk (<= 100 frames): 13,807 frames in 243 chunks,
 /// 56.8 (counted from the embedded data).
 pub fn jsb_mean_chunk_frames() -> f64 {
-    let lens: Vec<usize> =
-        make_chunks::<f32>(&crate::data::jsb_embedded().train, 100).iter().map(|c| c.len() / 88).collect();
+    let lens = jsb_chunk_lens();
     lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64
+}
+
+/// The tags of a training workload's name: `, length buckets` and `, recorded updates` where
+/// they apply.
+pub fn workload_tags(bucket: bool, recorded: bool) -> String {
+    format!("{}{}", if bucket { ", length buckets" } else { "" }, if recorded { ", recorded updates" } else { "" })
 }
 
 /// The chunks of each update of the training benchmarks. Without `bucket`: `batch` consecutive
@@ -118,12 +128,15 @@ struct BenchBatches {
     batch: usize,
     lens: Vec<usize>,
     bucket: Option<TrainConfig>,
+    /// The epoch order last made (epoch, order), so that an update reuses its epoch's.
+    order: std::cell::RefCell<(usize, Vec<usize>)>,
 }
 
 impl BenchBatches {
     fn new(cfg: &Config, lens: Vec<usize>, bucket: bool) -> Self {
         let tc = TrainConfig { bucket: true, shuffle: true, ..cfg.train.clone() };
-        Self { batch: cfg.train.batch, lens, bucket: bucket.then_some(tc) }
+        let order = std::cell::RefCell::new((usize::MAX, vec![]));
+        Self { batch: cfg.train.batch, lens, bucket: bucket.then_some(tc), order }
     }
 
     fn ids(&self, u: usize) -> Vec<Option<usize>> {
@@ -132,8 +145,11 @@ impl BenchBatches {
             None => (0..b).map(|i| Some((u * b + i) % n)).collect(),
             Some(tc) => {
                 let per_epoch = n.div_ceil(b);
-                let order = epoch_order(tc, &self.lens, u / per_epoch);
-                let pos = (u % per_epoch) * b;
+                let mut cached = self.order.borrow_mut();
+                if cached.0 != u / per_epoch {
+                    *cached = (u / per_epoch, epoch_order(tc, &self.lens, u / per_epoch));
+                }
+                let (order, pos) = (&cached.1, (u % per_epoch) * b);
                 let mut ids: Vec<Option<usize>> = order[pos..(pos + b).min(n)].iter().map(|&i| Some(i)).collect();
                 ids.resize(b, None);
                 ids
@@ -198,9 +214,8 @@ pub fn train_workload<B: Backend>(
         times.push(t0.elapsed().as_secs_f64());
     }
     let frames = batches.frames_per_update(warm_up..warm_up + 5 * updates);
-    let tag =
-        format!("{}{}", if bucket { ", length buckets" } else { "" }, if recorded { ", recorded updates" } else { "" });
-    let name = format!("train {} batch {batch} CD-{k} on {}{tag}", kind.name(), be.name());
+    let name =
+        format!("train {} batch {batch} CD-{k} on {}{}", kind.name(), be.name(), workload_tags(bucket, recorded));
     Ok(BenchResult { recorded, frames_per_update: Some(frames), ..summarise(name, times, updates as f64, "updates") })
 }
 
@@ -259,12 +274,7 @@ pub fn phase_workload<B: Backend>(
         })?;
     }
     Ok(PhaseTimes {
-        workload: format!(
-            "{} batch {batch} CD-{k}{}{}",
-            kind.name(),
-            if bucket { ", length buckets" } else { "" },
-            if recorded { ", recorded updates" } else { "" }
-        ),
+        workload: format!("{} batch {batch} CD-{k}{}", kind.name(), workload_tags(bucket, recorded)),
         device: be.name(),
         updates,
         update_s,
@@ -427,8 +437,7 @@ mod tests {
         assert!((jsb_mean_chunk_frames() - 13_807.0 / 243.0).abs() < 1e-9);
         let mut cfg = Config::default();
         cfg.train.batch = 64;
-        let lens: Vec<usize> =
-            make_chunks::<f32>(&crate::data::jsb_embedded().train, 100).iter().map(|c| c.len() / 88).collect();
+        let lens = jsb_chunk_lens();
         let plain = BenchBatches::new(&cfg, lens.clone(), false);
         assert_eq!(plain.ids(1)[0], Some(64));
         assert_eq!(plain.ids(3)[63], Some((3 * 64 + 63) % 243), "file order, wrapping");

@@ -1365,9 +1365,10 @@ impl Cuda {
         (units.div_ceil(32) * 32).clamp(32, 256) as u32
     }
 
-    /// A scratch buffer of the backend's own (`splitk`, `scratch.sumrows`, `scratch.flags`), locked and holding at least
-    /// `need` floats: grown (a new allocation, so recordings that hold the old one are made again)
-    /// when shorter, else reused as it is (stream-ordered: one buffer serves every launch).
+    /// A scratch buffer of the backend's own (`splitk`, `scratch.sumrows`, `scratch.flags`),
+    /// locked and holding at least `need` floats: grown (a new allocation, so recordings that
+    /// hold the old one are made again) when shorter, else reused as it is (stream-ordered: one
+    /// buffer serves every launch).
     fn grown<'a>(
         &self,
         slot: &'a Mutex<Option<CudaSlice<f32>>>,
@@ -1449,8 +1450,8 @@ impl Cuda {
         if nu > w / s as usize || w + 32 > 736 {
             return Ok(None);
         }
-        let sr = (0..=5).rev().map(|e| 1usize << e).find(|&sr| nh * sr <= w);
-        let Some(sr) = sr.filter(|_| nu <= w) else { return Ok(None) };
+        // (U <= W / S above: one thread per unit of l too)
+        let Some(sr) = (0..=5).rev().map(|e| 1usize << e).find(|&sr| nh * sr <= w) else { return Ok(None) };
         // [WL; WR] staged with a row stride = 32 / SR (mod 32): the lanes of a warp walking a
         // column hit 32 banks (as Cuda::rec_launch does for the v2 forward kernels); then l and r
         // double-buffered
@@ -2247,11 +2248,9 @@ impl Backend for Cuda {
         let (t, b, nu, nh) = (d.t, d.b, d.u, d.h);
         let plan = if d.n() * nu * nh == 0 { None } else { self.lstm_rtrbm_plan(b, nu, nh)? };
         let Some((plan, sr)) = plan else {
-            // the three operations one after another (the trait's composition)
-            self.lstm_forward(lstm_wl, peep, pre_g, l, c, gates, d)?;
-            let (lm, wm) = (Mat { buf: &*l, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: false });
-            self.gemm(d.n(), nh, nu, 1.0, lm, wm, 1.0, pre, 0)?;
-            return self.rtrbm_forward(wr, pre, vw, r, bh_t, d);
+            return super::lstm_rtrbm_forward_separate(
+                self, lstm_wl, peep, pre_g, l, c, gates, wl, wr, pre, vw, r, bh_t, d,
+            );
         };
         let g4 = 4 * nu;
         check("lstm_rtrbm_forward Wl", self.slab(lstm_wl), nu * g4)?;
@@ -2385,11 +2384,9 @@ impl Backend for Cuda {
         let (t, b, nu, nh) = (d.t, d.b, d.u, d.h);
         let plan = if d.n() * nu * nh == 0 { None } else { self.lstm_rtrbm_backward_plan(b, nu, nh)? };
         let Some((plan, sr)) = plan else {
-            // the three operations one after another (the trait's composition)
-            self.rtrbm_backward(wr, r, dbh, g, d)?;
-            let (gm, wm) = (Mat { buf: &*g, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: true });
-            self.gemm(d.n(), nu, nh, 1.0, gm, wm, 0.0, du, 0)?;
-            return self.lstm_backward(lstm_wl, peep, l, c, gates, du, dpre, dstate0, dpeep, d);
+            return super::lstm_rtrbm_backward_separate(
+                self, wr, r, dbh, g, wl, du, lstm_wl, peep, l, c, gates, dpre, dstate0, dpeep, d,
+            );
         };
         let g4 = 4 * nu;
         check("lstm_rtrbm_backward WR", self.slab(wr), nh * nh)?;

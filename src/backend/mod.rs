@@ -397,11 +397,7 @@ pub trait Backend: Send + Sync {
         bh_t: &mut Self::Buf,
         d: Dims,
     ) -> Result<()> {
-        self.lstm_forward(lstm_wl, peep, pre_g, l, c, gates, d)?;
-        let one = Self::F::ONE;
-        let (lm, wm) = (Mat { buf: &*l, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: false });
-        self.gemm(d.n(), d.h, d.u, one, lm, wm, one, pre, 0)?;
-        self.rtrbm_forward(wr, pre, vw, r, bh_t, d)
+        lstm_rtrbm_forward_separate(self, lstm_wl, peep, pre_g, l, c, gates, wl, wr, pre, vw, r, bh_t, d)
     }
 
     /// Backward of [`Backend::lstm_forward`]. `dl` `[T+1,B,U]` is the gradient arriving at each
@@ -448,10 +444,7 @@ pub trait Backend: Send + Sync {
         dpeep: Option<&mut Self::Buf>,
         d: Dims,
     ) -> Result<()> {
-        self.rtrbm_backward(wr, r, dbh, g, d)?;
-        let (gm, wm) = (Mat { buf: &*g, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: true });
-        self.gemm(d.n(), d.u, d.h, Self::F::ONE, gm, wm, Self::F::ZERO, du, 0)?;
-        self.lstm_backward(lstm_wl, peep, l, c, gates, du, dpre, dstate0, dpeep, d)
+        lstm_rtrbm_backward_separate(self, wr, r, dbh, g, wl, du, lstm_wl, peep, l, c, gates, dpre, dstate0, dpeep, d)
     }
 
     // ----- optimisation -----------------------------------------------------------------------
@@ -561,4 +554,59 @@ pub trait Backend: Send + Sync {
         counter: u32,
         out: &mut Self::Buf,
     ) -> Result<()>;
+}
+
+/// [`Backend::lstm_rtrbm_forward`] as three operations one after another: `lstm_forward`, the
+/// gemm `pre += l_{t-1} WL` (rows 0..T of `l`), `rtrbm_forward`. The trait's default, and the
+/// CUDA backend's wherever its one-launch kernel does not apply.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_rtrbm_forward_separate<B: Backend + ?Sized>(
+    be: &B,
+    lstm_wl: &B::Buf,
+    peep: Option<&B::Buf>,
+    pre_g: &B::Buf,
+    l: &mut B::Buf,
+    c: &mut B::Buf,
+    gates: &mut B::Buf,
+    wl: &B::Buf,
+    wr: &B::Buf,
+    pre: &mut B::Buf,
+    vw: &B::Buf,
+    r: &mut B::Buf,
+    bh_t: &mut B::Buf,
+    d: Dims,
+) -> Result<()> {
+    be.lstm_forward(lstm_wl, peep, pre_g, l, c, gates, d)?;
+    let one = B::F::ONE;
+    let (lm, wm) = (Mat { buf: &*l, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: false });
+    be.gemm(d.n(), d.h, d.u, one, lm, wm, one, pre, 0)?;
+    be.rtrbm_forward(wr, pre, vw, r, bh_t, d)
+}
+
+/// [`Backend::lstm_rtrbm_backward`] as three operations one after another: `rtrbm_backward`,
+/// the gemm `du[0..T) = g WL^T`, `lstm_backward`. The trait's default, and the CUDA backend's
+/// wherever its one-launch kernel does not apply.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_rtrbm_backward_separate<B: Backend + ?Sized>(
+    be: &B,
+    wr: &B::Buf,
+    r: &B::Buf,
+    dbh: &B::Buf,
+    g: &mut B::Buf,
+    wl: &B::Buf,
+    du: &mut B::Buf,
+    lstm_wl: &B::Buf,
+    peep: Option<&B::Buf>,
+    l: &B::Buf,
+    c: &B::Buf,
+    gates: &B::Buf,
+    dpre: &mut B::Buf,
+    dstate0: &mut B::Buf,
+    dpeep: Option<&mut B::Buf>,
+    d: Dims,
+) -> Result<()> {
+    be.rtrbm_backward(wr, r, dbh, g, d)?;
+    let (gm, wm) = (Mat { buf: &*g, offset: 0, trans: false }, Mat { buf: wl, offset: 0, trans: true });
+    be.gemm(d.n(), d.u, d.h, B::F::ONE, gm, wm, B::F::ZERO, du, 0)?;
+    be.lstm_backward(lstm_wl, peep, l, c, gates, du, dpre, dstate0, dpeep, d)
 }

@@ -126,12 +126,8 @@ fn run_on<B: Backend>(be: &B, args: &BenchArgs, emit: &mut dyn FnMut(Row) -> any
         // <= 100 frames, 56.8 on average; the padding is not counted)
         let frames = r.frames_per_update.unwrap_or(0.0);
         let flops = update_flops(args.model, frames, args.k as f64);
-        let tag = format!(
-            "{}{}",
-            if bucket { ", length buckets" } else { "" },
-            if r.recorded { ", recorded updates" } else { "" }
-        );
-        let label = format!("train {} batch {batch} CD-{}{tag}", args.model.name(), args.k);
+        let tags = crate::bench::workload_tags(bucket, r.recorded);
+        let label = format!("train {} batch {batch} CD-{}{tags}", args.model.name(), args.k);
         Ok(row(&label, &name, r, flops, Some(frames)))
     };
     let ais = || -> anyhow::Result<Row> {

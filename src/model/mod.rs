@@ -429,6 +429,8 @@ impl<B: Backend> Model<B> {
                 broadcast(be, &mut ws.bv_t, p.get("bv")?, nv)?;
                 // pre = bh (+ l_{t-1} WL)
                 broadcast(be, &mut ws.pre_h, p.get("bh")?, nh)?;
+                // vw = v_t W
+                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
                 if self.spec.kind == ModelKind::LstmRtrbm {
                     // LSTM over the chunk first: it is driven by the data only (SPEC 2).
                     // pre_g = v_t Wx + b
@@ -444,10 +446,6 @@ impl<B: Backend> Model<B> {
                         &mut ws.pre_g,
                         0,
                     )?;
-                }
-                // vw = v_t W
-                be.gemm(n, nh, nv, one, m(&ws.v, 0, false), m(p.get("W")?, 0, false), zero, &mut ws.vw, 0)?;
-                if self.spec.kind == ModelKind::LstmRtrbm {
                     // the LSTM, pre += l_{t-1} WL (rows 0..T of l), then the RTRBM recurrence
                     be.lstm_rtrbm_forward(
                         p.get("lstm_Wl")?,
